@@ -1,0 +1,166 @@
+/*
+ * loader.c: the resumable data loader of loader.h.
+ *
+ * Legend: T seq_len, W windows in all shards together, g global sequence number, e epoch, w window.
+ *
+ * Shards: window w of a shard with n tokens covers tokens [w T, w T + T + 1); the shard holds
+ * (n - 1) / T windows (none when n < T + 1). Windows are numbered across the shards of the list in
+ * order (window_start is the prefix sum). Training stream: epoch e = g / W reads window
+ * perm_e[g % W], perm_e a Fisher-Yates shuffle of 0 .. W-1 seeded from (seed, e); the permutation
+ * of the last epoch asked for is cached and recomputed (O(W)) when another epoch is read.
+ * Validation stream: data.val_files read in file order without shuffling (sequence g is window
+ * g % W), so every evaluation sees the same sequences; with no val_files it has no sequences.
+ * Synthetic: synthetic_sequence(seed, g) for training, seed ^ LOADER_VAL_SALT for validation.
+ *
+ * The cursor is a plain field owned by the trainer (checkpointed and restored by assignment);
+ * loader_read never moves it. A loader is not safe to share between threads (the cached epoch).
+ */
+#include "loader.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+
+#define LOADER_VAL_SALT 0x76616C6964617465ull  /* "validate": the synthetic validation stream */
+#define LOADER_PERM_SALT 0x7065726D75746531ull /* "permute1": the epoch shuffles */
+
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The config file for messages ("config" when it came from defaults only). */
+static const char *config_name(const struct config *c) { return c->path[0] ? c->path : "config"; }
+
+static void init_synthetic(struct loader *l, const struct config *c, int val) {
+    const struct synthetic_config *s = &c->data.synthetic;
+    l->task = (struct synthetic_task){.vocab_size = c->model.vocab_size,
+                                      .n_pairs = s->n_pairs,
+                                      .n_queries = s->n_queries,
+                                      .n_keys = s->n_keys,
+                                      .n_values = s->n_values};
+    char err[512];
+    if (synthetic_check(&l->task, l->seq_len + 1, err, sizeof err) != 0)
+        die_user("%s: %s", config_name(c), err);
+    if (val) l->seed ^= LOADER_VAL_SALT;
+}
+
+/* Dies naming data.seq_len and the longest shard when no shard holds a full window. */
+static void die_no_windows(const struct loader *l, const char *key) {
+    int longest = 0;
+    for (int i = 1; i < l->n_shards; i++)
+        if (l->shards[i].n_tokens > l->shards[longest].n_tokens) longest = i;
+    die_user("%s: no shard holds data.seq_len + 1 = %lld tokens: the longest, %s, has %lld", key,
+             (long long)(l->seq_len + 1), l->shards[longest].path,
+             (long long)l->shards[longest].n_tokens);
+}
+
+static void init_shards(struct loader *l, const struct config *c, int val) {
+    const struct string_list *files = val ? &c->data.val_files : &c->data.train_files;
+    const char *key = val ? "data.val_files" : "data.train_files";
+    if (!val && files->n == 0)
+        die_user("%s: data.train_files is empty, expected at least one token shard when data.source is "
+                 "\"shards\"",
+                 config_name(c));
+    l->n_shards = files->n;
+    l->shards = xcalloc((size_t)(files->n > 0 ? files->n : 1), sizeof *l->shards);
+    l->window_start = xcalloc((size_t)files->n + 1, sizeof *l->window_start);
+    for (int i = 0; i < files->n; i++) {
+        token_shard_open(&l->shards[i], files->items[i], c->model.vocab_size);
+        int64_t n = l->shards[i].n_tokens;
+        l->window_start[i + 1] = l->window_start[i] + (n > l->seq_len ? (n - 1) / l->seq_len : 0);
+    }
+    l->n_windows = l->window_start[files->n];
+    if (files->n > 0 && l->n_windows == 0) die_no_windows(l, key);
+    if (!val) l->perm = xmalloc((size_t)(l->n_windows > 0 ? l->n_windows : 1) * sizeof *l->perm);
+}
+
+void loader_init(struct loader *l, const struct config *c, int val) {
+    memset(l, 0, sizeof *l);
+    if (c->data.seq_len < 1)
+        die_user("%s: data.seq_len is %lld, expected >= 1", config_name(c), (long long)c->data.seq_len);
+    l->seq_len = c->data.seq_len;
+    l->seed = c->seed;
+    l->source = c->data.source;
+    l->perm_epoch = -1;
+    if (l->source == DATA_SOURCE_SYNTHETIC)
+        init_synthetic(l, c, val);
+    else
+        init_shards(l, c, val);
+}
+
+void loader_free(struct loader *l) {
+    for (int i = 0; i < l->n_shards; i++) token_shard_close(&l->shards[i]);
+    free(l->shards);
+    free(l->window_start);
+    free(l->perm);
+    memset(l, 0, sizeof *l);
+}
+
+int64_t loader_epoch_size(const struct loader *l) {
+    return l->source == DATA_SOURCE_SHARDS ? l->n_windows : 0;
+}
+
+/* perm = the shuffle of epoch e (Fisher-Yates, splitmix64 stream from (seed, e)). */
+static void compute_perm(struct loader *l, int64_t e) {
+    int64_t n = l->n_windows;
+    for (int64_t i = 0; i < n; i++) l->perm[i] = i;
+    uint64_t state = mix64(l->seed ^ mix64((uint64_t)e ^ LOADER_PERM_SALT));
+    for (int64_t i = n - 1; i > 0; i--) {
+        uint64_t u = mix64(state += 0x9E3779B97F4A7C15ull);
+        int64_t j = (int64_t)(((unsigned __int128)u * (uint64_t)(i + 1)) >> 64);
+        int64_t x = l->perm[i];
+        l->perm[i] = l->perm[j];
+        l->perm[j] = x;
+    }
+    l->perm_epoch = e;
+}
+
+/* Shard holding global window w: the last i with window_start[i] <= w. */
+static int shard_of_window(const struct loader *l, int64_t w) {
+    int lo = 0, hi = l->n_shards - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        if (l->window_start[mid] <= w)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+static void copy_window(const struct token_shard *s, int64_t first, int64_t n, int32_t *tokens) {
+    const uint8_t *t = s->map + SHARD_HEADER_BYTES;
+    if (s->token_bytes == 2) {
+        const uint16_t *p = (const uint16_t *)t + first;
+        for (int64_t i = 0; i < n; i++) tokens[i] = (int32_t)p[i];
+    } else {
+        const uint32_t *p = (const uint32_t *)t + first;
+        for (int64_t i = 0; i < n; i++) tokens[i] = (int32_t)p[i];
+    }
+}
+
+static void read_shards(struct loader *l, int64_t g, int32_t *tokens) {
+    CHECKF(l->n_windows > 0, "loader_read: the stream has no sequences (a validation stream without "
+                             "data.val_files); check loader_epoch_size() first");
+    int64_t e = g / l->n_windows, w = g % l->n_windows;
+    if (l->perm) {
+        if (l->perm_epoch != e) compute_perm(l, e);
+        w = l->perm[w];
+    }
+    int s = shard_of_window(l, w);
+    copy_window(&l->shards[s], (w - l->window_start[s]) * l->seq_len, l->seq_len + 1, tokens);
+}
+
+void loader_read(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer) {
+    CHECKF(g >= 0, "loader_read: sequence %lld", (long long)g);
+    if (l->source == DATA_SOURCE_SYNTHETIC) {
+        synthetic_sequence(&l->task, l->seed, g, l->seq_len + 1, tokens, answer);
+        return;
+    }
+    read_shards(l, g, tokens);
+    if (answer) memset(answer, 0, (size_t)(l->seq_len + 1));
+}

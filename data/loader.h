@@ -1,0 +1,53 @@
+/*
+ * loader.h: the resumable, layout-independent data loader.
+ *
+ * The data is a stream of sequences of seq_len + 1 tokens (inputs are the first seq_len, targets
+ * the last seq_len), numbered 0, 1, 2, ... Sequence number g is a pure function of the seed and g:
+ * from token shards, epoch e = g / n_windows reads window perm_e[g % n_windows] where perm_e is a
+ * seeded shuffle of all windows (windows are the non-overlapping seq_len-token spans of each shard,
+ * each plus its next token); from the synthetic task, it is synthetic_sequence(seed, g).
+ * Optimizer step s reads sequences [s * global_batch, (s + 1) * global_batch), whatever the rank
+ * layout, so the cursor is one number: the next unread sequence.
+ */
+#ifndef INFLLM_LOADER_H
+#define INFLLM_LOADER_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "shard.h"
+#include "synthetic.h"
+
+struct loader {
+    int64_t seq_len;
+    uint64_t seed;
+    enum data_source source;
+    struct synthetic_task task;      /* DATA_SOURCE_SYNTHETIC */
+    int n_shards;                    /* DATA_SOURCE_SHARDS */
+    struct token_shard *shards;      /* (n_shards) */
+    int64_t *window_start;           /* (n_shards + 1) first global window index of each shard, prefix sums */
+    int64_t n_windows;
+    int64_t *perm;                   /* (n_windows) shuffle of the cached epoch; NULL for validation (file order) */
+    int64_t perm_epoch;              /* epoch perm belongs to, -1 = none */
+    int64_t cursor;                  /* next sequence to read: set and read by the trainer, never moved by loader_read */
+};
+
+/* Opens the training stream (val = 0) or the validation stream (val = 1) of the config.
+ * The validation stream uses data.val_files in file order (no shuffle), or for the synthetic source
+ * a separate seed. Shards source with empty data.val_files: the validation stream has no sequences
+ * (loader_epoch_size() returns 0 and loader_read() fails a CHECK; callers check first). Bad files,
+ * or no shard holding seq_len + 1 tokens, are user errors (exit 2). */
+void loader_init(struct loader *l, const struct config *c, int val);
+void loader_free(struct loader *l);
+
+/* Writes sequence g (seq_len + 1 tokens). answer (seq_len + 1 bytes, may be NULL) marks scored
+ * retrieval positions for the synthetic task (answer[i] = 1: tokens[i] is a queried value, i.e.
+ * target i - 1 is scored), all zero for shards. Random access: any g in any order gives the same
+ * tokens. Not thread-safe (it caches the current epoch's shuffle). */
+void loader_read(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer);
+
+/* Number of sequences in one epoch (0 for the unbounded synthetic stream, and for a shards
+ * validation stream without data.val_files). */
+int64_t loader_epoch_size(const struct loader *l);
+
+#endif

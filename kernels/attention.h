@@ -1,0 +1,72 @@
+/*
+ * attention.h: dense causal GQA attention (flash-attention algebra, fp32 log-sum-exp), forward and
+ * backward, and the shape struct every attention kernel of the project takes.
+ *
+ * Dimensions: Tq query rows of this call, Tk key rows, Hq query heads, Hkv key/value heads,
+ * G = Hq / Hkv (query head h reads KV head h / G), D head dim.
+ *
+ * Positions are global: query row i sits at global position q_pos0 + i and key row j at position j.
+ * Query row i sees keys j <= q_pos0 + i. That lets one call serve a chunk of a sequence that context
+ * parallelism placed on this rank, against the gathered keys of the whole sequence.
+ *
+ * Layouts are token-major: q/out/dq (Tq, Hq, D) with q_stride elements between rows, k/v/dk/dv
+ * (Tk, Hkv, D) with kv_stride between rows, lse (Tq, Hq) contiguous.
+ * Gradient rule: backward ADDS into dq, dk, dv.
+ */
+#ifndef INFLLM_ATTENTION_H
+#define INFLLM_ATTENTION_H
+
+#include <stdint.h>
+
+#include "gpu.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct attn_shape {
+    int64_t Tq;         /* query rows in this call */
+    int64_t q_pos0;     /* global position of query row 0 */
+    int64_t Tk;         /* key rows, global positions 0..Tk-1; Tk >= q_pos0 + Tq */
+    int Hq, Hkv, D;
+    int64_t q_stride;   /* elements between consecutive rows of q, out, dq (>= Hq * D) */
+    int64_t kv_stride;  /* elements between consecutive rows of k, v, dk, dv (>= Hkv * D) */
+    float scale;        /* softmax scale tau = 1 / sqrt(D) */
+};
+
+/* out[i,h] = sum_{j <= pos(i)} softmax_j(scale * q[i,h] . k[j,h/G]) v[j,h/G];
+ * lse[i,h] = log sum_j exp(scale * q[i,h] . k[j,h/G]) (natural log, fp32). */
+void attention_forward_cpu(float *out,       /* (Tq, Hq, D) */
+                           float *lse,       /* (Tq, Hq) */
+                           const float *q,   /* (Tq, Hq, D) */
+                           const float *k,   /* (Tk, Hkv, D) */
+                           const float *v,   /* (Tk, Hkv, D) */
+                           const struct attn_shape *s);
+
+/* With D_i = dout_i . out_i, P_ij = exp(scale q_i.k_j - lse_i), dS_ij = P_ij (dout_i . v_j - D_i):
+ * dv_j += sum_i P_ij dout_i, dq_i += scale sum_j dS_ij k_j, dk_j += scale sum_i dS_ij q_i.
+ * Deterministic: each output row is reduced by one thread in a fixed order. */
+void attention_backward_cpu(float *dq,          /* (Tq, Hq, D) */
+                            float *dk,          /* (Tk, Hkv, D) */
+                            float *dv,          /* (Tk, Hkv, D) */
+                            const float *dout,  /* (Tq, Hq, D) */
+                            const float *q,     /* (Tq, Hq, D) */
+                            const float *k,     /* (Tk, Hkv, D) */
+                            const float *v,     /* (Tk, Hkv, D) */
+                            const float *out,   /* (Tq, Hq, D) */
+                            const float *lse,   /* (Tq, Hq) */
+                            const struct attn_shape *s);
+
+
+/* CUDA: bf16 q, k, v, out and gradients, fp32 lse; the same contract (deterministic). */
+void attention_forward_cuda(void *out, float *lse, const void *q, const void *k, const void *v,
+                            const struct attn_shape *s, const struct gpu_ctx *g);
+void attention_backward_cuda(void *dq, void *dk, void *dv, const void *dout, const void *q,
+                             const void *k, const void *v, const void *out, const float *lse,
+                             const struct attn_shape *s, const struct gpu_ctx *g);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,56 @@
+/*
+ * common.cuh: device helpers shared by the .cu files of kernels/: bf16 conversion, warp and block
+ * reductions, launch checking. Included by .cu files only.
+ */
+#ifndef INFLLM_COMMON_CUH
+#define INFLLM_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "cuda_check.h"
+#include "gpu.h"
+
+typedef __nv_bfloat16 bf16;
+
+static inline cudaStream_t stream_of(const struct gpu_ctx *g) { return (cudaStream_t)g->stream; }
+
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static __device__ __forceinline__ float bf(const bf16 x) { return __bfloat162float(x); }
+static __device__ __forceinline__ bf16 to_bf(float x) { return __float2bfloat16_rn(x); }
+
+static __device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+ * `shared` holds 32 floats. The order of additions is fixed for a given blockDim. */
+static __device__ __forceinline__ float block_sum(float v, float *shared) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? shared[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+static __device__ __forceinline__ float block_max(float v, float *shared) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? shared[lane] : -INFINITY;
+    return warp_max(v);
+}
+
+#endif

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The first command of the README: installs what is missing, builds, and trains the tiny model of
+# configs/quickstart.json on the CPU on the built-in synthetic retrieval task (no download, no GPU).
+# Extra arguments go to the trainer, e.g. `launch/quickstart.sh --set train.max_steps=20`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+launch/setup.sh
+launch/build.sh
+if [ "$(id -u)" = 0 ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+exec build/infllm-train configs/quickstart.json --set resume=none "$@"

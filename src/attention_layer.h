@@ -1,0 +1,89 @@
+/*
+ * attention_layer.h: one layer's attention over a micro-batch on one rank: the dense/sparse switch
+ * of InfLLM-V2 and, under context parallelism, the exchanges with the other ranks of the cp group.
+ *
+ * Dimensions: B sequences, n = shard.n_local local tokens per sequence (nchunks chunks of cl
+ * tokens), N = B * n rows; q (N, QD), k and v (N, KD) hold this rank's tokens. T global tokens per
+ * sequence; L1 / L2 valid compressed keys per sequence (K1 / K2 of INFLLMV2.md).
+ *
+ * The model calls, per layer: attention_layer_select (sparse mode only; before RoPE with use_nope,
+ * after it otherwise), then attention_layer_forward, and in the backward attention_layer_backward,
+ * which reuses the selection saved by the forward.
+ *
+ * Context parallelism (cp > 1; the scheme of INFLLMV2.md):
+ *   select    each rank compresses the windows that start in its chunks, taking the few rows a
+ *             window needs past a chunk's end (the halo) from the owner of the next chunk, so the
+ *             compressed keys are exactly those of one rank; the compressed keys are all-gathered
+ *             (T / kernel_stride rows per KV head: small); stages 1-2 then run for the local
+ *             queries with global block indices. No score crosses the network.
+ *   forward   K and V are all-gathered into global order and each local chunk attends to them by
+ *             global positions (dense, or sparse over its selection).
+ *   backward  K and V are gathered again (cheap with GQA, and nothing per layer is kept), the
+ *             chunks' dK and dV are accumulated for the whole sequence, and reduce-scattered (fp32
+ *             sums on the CPU) back to the owners of the keys.
+ * All-gathers use two calls, one per chunk slot: slot 0 (chunk r of rank r) lands in order; slot 1
+ * (chunk 2cp-1-r) lands reversed and is put in order by swapping chunk blocks.
+ */
+#ifndef INFLLM_ATTENTION_LAYER_H
+#define INFLLM_ATTENTION_LAYER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "config.h"
+#include "grid.h"
+#include "infllmv2.h"
+
+struct attention_layer {
+    const struct backend *be;
+    const struct comm *cp;      /* the cp group's tensor communicator (used when ncp > 1) */
+    int ncp;                    /* ranks sharing a sequence (parallel.cp) */
+    struct seq_shard shard;     /* this rank's chunks */
+    int64_t T;                  /* global tokens per sequence */
+    int B, Hq, Hkv, D;
+    float scale;                /* 1 / sqrt(D) */
+    bool sparse;                /* InfLLM-V2 sparse mode (else dense causal) */
+    struct infllm_params p;     /* sparse parameters */
+    int nsel;                   /* blocks kept per query: topk + local_blocks */
+    int64_t L1, L2;             /* valid compressed keys per sequence (L2 = 0 without lse_approx) */
+    int64_t k1_rows, k2_rows;   /* rows of the k1 / k2 buffers (L1 / L2, or T / stride under cp) */
+    int64_t halo;               /* rows past a chunk's end its windows read (cp > 1) */
+    size_t bytes;               /* scratch owned by the layer */
+    /* Scratch (compute dtype). */
+    void *k1;                   /* (k1_rows, KD) compressed keys K1 of one sequence */
+    void *k2;                   /* (k2_rows, KD) compressed keys K2, or NULL */
+    void *k_full, *v_full;      /* (T, KD) gathered keys and values (cp > 1) */
+    void *dk_full, *dv_full;    /* (T, KD) their gradients before the reduce-scatter (cp > 1) */
+    void *chunk_rows;           /* (cl + halo, KD) one chunk and its halo, compressed from (cp > 1) */
+    void *halo_rows;            /* (2, halo, KD) halos received for slot 0 and slot 1 (cp > 1) */
+    void *tmp;                  /* (n, KD) reduce-scatter result and block swaps (cp > 1) */
+    void *workspace;            /* the model's kernel workspace (sparse backward on CUDA) */
+};
+
+/* Sets up the layer for the config and the grid (allocating its scratch when allocate). A layout
+ * the halo exchange cannot serve (chunks shorter than a window's reach) is a user error naming
+ * data.seq_len and parallel.cp. */
+void attention_layer_init(struct attention_layer *al, const struct config *c,
+                          const struct backend *be, const struct grid *g, int B, bool allocate);
+void attention_layer_free(struct attention_layer *al);
+
+/* Stages 0-2: sel (N, Hkv, nsel) for every local query row, from q (N, QD) and k (N, KD). */
+void attention_layer_select(struct attention_layer *al, int32_t *sel, const void *q,
+                            const void *k);
+
+/* out (N, QD), lse (N, Hq): causal attention of the local queries over the whole sequence, dense or
+ * restricted to sel. */
+void attention_layer_forward(struct attention_layer *al, void *out, float *lse,
+                             const int32_t *sel, const void *q, const void *k, const void *v);
+
+/* ADDS the gradients of the local rows into dq (N, QD), dk and dv (N, KD). */
+void attention_layer_backward(struct attention_layer *al, void *dq, void *dk, void *dv,
+                              const void *dout, const void *q, const void *k, const void *v,
+                              const void *out, const float *lse, const int32_t *sel);
+
+/* Bytes this rank sends per layer per micro-batch in the forward and in the backward (the figures
+ * of the communication plan). */
+void attention_layer_comm_bytes(const struct attention_layer *al, double *fwd, double *bwd);
+
+#endif

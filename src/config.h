@@ -1,0 +1,178 @@
+/*
+ * config.h: the one run configuration, its defaults, and its loader.
+ *
+ * A config is a JSON file (sections model, attention, data, train, parallel, checkpoint, log, plus
+ * the top-level keys run_dir, device, seed, resume) overlaid on the defaults of config_defaults(),
+ * then overridden by `--set key.path=value` options. Every key lives in one table in config.c
+ * (name, type, field, default, documentation); the loader, the --set parser, the start-up table and
+ * docs/CONFIG.md all come from that table. Unknown keys, wrong types and impossible values are
+ * rejected before any work with one line naming the file, the key path and what was expected
+ * (exit code 2).
+ */
+#ifndef INFLLM_CONFIG_H
+#define INFLLM_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_STR_MAX 1024
+#define CONFIG_LIST_MAX 256   /* entries of a string or number list */
+
+enum device_kind { DEVICE_CPU = 0, DEVICE_CUDA = 1 };
+enum model_type { MODEL_TYPE_LLAMA = 0, MODEL_TYPE_MINICPM = 1 };
+enum lr_schedule { LR_SCHEDULE_COSINE = 0, LR_SCHEDULE_WSD = 1, LR_SCHEDULE_CONSTANT = 2 };
+enum data_source { DATA_SOURCE_SYNTHETIC = 0, DATA_SOURCE_SHARDS = 1 };
+enum recompute { RECOMPUTE_NONE = 0, RECOMPUTE_ATTENTION = 1, RECOMPUTE_FULL = 2 };
+
+struct string_list {
+    int n;
+    char *items[CONFIG_LIST_MAX]; /* owned, NUL-terminated */
+};
+
+struct float_list {
+    int n;
+    double items[CONFIG_LIST_MAX];
+};
+
+/* Model shape; key names are those of Hugging Face config.json. */
+struct model_config {
+    enum model_type model_type;   /* "llama" | "minicpm" */
+    int64_t vocab_size;
+    int hidden_size;              /* C */
+    int intermediate_size;        /* I */
+    int num_hidden_layers;        /* L */
+    int num_attention_heads;      /* Hq */
+    int num_key_value_heads;      /* Hkv */
+    int head_dim;                 /* D; 0 in the file means hidden_size / num_attention_heads */
+    double rope_theta;
+    double rms_norm_eps;
+    bool tie_word_embeddings;
+    double scale_emb;             /* minicpm: h0 = embed * scale_emb */
+    double scale_depth;           /* minicpm: residual branch * scale_depth / sqrt(L) */
+    double dim_model_base;        /* minicpm: logits from h / (hidden_size / dim_model_base) */
+    double initializer_range;     /* std of the random init (when not imported) */
+    int64_t max_position_embeddings;
+    /* rope_scaling (LongRoPE); rope_scaling_type is "" when absent */
+    char rope_scaling_type[32];   /* "" | "longrope" */
+    struct float_list rope_long_factor;   /* head_dim / 2 entries */
+    struct float_list rope_short_factor;  /* head_dim / 2 entries */
+    int64_t rope_original_max_position_embeddings;
+    char init_from[CONFIG_STR_MAX]; /* Hugging Face folder to start from; "" = random init */
+};
+
+/* InfLLM-V2 keys (../shared/INFLLMV2.md). */
+struct attention_config {
+    int kernel_size;      /* K1 window */
+    int kernel_stride;    /* K1 stride */
+    int block_size;       /* key block selected by top-k */
+    int init_blocks;      /* always-selected first blocks */
+    int window_size;      /* local window in tokens; local_blocks = window_size / block_size */
+    int topk;             /* dynamic budget; selection keeps topk + local_blocks blocks */
+    int64_t dense_len;    /* T < dense_len: dense attention; -1: always sparse */
+    bool use_nope;        /* selection from pre-RoPE q and k */
+    bool lse_approx;      /* stage-1 normaliser from coarse keys K2 */
+};
+
+struct synthetic_config {
+    int n_pairs;          /* key-value pairs hidden in each sequence */
+    int n_queries;        /* queries asked at the end of each sequence */
+    int n_keys;           /* distinct key tokens */
+    int n_values;         /* distinct value tokens */
+};
+
+struct data_config {
+    int64_t seq_len;                  /* T tokens per sequence (inputs; targets are shifted by one) */
+    enum data_source source;          /* "synthetic" | "shards" */
+    struct string_list train_files;   /* token shards (paths) */
+    struct string_list val_files;     /* token shards for validation; empty = synthetic or none */
+    struct synthetic_config synthetic;
+};
+
+struct train_config {
+    int64_t max_steps;
+    int micro_batch_size;     /* sequences per forward/backward on one dp group */
+    int global_batch_size;    /* sequences per optimizer step, all ranks together */
+    double lr;
+    double min_lr;
+    int64_t warmup_steps;
+    enum lr_schedule schedule;
+    double decay_fraction;    /* wsd: final fraction of max_steps spent decaying */
+    double weight_decay;
+    double beta1, beta2, eps;
+    double grad_clip;         /* global-norm clip; 0 = off */
+    int64_t eval_every;       /* steps between validation runs; 0 = never */
+    int eval_batches;         /* sequences per validation run */
+    enum recompute recompute;
+    int64_t exit_after_steps; /* checkpoint and exit 0 after this many steps of this invocation;
+                                 0 = run to max_steps (time-sliced jobs, resume tests) */
+};
+
+struct parallel_config {
+    int cp;                   /* ranks sharing one sequence; dp = world size / cp */
+};
+
+struct checkpoint_config {
+    int64_t every;            /* steps between checkpoints; 0 = only at the end */
+    int keep_last;            /* complete checkpoints kept; 0 = all */
+};
+
+struct log_config {
+    int64_t every;            /* steps between printed lines */
+};
+
+#define CONFIG_MAX_KEYS 128
+
+struct config {
+    char path[CONFIG_STR_MAX];     /* file it came from, for messages */
+    uint8_t given[CONFIG_MAX_KEYS]; /* per key of the table: set by the file or a --set */
+    char run_dir[CONFIG_STR_MAX];
+    enum device_kind device;
+    uint64_t seed;
+    char resume[CONFIG_STR_MAX];   /* "auto" | "none" | checkpoint path */
+    struct model_config model;
+    struct attention_config attention;
+    struct data_config data;
+    struct train_config train;
+    struct parallel_config parallel;
+    struct checkpoint_config checkpoint;
+    struct log_config log;
+};
+
+/* Fills every field with its default. */
+void config_defaults(struct config *c);
+
+/* Loads `path` over the defaults, then applies `nset` overrides "key.path=value" (values parse as
+ * JSON, or as a bare string when they are not JSON), then validates. On any error: one line on
+ * stderr naming the file and key, exit code 2. */
+void config_load(struct config *c, const char *path, int nset, char *const *sets);
+
+/* Cross-key checks and derived defaults (head_dim = 0 -> hidden / heads, ...). Dies with exit code 2
+ * naming the key. `world_size` checks the parallel layout (pass 1 when not yet known). */
+void config_validate(struct config *c, int world_size);
+
+/* Releases the owned strings of the lists. */
+void config_free(struct config *c);
+
+/* Prints the config as a two-column table (key, value). */
+void config_print(const struct config *c, FILE *f);
+
+/* Writes the config as JSON (the same keys the loader reads); the caller frees with free(). */
+char *config_to_json(const struct config *c);
+
+/* Writes the Markdown documentation of every key (docs/CONFIG.md is this output). */
+void config_write_doc(FILE *f);
+
+/* Whether `key` (a dotted path such as "model.hidden_size") was given by the file or a --set, as
+ * opposed to left at its default (model.init_from uses it to find conflicting keys). */
+bool config_is_set(const struct config *c, const char *key);
+
+/* The keys of the table, for tests and tools: count and dotted path of key i. */
+int config_key_count(void);
+const char *config_key_name(int i);
+
+/* Derived quantities. */
+int config_local_blocks(const struct config *c);            /* window_size / block_size */
+bool config_sparse(const struct config *c, int64_t seq_len); /* sparse attention at this length? */
+
+#endif

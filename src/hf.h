@@ -1,0 +1,35 @@
+/*
+ * hf.h: Hugging Face model folders in and out.
+ *
+ * Import (model.init_from): a folder with config.json (LlamaForCausalLM or MiniCPM) and
+ * model.safetensors, or shards listed by model.safetensors.index.json; BF16, F16 or F32 tensors.
+ * The model shape comes from config.json: a key also set explicitly in our config must agree, or the
+ * run stops naming both values.
+ * Export (infllm-train export CKPT OUT): config.json (architectures, torch_dtype, MiniCPM's muP
+ * scales and LongRoPE, the attention's sparse_config), bf16 model.safetensors with
+ * __metadata__ {"format": "pt"}, split into model-0000i-of-0000n.safetensors with an index above
+ * the shard size limit, and the tokenizer files (and MiniCPM's modeling code) of the imported
+ * folder when the run started from one.
+ */
+#ifndef INFLLM_HF_H
+#define INFLLM_HF_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "model.h"
+
+/* Fills c->model's shape from <c->model.init_from>/config.json (before config_validate). */
+void hf_import_config(struct config *c);
+
+/* Reads the folder's weights into host (n_params floats, the model's flat layout), checking
+ * every expected tensor's presence and shape. */
+void hf_import_weights(const struct model *m, const char *folder, float *host);
+
+/* Writes the Hugging Face folder `out` from the weights `host` (the model's flat fp32 layout) of a
+ * model built from config c. max_shard_bytes: the size above which model.safetensors is split
+ * (0 = default 5 GB, Hugging Face's own default). */
+void hf_export(const struct config *c, const struct model *m, const float *host, const char *out,
+               int64_t max_shard_bytes);
+
+#endif

@@ -1,0 +1,185 @@
+/*
+ * main.c: the command line.
+ *
+ *   infllm-train CONFIG [--set key.path=value]... [--dry-run]   train (or only check and plan)
+ *   infllm-train export CKPT OUT [--max-shard-bytes N]           Hugging Face folder from a checkpoint
+ *   infllm-train config-doc                                      print the config reference
+ *   infllm-train --help | --version
+ */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "check.h"
+#include "checkpoint.h"
+#include "fsutil.h"
+#include "hf.h"
+#include "config.h"
+#include "grid.h"
+#include "train.h"
+
+#define INFLLM_VERSION "0.1.0"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: infllm-train CONFIG [--set key.path=value]... [--dry-run]\n"
+            "       infllm-train export CHECKPOINT OUT_FOLDER [--max-shard-bytes N]\n"
+            "       infllm-train config-doc\n"
+            "       infllm-train --help | --version\n"
+            "\n"
+            "Trains the model of CONFIG (JSON; every key in docs/CONFIG.md). Under mpirun, the\n"
+            "ranks form a dp x cp grid (parallel.cp ranks share each sequence).\n"
+            "  --set key.path=value  override a config key (repeatable); the value is JSON or a\n"
+            "                        bare string\n"
+            "  --dry-run             load and check the config, print it and the memory plan, exit\n"
+            "\n"
+            "export writes a Hugging Face folder (config.json, bf16 safetensors, tokenizer files of\n"
+            "the imported model) from a checkpoint folder or its `latest` pointer file.\n");
+}
+
+struct args {
+    const char *config;
+    int nset;
+    char **sets;
+    bool dry_run;
+};
+
+static struct args parse_args(int argc, char **argv) {
+    struct args a = {0};
+    a.sets = xcalloc((size_t)argc, sizeof(char *));
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (strcmp(s, "--set") == 0) {
+            if (i + 1 >= argc) die_user("--set needs a key.path=value argument");
+            a.sets[a.nset++] = argv[++i];
+        } else if (strncmp(s, "--set=", 6) == 0) {
+            a.sets[a.nset++] = argv[i] + 6;
+        } else if (strcmp(s, "--dry-run") == 0) {
+            a.dry_run = true;
+        } else if (s[0] == '-') {
+            usage(stderr);
+            die_user("unknown option %s", s);
+        } else if (!a.config) {
+            a.config = s;
+        } else {
+            usage(stderr);
+            die_user("unexpected argument %s (one CONFIG only)", s);
+        }
+    }
+    if (!a.config) {
+        usage(stderr);
+        die_user("no CONFIG given");
+    }
+    return a;
+}
+
+static int cmd_train(int argc, char **argv) {
+    struct args a = parse_args(argc, argv);
+    static struct config cfg; /* large (fixed-size strings): keep it off the stack */
+    config_load(&cfg, a.config, a.nset, a.sets);
+    if (cfg.model.init_from[0]) hf_import_config(&cfg);
+    int world = 1;
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
+    config_validate(&cfg, world);
+    struct grid g;
+    grid_init(&g, MPI_COMM_WORLD, cfg.parallel.cp);
+    if (g.world_rank == 0) {
+        printf("infllm-train %s: %s\n", INFLLM_VERSION, a.config);
+        config_print(&cfg, stdout);
+    }
+    int rc = EXIT_CODE_OK;
+    struct trainer tr;
+    trainer_init(&tr, &cfg, &g, a.dry_run);
+    if (!a.dry_run) {
+        char ckpt[4096];
+        if (checkpoint_resolve(&cfg, ckpt, sizeof ckpt)) checkpoint_load(&tr, ckpt);
+        if (tr.step >= cfg.train.max_steps && g.world_rank == 0)
+            printf("nothing to do: the run is at step %lld of train.max_steps = %lld\n",
+                   (long long)tr.step, (long long)cfg.train.max_steps);
+        rc = trainer_run(&tr);
+    }
+    trainer_free(&tr);
+    grid_free(&g);
+    config_free(&cfg);
+    free(a.sets);
+    return rc;
+}
+
+/* A checkpoint folder, or the `latest` pointer file naming one beside it. */
+static void resolve_checkpoint_arg(const char *arg, char *out, size_t n) {
+    struct stat st;
+    if (stat(arg, &st) != 0) die_user("%s: no such checkpoint", arg);
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(out, n, "%s", arg);
+        return;
+    }
+    char *name = read_file(arg, NULL, true);
+    name[strcspn(name, "\r\n")] = '\0';
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", arg);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    snprintf(out, n, "%s/%s", dir, name);
+    free(name);
+}
+
+static int cmd_export(int argc, char **argv) {
+    if (argc < 4) {
+        usage(stderr);
+        die_user("export needs CHECKPOINT and OUT_FOLDER");
+    }
+    int64_t max_shard = 0;
+    for (int i = 4; i < argc; i++) {
+        if (strcmp(argv[i], "--max-shard-bytes") == 0 && i + 1 < argc)
+            max_shard = atoll(argv[++i]);
+        else
+            die_user("export: unknown option %s", argv[i]);
+    }
+    char ckpt[4096], cfg_path[4400];
+    resolve_checkpoint_arg(argv[2], ckpt, sizeof ckpt);
+    snprintf(cfg_path, sizeof cfg_path, "%s/train_config.json", ckpt);
+    static struct config cfg;
+    char *sets[] = {"parallel.cp=1", "device=cpu"}; /* the layout does not matter to the weights */
+    config_load(&cfg, cfg_path, 2, sets);
+    struct grid g;
+    grid_init(&g, MPI_COMM_SELF, 1);
+    struct backend be;
+    backend_init(&be, DEVICE_CPU, 0);
+    struct model m;
+    model_init(&m, &cfg, &be, &g, 1, false);
+    float *host = xcalloc((size_t)m.n_params_padded, sizeof(float));
+    checkpoint_read_weights(&m, ckpt, host);
+    hf_export(&cfg, &m, host, argv[3], max_shard);
+    printf("exported %s (%lld parameters) to %s\n", ckpt, (long long)m.n_params, argv[3]);
+    free(host);
+    model_free(&m);
+    backend_free(&be);
+    grid_free(&g);
+    config_free(&cfg);
+    return EXIT_CODE_OK;
+}
+
+int main(int argc, char **argv) {
+    MPI_CHECK(MPI_Init(&argc, &argv));
+    int rc = EXIT_CODE_OK;
+    const char *cmd = argc > 1 ? argv[1] : "";
+    if (argc < 2 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        rc = argc < 2 ? EXIT_CODE_USER : EXIT_CODE_OK;
+    } else if (strcmp(cmd, "--version") == 0) {
+        printf("infllm-train %s\n", INFLLM_VERSION);
+    } else if (strcmp(cmd, "export") == 0) {
+        rc = cmd_export(argc, argv);
+    } else if (strcmp(cmd, "config-doc") == 0) {
+        config_write_doc(stdout);
+    } else {
+        rc = cmd_train(argc, argv);
+    }
+    MPI_Finalize();
+    return rc;
+}

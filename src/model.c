@@ -1,0 +1,478 @@
+/*
+ * model.c: parameter layout, memory plan, forward and backward of the transformer (see model.h).
+ *
+ * Per layer l (rs = residual scale, MiniCPM's scale_depth / sqrt(L), else 1):
+ *   ln1 = rmsnorm(x[l]);  q, k, v = ln1 @ Wq^T, Wk^T, Wv^T;  RoPE(q, k);  att = attention(q, k, v)
+ *   xmid = x[l] + rs * att @ Wo^T
+ *   ln2 = rmsnorm(xmid);  x[l+1] = xmid + rs * swiglu(ln2 @ Wgate^T, ln2 @ Wup^T) @ Wdown^T
+ * then lnf = rmsnorm(x[L]) and the fused head: logits = logit_scale * lnf @ Wlm^T chunk by chunk,
+ * cross-entropy, and (training) the head's gradients straight away, so no N x V tensor exists.
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "ops.h"
+#include "rope.h"
+
+/* Rows of logits materialised at once by the fused head: bounded so that a chunk stays small
+ * (about 64 MiB of fp32 logits) whatever the vocabulary. */
+#define HEAD_CHUNK_BYTES ((int64_t)64 << 20)
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Parameter layout                                                                                */
+
+enum tensor_kind {
+    TENSOR_WTE, TENSOR_LN1, TENSOR_WQ, TENSOR_WK, TENSOR_WV, TENSOR_WO, TENSOR_LN2, TENSOR_WGATE,
+    TENSOR_WUP, TENSOR_WDOWN, TENSOR_LNF, TENSOR_LM_HEAD, TENSOR_COUNT
+};
+
+/* Hugging Face name pattern, per-layer shape [rows, cols] (cols 0 = 1-D), layered or not. */
+struct tensor_desc {
+    const char *pattern;
+    int64_t rows, cols;
+    bool layered;
+};
+
+static void tensor_descs(const struct model *m, struct tensor_desc d[TENSOR_COUNT]) {
+    int64_t QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
+    d[TENSOR_WTE] = (struct tensor_desc){"model.embed_tokens.weight", m->V, m->C, false};
+    d[TENSOR_LN1] = (struct tensor_desc){"model.layers.%d.input_layernorm.weight", m->C, 0, true};
+    d[TENSOR_WQ] = (struct tensor_desc){"model.layers.%d.self_attn.q_proj.weight", QD, m->C, true};
+    d[TENSOR_WK] = (struct tensor_desc){"model.layers.%d.self_attn.k_proj.weight", KD, m->C, true};
+    d[TENSOR_WV] = (struct tensor_desc){"model.layers.%d.self_attn.v_proj.weight", KD, m->C, true};
+    d[TENSOR_WO] = (struct tensor_desc){"model.layers.%d.self_attn.o_proj.weight", m->C, QD, true};
+    d[TENSOR_LN2] =
+        (struct tensor_desc){"model.layers.%d.post_attention_layernorm.weight", m->C, 0, true};
+    d[TENSOR_WGATE] = (struct tensor_desc){"model.layers.%d.mlp.gate_proj.weight", m->I, m->C, true};
+    d[TENSOR_WUP] = (struct tensor_desc){"model.layers.%d.mlp.up_proj.weight", m->I, m->C, true};
+    d[TENSOR_WDOWN] = (struct tensor_desc){"model.layers.%d.mlp.down_proj.weight", m->C, m->I, true};
+    d[TENSOR_LNF] = (struct tensor_desc){"model.norm.weight", m->C, 0, false};
+    d[TENSOR_LM_HEAD] = (struct tensor_desc){"lm_head.weight", m->V, m->C, false};
+}
+
+/* Builds the entry list and the flat offsets; returns the number of elements. */
+static int64_t layout_params(struct model *m, int64_t tensor_offset[TENSOR_COUNT]) {
+    struct tensor_desc d[TENSOR_COUNT];
+    tensor_descs(m, d);
+    bool tied = m->cfg->model.tie_word_embeddings;
+    int max_entries = TENSOR_COUNT * m->L;
+    m->params = xcalloc((size_t)max_entries, sizeof *m->params);
+    m->n_params_entries = 0;
+    int64_t off = 0;
+    for (int t = 0; t < TENSOR_COUNT; t++) {
+        tensor_offset[t] = off;
+        if (t == TENSOR_LM_HEAD && tied) {
+            tensor_offset[t] = tensor_offset[TENSOR_WTE];
+            continue;
+        }
+        int nl = d[t].layered ? m->L : 1;
+        int64_t numel = d[t].rows * (d[t].cols ? d[t].cols : 1);
+        for (int l = 0; l < nl; l++) {
+            struct param_entry *e = &m->params[m->n_params_entries++];
+            snprintf(e->name, sizeof e->name, d[t].pattern, l);
+            e->offset = off;
+            e->ndim = d[t].cols ? 2 : 1;
+            e->shape[0] = d[t].rows;
+            e->shape[1] = d[t].cols;
+            e->numel = numel;
+            e->is_norm = d[t].cols == 0;
+            e->decay = !e->is_norm;
+            off += numel;
+        }
+    }
+    return off;
+}
+
+static void bind_views(struct model *m, const int64_t off[TENSOR_COUNT]) {
+    void **w[TENSOR_COUNT] = {&m->w.wte,  &m->w.ln1,   &m->w.wq,  &m->w.wk,
+                              &m->w.wv,   &m->w.wo,    &m->w.ln2, &m->w.wgate,
+                              &m->w.wup,  &m->w.wdown, &m->w.lnf, &m->w.lm_head};
+    float **g[TENSOR_COUNT] = {&m->g.wte,  &m->g.ln1,   &m->g.wq,  &m->g.wk,
+                               &m->g.wv,   &m->g.wo,    &m->g.ln2, &m->g.wgate,
+                               &m->g.wup,  &m->g.wdown, &m->g.lnf, &m->g.lm_head};
+    for (int t = 0; t < TENSOR_COUNT; t++) {
+        *w[t] = act_at(m->be, m->param_buf, off[t]);
+        *g[t] = m->grad_buf + off[t];
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Memory plan                                                                                     */
+
+static void *plan_alloc(struct model *m, const char *what, size_t bytes) {
+    CHECK(m->n_plan < MODEL_PLAN_MAX);
+    m->plan[m->n_plan++] = (struct plan_item){what, bytes};
+    return m->allocated ? backend_alloc(m->be, bytes, what) : NULL;
+}
+
+static void alloc_acts(struct model *m) {
+    size_t as = m->be->act_size;
+    int64_t N = m->N, L = m->L, C = m->C, I = m->I;
+    int64_t QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
+    struct model_acts *a = &m->a;
+    a->x = plan_alloc(m, "acts: residual x", (size_t)((L + 1) * N * C) * as);
+    a->ln1 = plan_alloc(m, "acts: ln1", (size_t)(L * N * C) * as);
+    a->rstd1 = plan_alloc(m, "acts: rstd1 (fp32)", (size_t)(L * N) * sizeof(float));
+    a->q = plan_alloc(m, "acts: q", (size_t)(L * N * QD) * as);
+    a->k = plan_alloc(m, "acts: k", (size_t)(L * N * KD) * as);
+    a->v = plan_alloc(m, "acts: v", (size_t)(L * N * KD) * as);
+    a->att = plan_alloc(m, "acts: attention out", (size_t)(L * N * QD) * as);
+    a->lse = plan_alloc(m, "acts: lse (fp32)", (size_t)(L * N * m->Hq) * sizeof(float));
+    if (m->sparse)
+        a->sel = plan_alloc(m, "acts: selected blocks (int32)",
+                            (size_t)(L * N * m->Hkv * m->attn.nsel) * sizeof(int32_t));
+    a->xmid = plan_alloc(m, "acts: residual xmid", (size_t)(L * N * C) * as);
+    a->ln2 = plan_alloc(m, "acts: ln2", (size_t)(L * N * C) * as);
+    a->rstd2 = plan_alloc(m, "acts: rstd2 (fp32)", (size_t)(L * N) * sizeof(float));
+    a->gate = plan_alloc(m, "acts: gate", (size_t)(L * N * I) * as);
+    a->up = plan_alloc(m, "acts: up", (size_t)(L * N * I) * as);
+    a->lnf = plan_alloc(m, "acts: final norm", (size_t)(N * C) * as);
+    a->rstdf = plan_alloc(m, "acts: rstd final (fp32)", (size_t)N * sizeof(float));
+}
+
+static void alloc_scratch(struct model *m) {
+    size_t as = m->be->act_size;
+    int64_t N = m->N, C = m->C, I = m->I;
+    int64_t QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
+    struct model_scratch *s = &m->s;
+    s->act = plan_alloc(m, "scratch: swiglu out", (size_t)(N * I) * as);
+    s->dact = plan_alloc(m, "scratch: d swiglu out", (size_t)(N * I) * as);
+    s->dgate = plan_alloc(m, "scratch: d gate", (size_t)(N * I) * as);
+    s->dup = plan_alloc(m, "scratch: d up", (size_t)(N * I) * as);
+    s->dres = plan_alloc(m, "scratch: d residual", (size_t)(N * C) * as);
+    s->dln = plan_alloc(m, "scratch: d norm out", (size_t)(N * C) * as);
+    s->datt = plan_alloc(m, "scratch: d attention out", (size_t)(N * QD) * as);
+    s->dq = plan_alloc(m, "scratch: dq", (size_t)(N * QD) * as);
+    s->dk = plan_alloc(m, "scratch: dk", (size_t)(N * KD) * as);
+    s->dv = plan_alloc(m, "scratch: dv", (size_t)(N * KD) * as);
+    s->dlnf = plan_alloc(m, "scratch: d final norm out", (size_t)(N * C) * as);
+    s->logits = plan_alloc(m, "scratch: logits chunk (fp32)",
+                           (size_t)(m->head_rows * m->V) * sizeof(float));
+    s->dlogits = m->be->device == DEVICE_CPU
+                     ? (void *)s->logits
+                     : plan_alloc(m, "scratch: d logits chunk", (size_t)(m->head_rows * m->V) * as);
+    int nsel = m->sparse ? m->attn.nsel : 0;
+    int64_t nblk = (m->T + m->cfg->attention.block_size - 1) / m->cfg->attention.block_size;
+    size_t ws = ops_workspace_bytes(m->be, N, (int)C, m->shard.n_local, m->Hkv, nsel, nblk);
+    if (ws) s->workspace = plan_alloc(m, "scratch: kernel workspace", ws);
+    s->loss = plan_alloc(m, "scratch: per-token loss (fp32)", (size_t)N * sizeof(float));
+    s->tokens = plan_alloc(m, "batch: tokens", (size_t)N * sizeof(int32_t));
+    s->targets = plan_alloc(m, "batch: targets", (size_t)N * sizeof(int32_t));
+    s->pos = plan_alloc(m, "batch: positions", (size_t)N * sizeof(int32_t));
+    s->rope_cos = plan_alloc(m, "rope cos table (fp32)", (size_t)(m->T * m->D / 2) * sizeof(float));
+    s->rope_sin = plan_alloc(m, "rope sin table (fp32)", (size_t)(m->T * m->D / 2) * sizeof(float));
+}
+
+/* RoPE tables (host-computed, uploaded): plain, or LongRoPE's factors (long ones beyond the original
+ * context) and its attention scaling sqrt(1 + ln(s) / ln(orig)), s = max_pos / orig. */
+static void init_rope(struct model *m) {
+    const struct model_config *mc = &m->cfg->model;
+    int64_t half = m->D / 2;
+    float *cos = xmalloc((size_t)(m->T * half) * sizeof(float));
+    float *sin = xmalloc((size_t)(m->T * half) * sizeof(float));
+    const double *factor = NULL;
+    double mscale = 1.0;
+    if (strcmp(mc->rope_scaling_type, "longrope") == 0) {
+        double orig = (double)mc->rope_original_max_position_embeddings;
+        factor = m->T > mc->rope_original_max_position_embeddings ? mc->rope_long_factor.items
+                                                                  : mc->rope_short_factor.items;
+        double s = (double)mc->max_position_embeddings / orig;
+        if (s > 1.0) mscale = sqrt(1.0 + log(s) / log(orig));
+    }
+    rope_table_init(cos, sin, m->T, m->D, mc->rope_theta, factor, mscale);
+    backend_upload(m->be, m->s.rope_cos, cos, (size_t)(m->T * half) * sizeof(float));
+    backend_upload(m->be, m->s.rope_sin, sin, (size_t)(m->T * half) * sizeof(float));
+    free(cos);
+    free(sin);
+
+    int32_t *pos = xmalloc((size_t)m->N * sizeof(int32_t));
+    int64_t n = m->shard.n_local;
+    for (int64_t i = 0; i < m->N; i++) pos[i] = (int32_t)seq_shard_pos(&m->shard, i % n);
+    backend_upload(m->be, m->s.pos, pos, (size_t)m->N * sizeof(int32_t));
+    free(pos);
+}
+
+void model_init(struct model *m, const struct config *c, const struct backend *be,
+                const struct grid *g, int64_t pad_multiple, bool allocate) {
+    memset(m, 0, sizeof *m);
+    m->allocated = allocate;
+    const struct model_config *mc = &c->model;
+    m->cfg = c;
+    m->be = be;
+    m->V = mc->vocab_size;
+    m->C = mc->hidden_size;
+    m->I = mc->intermediate_size;
+    m->L = mc->num_hidden_layers;
+    m->Hq = mc->num_attention_heads;
+    m->Hkv = mc->num_key_value_heads;
+    m->D = mc->head_dim;
+    m->B = c->train.micro_batch_size;
+    m->T = c->data.seq_len;
+    m->shard = seq_shard_of(m->T, g->cp, g->cp_rank);
+    m->N = (int64_t)m->B * m->shard.n_local;
+    bool minicpm = mc->model_type == MODEL_TYPE_MINICPM;
+    m->emb_scale = minicpm ? (float)mc->scale_emb : 1.0f;
+    m->res_scale = minicpm ? (float)(mc->scale_depth / sqrt((double)m->L)) : 1.0f;
+    m->logit_scale = minicpm ? (float)(mc->dim_model_base / (double)m->C) : 1.0f;
+    m->sparse = config_sparse(c, m->T);
+    int64_t rows = HEAD_CHUNK_BYTES / (m->V * (int64_t)sizeof(float));
+    m->head_rows = rows < 1 ? 1 : rows > m->N ? m->N : rows;
+
+    int64_t off[TENSOR_COUNT];
+    m->n_params = layout_params(m, off);
+    CHECK(pad_multiple >= 1);
+    m->n_params_padded = (m->n_params + pad_multiple - 1) / pad_multiple * pad_multiple;
+    m->param_buf = plan_alloc(m, "weights", (size_t)m->n_params_padded * be->act_size);
+    m->grad_buf = plan_alloc(m, "gradients (fp32)", (size_t)m->n_params_padded * sizeof(float));
+    if (allocate) bind_views(m, off);
+
+    attention_layer_init(&m->attn, c, be, g, m->B, allocate);
+    if (m->attn.bytes) {
+        CHECK(m->n_plan < MODEL_PLAN_MAX);
+        m->plan[m->n_plan++] = (struct plan_item){"attention: exchange and compression scratch",
+                                                  m->attn.bytes};
+    }
+    alloc_acts(m);
+    alloc_scratch(m);
+    m->attn.workspace = m->s.workspace;
+    if (allocate) init_rope(m);
+}
+
+void model_free(struct model *m) {
+    const struct backend *be = m->be;
+    void *bufs[] = {m->param_buf, m->grad_buf, m->a.x, m->a.ln1, m->a.rstd1, m->a.q, m->a.k,
+                    m->a.v, m->a.att, m->a.lse, m->a.sel, m->a.xmid, m->a.ln2, m->a.rstd2,
+                    m->a.gate, m->a.up, m->a.lnf, m->a.rstdf, m->s.act, m->s.dact, m->s.dgate,
+                    m->s.dup, m->s.dres, m->s.dln, m->s.datt, m->s.dq, m->s.dk, m->s.dv,
+                    m->s.dlnf, m->s.logits, m->be->device == DEVICE_CPU ? NULL : m->s.dlogits,
+                    m->s.workspace, m->s.loss, m->s.tokens, m->s.targets, m->s.pos,
+                    m->s.rope_cos, m->s.rope_sin};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) backend_release(be, bufs[i]);
+    attention_layer_free(&m->attn);
+    free(m->params);
+    memset(m, 0, sizeof *m);
+}
+
+size_t model_plan_bytes(const struct model *m) {
+    size_t total = 0;
+    for (int i = 0; i < m->n_plan; i++) total += m->plan[i].bytes;
+    return total;
+}
+
+void model_print_plan(const struct model *m, FILE *f) {
+    fprintf(f, "memory plan (per rank, %s): %lld parameters (%lld padded), %lld rows per "
+               "micro-batch, %s attention\n",
+            m->be->device == DEVICE_CPU ? "host" : "device", (long long)m->n_params,
+            (long long)m->n_params_padded, (long long)m->N, m->sparse ? "sparse" : "dense");
+    for (int i = 0; i < m->n_plan; i++)
+        fprintf(f, "  %-34s %12.2f MiB\n", m->plan[i].what, (double)m->plan[i].bytes / 1048576.0);
+    fprintf(f, "  %-34s %12.2f MiB\n", "total", (double)model_plan_bytes(m) / 1048576.0);
+}
+
+const struct param_entry *model_find_param(const struct model *m, const char *name) {
+    for (int i = 0; i < m->n_params_entries; i++)
+        if (strcmp(m->params[i].name, name) == 0) return &m->params[i];
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Initialisation                                                                                  */
+
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* N(0, 1) from the counter (seed, i): Box-Muller on two hashed uniforms. */
+static double normal_at(uint64_t seed, uint64_t i) {
+    uint64_t a = mix64(seed * 0x9E3779B97F4A7C15ull + 2 * i + 1);
+    uint64_t b = mix64(a ^ (2 * i + 2) * 0xD1B54A32D192ED03ull);
+    double u1 = ((double)(a >> 11) + 0.5) * 0x1.0p-53, u2 = (double)(b >> 11) * 0x1.0p-53;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+void model_init_weights(struct model *m, uint64_t seed) {
+    float *host = xmalloc((size_t)m->n_params_padded * sizeof(float));
+    double std = m->cfg->model.initializer_range;
+    memset(host, 0, (size_t)m->n_params_padded * sizeof(float));
+    for (int e = 0; e < m->n_params_entries; e++) {
+        const struct param_entry *p = &m->params[e];
+        float *dst = host + p->offset;
+        if (p->is_norm) {
+            for (int64_t i = 0; i < p->numel; i++) dst[i] = 1.0f;
+            continue;
+        }
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < p->numel; i++)
+            dst[i] = (float)(std * normal_at(seed, (uint64_t)(p->offset + i)));
+    }
+    backend_upload_act(m->be, m->param_buf, host, m->n_params_padded);
+    free(host);
+}
+
+void model_zero_grad(struct model *m) {
+    backend_zero(m->be, m->grad_buf, (size_t)m->n_params_padded * sizeof(float));
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Forward                                                                                         */
+
+/* Layer l's slice of a (L, ...) buffer with `per_layer` elements per layer. */
+static void *layer_at(const struct model *m, void *p, int l, int64_t per_layer) {
+    return act_at(m->be, p, (int64_t)l * per_layer);
+}
+
+static void layer_forward(struct model *m, int l) {
+    const struct backend *be = m->be;
+    struct model_acts *a = &m->a;
+    int64_t N = m->N, C = m->C, I = m->I;
+    int QD = m->Hq * m->D, KD = m->Hkv * m->D;
+    float eps = (float)m->cfg->model.rms_norm_eps;
+    void *x = layer_at(m, a->x, l, N * C), *xnext = layer_at(m, a->x, l + 1, N * C);
+    void *ln1 = layer_at(m, a->ln1, l, N * C), *ln2 = layer_at(m, a->ln2, l, N * C);
+    void *q = layer_at(m, a->q, l, N * QD), *k = layer_at(m, a->k, l, N * KD);
+    void *v = layer_at(m, a->v, l, N * KD), *att = layer_at(m, a->att, l, N * QD);
+    void *xmid = layer_at(m, a->xmid, l, N * C);
+    void *gate = layer_at(m, a->gate, l, N * I), *up = layer_at(m, a->up, l, N * I);
+    float *rstd1 = a->rstd1 + l * N, *rstd2 = a->rstd2 + l * N, *lse = a->lse + l * N * m->Hq;
+    int32_t *sel = m->sparse ? a->sel + l * N * m->Hkv * m->attn.nsel : NULL;
+    bool select = m->sparse && !m->reuse_selection;
+    bool nope = m->cfg->attention.use_nope;
+
+    op_rmsnorm_forward(be, ln1, rstd1, x, layer_at(m, m->w.ln1, l, C), N, C, eps);
+    op_matmul_forward(be, q, ln1, layer_at(m, m->w.wq, l, (int64_t)QD * C), N, C, QD, 1.0f, false);
+    op_matmul_forward(be, k, ln1, layer_at(m, m->w.wk, l, (int64_t)KD * C), N, C, KD, 1.0f, false);
+    op_matmul_forward(be, v, ln1, layer_at(m, m->w.wv, l, (int64_t)KD * C), N, C, KD, 1.0f, false);
+    if (select && nope) attention_layer_select(&m->attn, sel, q, k);
+    op_rope_forward(be, q, m->s.rope_cos, m->s.rope_sin, m->s.pos, N, m->Hq, m->D, QD);
+    op_rope_forward(be, k, m->s.rope_cos, m->s.rope_sin, m->s.pos, N, m->Hkv, m->D, KD);
+    if (select && !nope) attention_layer_select(&m->attn, sel, q, k);
+    attention_layer_forward(&m->attn, att, lse, sel, q, k, v);
+
+    backend_copy(be, xmid, x, (size_t)(N * C) * be->act_size);
+    op_matmul_forward(be, xmid, att, layer_at(m, m->w.wo, l, (int64_t)C * QD), N, QD, C,
+                      m->res_scale, true);
+    op_rmsnorm_forward(be, ln2, rstd2, xmid, layer_at(m, m->w.ln2, l, C), N, C, eps);
+    op_matmul_forward(be, gate, ln2, layer_at(m, m->w.wgate, l, I * C), N, C, (int)I, 1.0f, false);
+    op_matmul_forward(be, up, ln2, layer_at(m, m->w.wup, l, I * C), N, C, (int)I, 1.0f, false);
+    op_swiglu_forward(be, m->s.act, gate, up, N * I);
+    backend_copy(be, xnext, xmid, (size_t)(N * C) * be->act_size);
+    op_matmul_forward(be, xnext, m->s.act, layer_at(m, m->w.wdown, l, C * I), N, (int)I, C,
+                      m->res_scale, true);
+}
+
+/* The fused head over rows [0, N): loss per row into s.loss; with want_grad, d lnf into s.dlnf and
+ * the head's weight gradient accumulated. Returns the summed loss (host double). */
+static double head_forward(struct model *m, bool want_grad, float grad_scale) {
+    const struct backend *be = m->be;
+    int64_t N = m->N, C = m->C, V = m->V;
+    float *lm_grad = m->g.lm_head; /* equals g.wte when tied */
+    for (int64_t r0 = 0; r0 < N; r0 += m->head_rows) {
+        int64_t rows = N - r0 < m->head_rows ? N - r0 : m->head_rows;
+        const void *h = act_at(be, m->a.lnf, r0 * C);
+        op_matmul_forward_f32(be, m->s.logits, h, m->w.lm_head, rows, C, (int)V, m->logit_scale);
+        op_crossentropy(be, m->s.loss + r0, want_grad ? m->s.dlogits : NULL, m->s.logits,
+                        m->s.targets + r0, rows, V, grad_scale);
+        if (want_grad)
+            op_matmul_backward(be, act_at(be, m->s.dlnf, r0 * C), lm_grad, m->s.dlogits, h,
+                               m->w.lm_head, rows, C, (int)V, m->logit_scale);
+    }
+    float *loss = xmalloc((size_t)N * sizeof(float));
+    backend_download(be, loss, m->s.loss, (size_t)N * sizeof(float));
+    double sum = 0;
+    for (int64_t i = 0; i < N; i++) sum += loss[i];
+    free(loss);
+    return sum;
+}
+
+double model_forward(struct model *m, const int32_t *tokens, const int32_t *targets,
+                     bool want_grad, float grad_scale) {
+    const struct backend *be = m->be;
+    int64_t N = m->N, C = m->C;
+    backend_upload(be, m->s.tokens, tokens, (size_t)N * sizeof(int32_t));
+    backend_upload(be, m->s.targets, targets, (size_t)N * sizeof(int32_t));
+    op_embedding_forward(be, m->a.x, m->s.tokens, m->w.wte, N, C, m->emb_scale);
+    for (int l = 0; l < m->L; l++) layer_forward(m, l);
+    op_rmsnorm_forward(be, m->a.lnf, m->a.rstdf, layer_at(m, m->a.x, m->L, N * C), m->w.lnf, N, C,
+                       (float)m->cfg->model.rms_norm_eps);
+    if (want_grad) backend_zero(be, m->s.dlnf, (size_t)(N * C) * be->act_size);
+    return head_forward(m, want_grad, grad_scale);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Backward                                                                                        */
+
+static void zero_act(const struct model *m, void *p, int64_t n) {
+    backend_zero(m->be, p, (size_t)n * m->be->act_size);
+}
+
+/* On entry s.dres holds d x[l+1]; on exit d x[l]. */
+static void layer_backward(struct model *m, int l) {
+    const struct backend *be = m->be;
+    struct model_acts *a = &m->a;
+    struct model_scratch *s = &m->s;
+    int64_t N = m->N, C = m->C, I = m->I;
+    int QD = m->Hq * m->D, KD = m->Hkv * m->D;
+    void *x = layer_at(m, a->x, l, N * C);
+    void *ln1 = layer_at(m, a->ln1, l, N * C), *ln2 = layer_at(m, a->ln2, l, N * C);
+    void *q = layer_at(m, a->q, l, N * QD), *k = layer_at(m, a->k, l, N * KD);
+    void *v = layer_at(m, a->v, l, N * KD), *att = layer_at(m, a->att, l, N * QD);
+    void *xmid = layer_at(m, a->xmid, l, N * C);
+    void *gate = layer_at(m, a->gate, l, N * I), *up = layer_at(m, a->up, l, N * I);
+    float *rstd1 = a->rstd1 + l * N, *rstd2 = a->rstd2 + l * N, *lse = a->lse + l * N * m->Hq;
+    int32_t *sel = m->sparse ? a->sel + l * N * m->Hkv * m->attn.nsel : NULL;
+
+    /* MLP branch: x[l+1] = xmid + rs * swiglu(gate, up) @ Wdown^T */
+    op_swiglu_forward(be, s->act, gate, up, N * I);
+    zero_act(m, s->dact, N * I);
+    op_matmul_backward(be, s->dact, m->g.wdown + (int64_t)l * C * I, s->dres, s->act,
+                       layer_at(m, m->w.wdown, l, C * I), N, (int)I, C, m->res_scale);
+    zero_act(m, s->dgate, N * I);
+    zero_act(m, s->dup, N * I);
+    op_swiglu_backward(be, s->dgate, s->dup, s->dact, gate, up, N * I);
+    zero_act(m, s->dln, N * C);
+    op_matmul_backward(be, s->dln, m->g.wgate + (int64_t)l * I * C, s->dgate, ln2,
+                       layer_at(m, m->w.wgate, l, I * C), N, C, (int)I, 1.0f);
+    op_matmul_backward(be, s->dln, m->g.wup + (int64_t)l * I * C, s->dup, ln2,
+                       layer_at(m, m->w.wup, l, I * C), N, C, (int)I, 1.0f);
+    op_rmsnorm_backward(be, s->dres, m->g.ln2 + (int64_t)l * C, s->dln, xmid,
+                        layer_at(m, m->w.ln2, l, C), rstd2, N, C, s->workspace);
+
+    /* Attention branch: xmid = x + rs * att @ Wo^T */
+    zero_act(m, s->datt, N * QD);
+    op_matmul_backward(be, s->datt, m->g.wo + (int64_t)l * C * QD, s->dres, att,
+                       layer_at(m, m->w.wo, l, (int64_t)C * QD), N, QD, C, m->res_scale);
+    zero_act(m, s->dq, N * QD);
+    zero_act(m, s->dk, N * KD);
+    zero_act(m, s->dv, N * KD);
+    attention_layer_backward(&m->attn, s->dq, s->dk, s->dv, s->datt, q, k, v, att, lse, sel);
+    op_rope_backward(be, s->dq, s->rope_cos, s->rope_sin, s->pos, N, m->Hq, m->D, QD);
+    op_rope_backward(be, s->dk, s->rope_cos, s->rope_sin, s->pos, N, m->Hkv, m->D, KD);
+    zero_act(m, s->dln, N * C);
+    op_matmul_backward(be, s->dln, m->g.wq + (int64_t)l * QD * C, s->dq, ln1,
+                       layer_at(m, m->w.wq, l, (int64_t)QD * C), N, C, QD, 1.0f);
+    op_matmul_backward(be, s->dln, m->g.wk + (int64_t)l * KD * C, s->dk, ln1,
+                       layer_at(m, m->w.wk, l, (int64_t)KD * C), N, C, KD, 1.0f);
+    op_matmul_backward(be, s->dln, m->g.wv + (int64_t)l * KD * C, s->dv, ln1,
+                       layer_at(m, m->w.wv, l, (int64_t)KD * C), N, C, KD, 1.0f);
+    op_rmsnorm_backward(be, s->dres, m->g.ln1 + (int64_t)l * C, s->dln, x,
+                        layer_at(m, m->w.ln1, l, C), rstd1, N, C, s->workspace);
+}
+
+void model_backward(struct model *m) {
+    const struct backend *be = m->be;
+    int64_t N = m->N, C = m->C;
+    zero_act(m, m->s.dres, N * C);
+    op_rmsnorm_backward(be, m->s.dres, m->g.lnf, m->s.dlnf, layer_at(m, m->a.x, m->L, N * C),
+                        m->w.lnf, m->a.rstdf, N, C, m->s.workspace);
+    for (int l = m->L - 1; l >= 0; l--) layer_backward(m, l);
+    op_embedding_backward(be, m->g.wte, m->s.dres, m->s.tokens, N, C, m->emb_scale,
+                          m->s.workspace);
+}

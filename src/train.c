@@ -1,0 +1,263 @@
+/*
+ * train.c: the training loop (see train.h).
+ */
+#include "train.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "checkpoint.h"
+#ifdef INFLLM_CUDA
+#include "cuda_check.h"
+#endif
+#include "hf.h"
+#include "schedule.h"
+
+/* Set by SIGTERM / SIGUSR1: finish the step, checkpoint, exit 0. The one piece of process state a
+ * signal handler may touch. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+static void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
+
+/* Whether any rank was asked to stop (collective: all ranks agree). */
+static bool stop_requested(const struct trainer *tr) {
+    int32_t flag = stop_signal != 0;
+    comm_allreduce(&tr->g->world, &flag, 1, COMM_I32, COMM_MAX);
+    return flag != 0;
+}
+
+/* Refuses, before any allocation, a plan that does not fit the device's free memory. */
+static void check_fits(const struct trainer *tr) {
+    size_t free_b = 0, total_b = 0;
+    backend_mem_info(&tr->be, &free_b, &total_b);
+    if (total_b == 0) return; /* host memory: not checked */
+    size_t slice = (size_t)(tr->model.n_params_padded / tr->g->world_size) * sizeof(float);
+    size_t need = model_plan_bytes(&tr->model) + 4 * slice + ((size_t)512 << 20);
+    if (need > free_b) {
+        model_print_plan(&tr->model, stderr);
+        die_user("%s: the run needs about %.2f GiB per GPU (plan above, + %.2f GiB optimizer "
+                 "slice, + 0.5 GiB margin) but %.2f GiB of %.2f are free; lower "
+                 "train.micro_batch_size or data.seq_len, raise parallel.cp, or set "
+                 "train.recompute",
+                 tr->cfg->path, (double)need / (1 << 30), 4.0 * (double)slice / (1 << 30),
+                 (double)free_b / (1 << 30), (double)total_b / (1 << 30));
+    }
+}
+
+void trainer_init(struct trainer *tr, const struct config *c, struct grid *g, bool plan_only) {
+    memset(tr, 0, sizeof *tr);
+    tr->cfg = c;
+    tr->g = g;
+    tr->plan_only = plan_only;
+    log_init(&tr->log, c->run_dir, g->world_rank == 0 && !plan_only);
+    tr->log.root = g->world_rank == 0;
+    backend_init(&tr->be, c->device, g->local_rank);
+    int n_devices = 0;
+#ifdef INFLLM_CUDA
+    if (c->device == DEVICE_CUDA) CUDA_CHECK(cudaGetDeviceCount(&n_devices));
+#endif
+    enum comm_kind kind = grid_attach_device(g, c->device == DEVICE_CUDA, n_devices,
+                                             tr->be.gpu.stream);
+    loader_init(&tr->train_data, c, 0);
+    loader_init(&tr->val_data, c, 1);
+    int64_t pad = (int64_t)g->world_size * ADAMW_ALIGN;
+    model_init(&tr->model, c, &tr->be, g, pad, false);
+    if (g->world_rank == 0) model_print_plan(&tr->model, stdout);
+    if (plan_only) return;
+    check_fits(tr);
+    model_free(&tr->model);
+    model_init(&tr->model, c, &tr->be, g, pad, true);
+    if (c->device == DEVICE_CUDA && g->world_rank == 0)
+        printf("cuda: %d rank(s) on %d GPU(s) per node, rank 0 on GPU %d, tensor collectives %s\n",
+               g->world_size, n_devices, tr->be.device_id,
+               kind == COMM_KIND_NCCL ? "through NCCL" : "through MPI (staged: GPUs are shared)");
+    if (c->model.init_from[0]) {
+        float *host = xcalloc((size_t)tr->model.n_params_padded, sizeof(float));
+        hf_import_weights(&tr->model, c->model.init_from, host);
+        backend_upload_act(&tr->be, tr->model.param_buf, host, tr->model.n_params_padded);
+        free(host);
+        log_info(&tr->log, "weights imported from %s\n", c->model.init_from);
+    } else {
+        model_init_weights(&tr->model, c->seed);
+    }
+    adamw_init(&tr->opt, &tr->be, &tr->model, g->world_rank, g->world_size);
+    int per_micro = c->train.micro_batch_size * g->dp;
+    tr->accum = c->train.global_batch_size / per_micro;
+    tr->seq = xmalloc((size_t)(c->data.seq_len + 1) * sizeof(int32_t));
+    tr->tokens = xmalloc((size_t)tr->model.N * sizeof(int32_t));
+    tr->targets = xmalloc((size_t)tr->model.N * sizeof(int32_t));
+    log_info(&tr->log,
+             "run: %lld parameters, %d rank(s) (dp %d x cp %d), %s, %s attention, %d micro-step(s) "
+             "of %d x %lld tokens per step\n",
+             (long long)tr->model.n_params, g->world_size, g->dp, g->cp,
+             c->device == DEVICE_CPU ? "cpu fp32" : "cuda bf16",
+             tr->model.sparse ? "InfLLM-V2 sparse" : "dense", tr->accum,
+             c->train.micro_batch_size, (long long)c->data.seq_len);
+}
+
+void trainer_free(struct trainer *tr) {
+    free(tr->seq);
+    free(tr->tokens);
+    free(tr->targets);
+    loader_free(&tr->val_data);
+    loader_free(&tr->train_data);
+    if (!tr->plan_only) adamw_free(&tr->opt);
+    model_free(&tr->model);
+    backend_free(&tr->be);
+    log_close(&tr->log);
+}
+
+/* Fills this rank's rows from sequences first .. first + B - 1 of the stream; sequences at or past
+ * `limit` (when limit >= 0) are masked (targets -1). */
+static void fill_batch(struct trainer *tr, struct loader *l, int64_t first, int64_t limit) {
+    const struct model *m = &tr->model;
+    int64_t n = m->shard.n_local;
+    for (int b = 0; b < m->B; b++) {
+        int64_t gseq = first + b;
+        bool masked = limit >= 0 && gseq >= limit;
+        if (masked)
+            memset(tr->seq, 0, (size_t)(m->T + 1) * sizeof(int32_t));
+        else
+            loader_read(l, gseq, tr->seq, NULL);
+        for (int64_t i = 0; i < n; i++) {
+            int64_t p = seq_shard_pos(&m->shard, i);
+            tr->tokens[b * n + i] = tr->seq[p];
+            tr->targets[b * n + i] = masked ? -1 : tr->seq[p + 1];
+        }
+    }
+}
+
+/* First global sequence of micro-step `micro` of this rank's dp group in a batch starting at base. */
+static int64_t micro_first(const struct trainer *tr, int64_t base, int micro) {
+    int B = tr->cfg->train.micro_batch_size;
+    return base + ((int64_t)micro * tr->g->dp + tr->g->dp_rank) * B;
+}
+
+double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
+    const struct config *c = tr->cfg;
+    struct model *m = &tr->model;
+    int64_t base = tr->step * c->train.global_batch_size;
+    double tokens_in_step = (double)c->train.global_batch_size * (double)c->data.seq_len;
+    float grad_scale = (float)(1.0 / tokens_in_step);
+    double loss_sum = 0;
+    model_zero_grad(m);
+    for (int micro = 0; micro < tr->accum; micro++) {
+        fill_batch(tr, &tr->train_data, micro_first(tr, base, micro), -1);
+        loss_sum += model_forward(m, tr->tokens, tr->targets, true, grad_scale);
+        model_backward(m);
+    }
+    comm_allreduce(&tr->g->world, &loss_sum, 1, COMM_F64, COMM_SUM);
+    double loss = loss_sum / tokens_in_step;
+    double norm = adamw_reduce(&tr->opt, m, tr->g);
+    if (!isfinite(loss) || !isfinite(norm)) {
+        if (tr->g->world_rank == 0)
+            fprintf(stderr,
+                    "error: step %lld: loss %g, gradient norm %g: training diverged; stopping "
+                    "before the weights are updated (lower train.lr or raise train.warmup_steps)\n",
+                    (long long)tr->step + 1, loss, norm);
+        infllm_exit(EXIT_CODE_INTERNAL);
+    }
+    adamw_apply(&tr->opt, m, tr->g, &c->train, lr, norm);
+    *grad_norm = norm;
+    return loss;
+}
+
+double trainer_eval(struct trainer *tr) {
+    const struct config *c = tr->cfg;
+    struct model *m = &tr->model;
+    int64_t total = c->train.eval_batches;
+    int64_t per_micro = (int64_t)c->train.micro_batch_size * tr->g->dp;
+    int64_t micros = (total + per_micro - 1) / per_micro;
+    double loss_sum = 0;
+    for (int64_t micro = 0; micro < micros; micro++) {
+        fill_batch(tr, &tr->val_data, micro_first(tr, 0, (int)micro), total);
+        loss_sum += model_forward(m, tr->tokens, tr->targets, false, 0.0f);
+    }
+    comm_allreduce(&tr->g->world, &loss_sum, 1, COMM_F64, COMM_SUM);
+    return loss_sum / ((double)total * (double)c->data.seq_len);
+}
+
+static bool eval_due(const struct trainer *tr) {
+    const struct config *c = tr->cfg;
+    const struct train_config *t = &c->train;
+    bool has_val = c->data.source == DATA_SOURCE_SYNTHETIC || c->data.val_files.n > 0;
+    if (t->eval_every <= 0 || t->eval_batches <= 0 || !has_val) return false;
+    return tr->step % t->eval_every == 0 || tr->step == t->max_steps;
+}
+
+static void run_eval(struct trainer *tr) {
+    double t0 = now_seconds();
+    double val = trainer_eval(tr);
+    log_info(&tr->log, "eval step %lld | val loss %.4f | %.1f s\n", (long long)tr->step, val,
+             now_seconds() - t0);
+    log_metrics(&tr->log, "\"step\": %lld, \"val_loss\": %.6f", (long long)tr->step, val);
+}
+
+int trainer_run(struct trainer *tr) {
+    CHECK(!tr->plan_only);
+    const struct config *c = tr->cfg;
+    const struct train_config *t = &c->train;
+    install_stop_handlers();
+    int64_t first_step = tr->step;
+    double tokens_per_step = (double)t->global_batch_size * (double)c->data.seq_len;
+    double t_first = 0, elapsed_after_first = 0;
+    int64_t timed_steps = 0;
+    int width = snprintf(NULL, 0, "%lld", (long long)t->max_steps);
+    while (tr->step < t->max_steps) {
+        double lr = lr_at(t, tr->step);
+        double t0 = now_seconds();
+        double norm = 0;
+        double loss = trainer_step(tr, lr, &norm);
+        backend_sync(&tr->be);
+        double dt = now_seconds() - t0;
+        tr->step++;
+        tr->train_data.cursor = tr->step * t->global_batch_size;
+        /* The first step pays for warm-up (page faults, caches): the ETA leaves it out. */
+        if (tr->step == 1)
+            t_first = dt;
+        else {
+            elapsed_after_first += dt;
+            timed_steps++;
+        }
+        double per_step = timed_steps ? elapsed_after_first / (double)timed_steps : t_first;
+        char eta[32], tps[32];
+        format_duration(eta, sizeof eta, per_step * (double)(t->max_steps - tr->step));
+        format_count(tps, sizeof tps, tokens_per_step / dt);
+        if (tr->step % c->log.every == 0 || tr->step == t->max_steps || tr->step == 1)
+            log_info(&tr->log,
+                     "step %*lld/%lld | loss %.4f | grad norm %.3f | lr %.2e | %.0f ms | %s tok/s "
+                     "| ETA %s\n",
+                     width, (long long)tr->step, (long long)t->max_steps, loss, norm, lr, dt * 1e3,
+                     tps, eta);
+        log_metrics(&tr->log,
+                    "\"step\": %lld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g, "
+                    "\"ms\": %.3f, \"tokens_per_s\": %.1f",
+                    (long long)tr->step, loss, lr, norm, dt * 1e3, tokens_per_step / dt);
+        if (eval_due(tr)) run_eval(tr);
+        bool stop = stop_requested(tr);
+        bool slice_done = t->exit_after_steps > 0 && tr->step - first_step >= t->exit_after_steps;
+        if (stop || slice_done) {
+            log_info(&tr->log, "%s after step %lld: checkpointing and exiting\n",
+                     stop ? "stop signal received" : "train.exit_after_steps reached",
+                     (long long)tr->step);
+            checkpoint_save(tr);
+            return EXIT_CODE_OK;
+        }
+        bool last = tr->step == t->max_steps;
+        if (last || (c->checkpoint.every > 0 && tr->step % c->checkpoint.every == 0))
+            checkpoint_save(tr);
+    }
+    return EXIT_CODE_OK;
+}

@@ -1,0 +1,55 @@
+/*
+ * train.h: the training loop of one rank: data -> forward/backward over the micro-batches of a
+ * step -> ZeRO-1 AdamW -> log, evaluate.
+ *
+ * Step s reads global sequences [s * global_batch, (s + 1) * global_batch). With dp groups of
+ * micro_batch_size sequences, micro-step m of dp group d reads sequences
+ * s * global_batch + (m * dp + d) * micro_batch_size + [0, micro_batch_size), and every cp rank of
+ * the group keeps its chunks of them. The loss is the mean over all target tokens of the step.
+ */
+#ifndef INFLLM_TRAIN_H
+#define INFLLM_TRAIN_H
+
+#include <stdint.h>
+
+#include "adamw.h"
+#include "backend.h"
+#include "config.h"
+#include "grid.h"
+#include "loader.h"
+#include "log.h"
+#include "model.h"
+
+struct trainer {
+    const struct config *cfg;
+    struct grid *g;
+    struct backend be;
+    struct model model;
+    struct adamw opt;
+    struct loader train_data;
+    struct loader val_data;
+    struct logger log;
+    int accum;            /* micro-steps per optimizer step */
+    int64_t step;         /* next step to run (0-based) */
+    int32_t *seq;         /* (T + 1) one sequence from the loader */
+    int32_t *tokens;      /* (N) inputs of this rank's micro-batch */
+    int32_t *targets;     /* (N) */
+    bool plan_only;       /* made by --dry-run: cannot train */
+};
+
+/* Sets up the backend, model, optimizer and loaders, and prints the plan. With plan_only the data
+ * is opened and checked and the plan printed, but nothing is allocated (--dry-run). */
+void trainer_init(struct trainer *tr, const struct config *c, struct grid *g, bool plan_only);
+void trainer_free(struct trainer *tr);
+
+/* Trains from tr->step to train.max_steps. Returns the process exit code. */
+int trainer_run(struct trainer *tr);
+
+/* One optimizer step: returns the mean loss of the step and sets *grad_norm. Dies (after a clear
+ * message) when the loss or the gradient is not finite, before touching the weights. */
+double trainer_step(struct trainer *tr, double lr, double *grad_norm);
+
+/* Mean validation loss over train.eval_batches sequences of the validation stream (global). */
+double trainer_eval(struct trainer *tr);
+
+#endif

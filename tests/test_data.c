@@ -1,0 +1,696 @@
+/*
+ * test_data.c: the data layer: token shards (round trip, byte layout, rejection of corrupt files),
+ * the loader (exact windows, one visit per window per epoch, determinism, random access = cursor
+ * restore, epoch boundaries, validation order, user errors) and the synthetic retrieval task.
+ *
+ * Everything is exact integer data, so every comparison is exact (no tolerances).
+ * Inputs are drawn from a fresh seed each run (printed, so a failure can be replayed with
+ * `test_data --seed S`). Temporary files live in a mkdtemp() folder under /tmp, removed at the end.
+ *
+ * Second mode, for tests/test_prepare.sh: `test_data --check-shards VOCAB FILE...` validates each
+ * file with token_shard_check() against the model vocabulary VOCAB and prints one line per file;
+ * exit 0 when all are valid.
+ *
+ * Legend: T seq_len, W windows, V vocabulary, n tokens.
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "config.h"
+#include "loader.h"
+#include "shard.h"
+#include "synthetic.h"
+#include "testlib.h"
+
+#define MAX_SHARDS 8
+#define MAX_WINDOWS 64
+
+/* ---------------------------------------------------------------- helpers */
+
+static void path_in(char *out, size_t n, const char *dir, const char *name) {
+    snprintf(out, n, "%s/%s", dir, name);
+}
+
+static void write_bytes(const char *path, const uint8_t *b, size_t n) {
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    CHECK(fwrite(b, 1, n, f) == n);
+    CHECK(fclose(f) == 0);
+}
+
+static uint8_t *read_bytes(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = xmalloc((size_t)len);
+    CHECK(fread(b, 1, (size_t)len, f) == (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}
+
+static void put_le(uint8_t *p, uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* The shard bytes, built here independently of shard.c from the table in shard.h. */
+static uint8_t *shard_bytes(const uint32_t *tokens, int64_t n, uint64_t vocab, int width, size_t *len) {
+    *len = 32 + (size_t)n * (size_t)width;
+    uint8_t *b = xcalloc(*len, 1);
+    memcpy(b, "INFLTOK1", 8);
+    put_le(b + 8, 1, 4);
+    put_le(b + 12, (uint64_t)width, 4);
+    put_le(b + 16, (uint64_t)n, 8);
+    put_le(b + 24, vocab, 8);
+    for (int64_t i = 0; i < n; i++) put_le(b + 32 + i * width, tokens[i], width);
+    return b;
+}
+
+static uint32_t *random_tokens(struct t_rng *r, int64_t n, uint32_t vocab) {
+    uint32_t *t = xmalloc((size_t)(n > 0 ? n : 1) * sizeof *t);
+    for (int64_t i = 0; i < n; i++) t[i] = (uint32_t)(t_rng_u64(r) % vocab);
+    return t;
+}
+
+/* Runs fn(arg) in a child; expects exit code `code` and `substr` in its stderr. */
+typedef void (*death_fn)(void *arg);
+static void expect_death(const char *what, int code, const char *substr, death_fn fn, void *arg) {
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 2);
+        fn(arg);
+        _exit(99);
+    }
+    close(fds[1]);
+    char buf[2048];
+    size_t len = 0;
+    ssize_t k;
+    while ((k = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0) len += (size_t)k;
+    buf[len] = '\0';
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    int got = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    t_check(got == code && strstr(buf, substr) != NULL && strncmp(buf, "error: ", 7) == 0,
+            "%s: exit %d (expected %d), stderr \"%s\" (expected to contain \"%s\")", what, got, code,
+            buf, substr);
+}
+
+/* ---------------------------------------------------------------- shards */
+
+/* Writes with token_shard_write, compares the bytes with shard_bytes(), reads every token back. */
+static void test_round_trip(struct t_rng *r, const char *dir, int64_t n, uint64_t vocab) {
+    char path[512];
+    path_in(path, sizeof path, dir, "round.tok");
+    uint32_t *t = random_tokens(r, n, (uint32_t)(vocab - 1));
+    if (n > 0) t[n / 2] = (uint32_t)(vocab - 1); /* the largest legal token */
+    token_shard_write(path, t, n, (int64_t)vocab);
+    int width = vocab <= 65536 ? 2 : 4;
+    size_t want_len, got_len;
+    uint8_t *want = shard_bytes(t, n, vocab, width, &want_len);
+    uint8_t *got = read_bytes(path, &got_len);
+    t_check(got_len == want_len && memcmp(got, want, want_len) == 0,
+            "round trip n %lld vocab %llu: file bytes differ from the shard.h layout", (long long)n,
+            (unsigned long long)vocab);
+    struct token_shard s;
+    char err[512] = "";
+    int rc = token_shard_check(&s, path, (int64_t)vocab, err, sizeof err);
+    t_check(rc == 0, "round trip n %lld vocab %llu: check failed: %s", (long long)n,
+            (unsigned long long)vocab, err);
+    if (rc == 0) {
+        t_check(s.token_bytes == width && s.n_tokens == n && s.vocab_size == (int64_t)vocab &&
+                    strcmp(s.path, path) == 0,
+                "round trip header fields: width %d n %lld vocab %lld", s.token_bytes,
+                (long long)s.n_tokens, (long long)s.vocab_size);
+        int64_t bad = -1;
+        for (int64_t i = 0; i < n && bad < 0; i++)
+            if (token_shard_get(&s, i) != t[i]) bad = i;
+        t_check(bad < 0, "round trip n %lld vocab %llu: token %lld differs", (long long)n,
+                (unsigned long long)vocab, (long long)bad);
+        token_shard_close(&s);
+    }
+    free(t);
+    free(want);
+    free(got);
+}
+
+/* Writes `b` to a file and expects token_shard_check to reject it with the path and `substr`. */
+static void expect_reject(const char *dir, const char *what, const uint8_t *b, size_t len,
+                          int64_t model_vocab, const char *substr) {
+    char path[512];
+    path_in(path, sizeof path, dir, "bad.tok");
+    write_bytes(path, b, len);
+    struct token_shard s;
+    char err[512] = "";
+    int rc = token_shard_check(&s, path, model_vocab, err, sizeof err);
+    t_check(rc == -1 && strncmp(err, path, strlen(path)) == 0 && strstr(err, substr) != NULL,
+            "reject %s: rc %d, message \"%s\" (expected \"%s: ...%s...\")", what, rc, err, path,
+            substr);
+    if (rc == 0) token_shard_close(&s);
+}
+
+static void open_bad_shard(void *path) {
+    struct token_shard s;
+    token_shard_open(&s, path, 0);
+}
+
+static void test_corrupt_shards(struct t_rng *r, const char *dir) {
+    const int64_t n = 500;
+    const uint64_t vocab = 32000;
+    uint32_t *t = random_tokens(r, n, (uint32_t)vocab);
+    size_t len;
+    uint8_t *good = shard_bytes(t, n, vocab, 2, &len);
+    uint8_t *b = xmalloc(len + 8);
+#define FRESH() memcpy(b, good, len)
+    FRESH();
+    memcpy(b, "ABCDEFGH", 8);
+    expect_reject(dir, "magic", b, len, 0, "offset 0: bad magic \"ABCDEFGH\", expected \"INFLTOK1\"");
+    FRESH();
+    put_le(b + 8, 2, 4);
+    expect_reject(dir, "version", b, len, 0, "offset 8: version 2, expected 1");
+    FRESH();
+    put_le(b + 12, 3, 4);
+    expect_reject(dir, "width", b, len, 0, "offset 12: token width 3 bytes");
+    FRESH();
+    put_le(b + 24, 0, 8);
+    expect_reject(dir, "vocab 0", b, len, 0, "offset 24: vocabulary size 0");
+    FRESH();
+    expect_reject(dir, "truncated", b, len - 1, 0,
+                  "file is 1031 bytes, header says 32 + 500 tokens x 2 bytes = 1032");
+    FRESH();
+    b[len] = 0;
+    expect_reject(dir, "extra byte", b, len + 1, 0, "file is 1033 bytes");
+    FRESH();
+    put_le(b + 16, UINT64_MAX / 2, 8);
+    expect_reject(dir, "huge count", b, len, 0, "token count too large");
+    FRESH();
+    put_le(b + 32 + 7 * 2, 32000, 2);
+    expect_reject(dir, "token >= header vocab", b, len, 0,
+                  "token 7 at offset 46 is 32000, not below the shard's vocabulary 32000");
+    FRESH();
+    int64_t k = 100 + (int64_t)(t_rng_u64(r) % 300);
+    put_le(b + 32 + k * 2, 31000, 2);
+    for (int64_t i = 0; i < k; i++) put_le(b + 32 + i * 2, t[i] % 20000, 2);
+    char msg[128];
+    snprintf(msg, sizeof msg, "token %lld at offset %lld is 31000, not below the model vocabulary",
+             (long long)k, (long long)(32 + 2 * k));
+    expect_reject(dir, "token >= model vocab", b, len, 20000, msg);
+    expect_reject(dir, "empty file", b, 0, 0, "file is 0 bytes, shorter than the 32-byte header");
+    expect_reject(dir, "short file", b, 20, 0, "file is 20 bytes, shorter than the 32-byte header");
+#undef FRESH
+    /* The intact file passes with the model vocabulary equal to the header's (the bound is < vocab). */
+    struct token_shard s;
+    char err[512] = "";
+    char path[512];
+    path_in(path, sizeof path, dir, "good.tok");
+    write_bytes(path, good, len);
+    int rc = token_shard_check(&s, path, (int64_t)vocab, err, sizeof err);
+    t_check(rc == 0, "valid shard rejected: %s", err);
+    if (rc == 0) token_shard_close(&s);
+    path_in(path, sizeof path, dir, "missing.tok");
+    rc = token_shard_check(&s, path, 0, err, sizeof err);
+    t_check(rc == -1 && strstr(err, "cannot open") != NULL, "missing file: \"%s\"", err);
+    /* token_shard_open dies with exit 2 and the same line. */
+    path_in(path, sizeof path, dir, "bad.tok");
+    memcpy(b, good, len);
+    put_le(b + 8, 7, 4);
+    write_bytes(path, b, len);
+    expect_death("token_shard_open on a bad version", 2, "offset 8: version 7, expected 1",
+                 open_bad_shard, path);
+    free(t);
+    free(good);
+    free(b);
+}
+
+/* ---------------------------------------------------------------- loader over shards */
+
+struct shard_set {
+    int n;
+    char paths[MAX_SHARDS][512];
+    uint32_t *tokens[MAX_SHARDS];
+    int64_t len[MAX_SHARDS];
+    /* the test's own window list: shard and first token of every window, in shard order */
+    int64_t n_windows;
+    int win_shard[MAX_WINDOWS];
+    int64_t win_first[MAX_WINDOWS];
+};
+
+static void shard_set_add(struct shard_set *ss, struct t_rng *r, const char *dir, int64_t n,
+                          uint32_t vocab, int64_t T) {
+    int i = ss->n++;
+    CHECK(i < MAX_SHARDS);
+    char name[64];
+    snprintf(name, sizeof name, "loader_%d.tok", i);
+    path_in(ss->paths[i], sizeof ss->paths[i], dir, name);
+    ss->tokens[i] = random_tokens(r, n, vocab);
+    ss->len[i] = n;
+    token_shard_write(ss->paths[i], ss->tokens[i], n, vocab);
+    for (int64_t first = 0; first + T + 1 <= n; first += T) {
+        CHECK(ss->n_windows < MAX_WINDOWS);
+        ss->win_shard[ss->n_windows] = i;
+        ss->win_first[ss->n_windows++] = first;
+    }
+}
+
+static void shard_set_free(struct shard_set *ss) {
+    for (int i = 0; i < ss->n; i++) free(ss->tokens[i]);
+}
+
+/* Window of the test's list whose T + 1 tokens equal seq, or -1. */
+static int match_window(const struct shard_set *ss, const int32_t *seq, int64_t T) {
+    for (int64_t w = 0; w < ss->n_windows; w++) {
+        const uint32_t *t = ss->tokens[ss->win_shard[w]] + ss->win_first[w];
+        int64_t i = 0;
+        while (i <= T && (uint32_t)seq[i] == t[i]) i++;
+        if (i > T) return (int)w;
+    }
+    return -1;
+}
+
+static void config_set_files(struct string_list *list, const struct shard_set *ss, const int *which,
+                             int n) {
+    list->n = n;
+    for (int i = 0; i < n; i++) list->items[i] = xstrdup(ss->paths[which[i]]);
+}
+
+static void config_shards(struct config *c, const struct shard_set *ss, int64_t T, int64_t vocab,
+                          uint64_t seed) {
+    config_defaults(c);
+    c->seed = seed;
+    c->model.vocab_size = vocab;
+    c->data.seq_len = T;
+    c->data.source = DATA_SOURCE_SHARDS;
+    int all[MAX_SHARDS];
+    for (int i = 0; i < ss->n; i++) all[i] = i;
+    config_set_files(&c->data.train_files, ss, all, ss->n);
+}
+
+/* order[g] = test-list window of sequence g for g < n_seq, checking every read on the way. */
+static void read_order(struct loader *l, const struct shard_set *ss, int64_t n_seq, int *order) {
+    int64_t T = l->seq_len;
+    int32_t *seq = xmalloc((size_t)(T + 1) * sizeof *seq);
+    uint8_t *answer = xmalloc((size_t)(T + 1));
+    int bad_match = 0, bad_perm = 0, bad_answer = 0;
+    for (int64_t g = 0; g < n_seq; g++) {
+        memset(answer, 0xAA, (size_t)(T + 1));
+        loader_read(l, g, seq, answer);
+        order[g] = match_window(ss, seq, T);
+        bad_match += order[g] < 0;
+        /* the window the loader's permutation names is the one whose tokens came back */
+        bad_perm += l->perm && order[g] != l->perm[g % l->n_windows];
+        for (int64_t i = 0; i <= T; i++) bad_answer += answer[i] != 0;
+    }
+    t_check(bad_match == 0, "loader: %d sequences match no window of the shards", bad_match);
+    t_check(bad_perm == 0, "loader: %d sequences are not the window perm[] names", bad_perm);
+    t_check(bad_answer == 0, "loader: answer[] not all zero for shards (%d bytes)", bad_answer);
+    free(seq);
+    free(answer);
+}
+
+static void expect_each_window_once(const int *order, int64_t W, int64_t epoch) {
+    int count[MAX_WINDOWS] = {0};
+    int bad = 0;
+    for (int64_t i = 0; i < W; i++)
+        if (order[epoch * W + i] >= 0) count[order[epoch * W + i]]++;
+    for (int64_t w = 0; w < W; w++) bad += count[w] != 1;
+    t_check(bad == 0, "epoch %lld: %d windows not read exactly once", (long long)epoch, bad);
+}
+
+static bool same_orders(const int *a, const int *b, int64_t n) {
+    return memcmp(a, b, (size_t)n * sizeof *a) == 0;
+}
+
+#define EPOCHS 3
+
+static void test_loader_train(struct t_rng *r, const struct shard_set *ss, int64_t T, int64_t vocab) {
+    uint64_t seed = t_rng_u64(r);
+    struct config c;
+    config_shards(&c, ss, T, vocab, seed);
+    struct loader l, l2, l3;
+    loader_init(&l, &c, 0);
+    const int64_t W = ss->n_windows;
+    t_check(loader_epoch_size(&l) == W, "epoch size %lld, expected %lld",
+            (long long)loader_epoch_size(&l), (long long)W);
+    int order[EPOCHS * MAX_WINDOWS], again[EPOCHS * MAX_WINDOWS], other[EPOCHS * MAX_WINDOWS];
+    l.cursor = 17;
+    read_order(&l, ss, EPOCHS * W, order);
+    t_check(l.cursor == 17, "loader_read moved the cursor to %lld", (long long)l.cursor);
+    for (int e = 0; e < EPOCHS; e++) expect_each_window_once(order, W, e);
+    t_check(!same_orders(order, order + W, W) && !same_orders(order + W, order + 2 * W, W),
+            "epochs 0, 1, 2 are not shuffled differently");
+
+    loader_init(&l2, &c, 0);
+    read_order(&l2, ss, EPOCHS * W, again);
+    t_check(same_orders(order, again, EPOCHS * W), "two loaders with the same seed disagree");
+    c.seed = seed + 1;
+    loader_init(&l3, &c, 0);
+    read_order(&l3, ss, EPOCHS * W, other);
+    t_check(!same_orders(order, other, EPOCHS * W), "a different seed gives the same order");
+
+    /* Random access (what a restored cursor does): any g, in any order, across epoch boundaries. */
+    int32_t *seq = xmalloc((size_t)(T + 1) * sizeof *seq);
+    int bad = 0;
+    int64_t probes[] = {W - 1, W, W - 1, 2 * W, 0, 2 * W - 1, W + 1};
+    for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+        loader_read(&l2, probes[i], seq, NULL);
+        bad += match_window(ss, seq, T) != order[probes[i]];
+    }
+    for (int i = 0; i < 60; i++) {
+        int64_t g = (int64_t)(t_rng_u64(r) % (uint64_t)(EPOCHS * W));
+        loader_read(&l2, g, seq, NULL);
+        bad += match_window(ss, seq, T) != order[g];
+    }
+    t_check(bad == 0, "random access: %d reads differ from the sequential order", bad);
+    free(seq);
+    loader_free(&l);
+    loader_free(&l2);
+    loader_free(&l3);
+    config_free(&c);
+}
+
+static void init_and_read(void *arg) {
+    struct config *c = arg;
+    struct loader l;
+    loader_init(&l, c, 0);
+    int32_t seq[64];
+    loader_read(&l, 0, seq, NULL);
+}
+
+static void init_val_and_read(void *arg) {
+    struct config *c = arg;
+    struct loader l;
+    loader_init(&l, c, 1);
+    int32_t seq[64];
+    loader_read(&l, 0, seq, NULL);
+}
+
+/* Validation: file order, no shuffle; no val_files = no sequences; user errors. */
+static void test_loader_val_and_errors(struct t_rng *r, const struct shard_set *ss, int64_t T,
+                                       int64_t vocab) {
+    struct config c;
+    config_shards(&c, ss, T, vocab, t_rng_u64(r));
+    struct loader l;
+    loader_init(&l, &c, 1);
+    t_check(loader_epoch_size(&l) == 0, "val loader without val_files: epoch size %lld",
+            (long long)loader_epoch_size(&l));
+    loader_free(&l);
+    expect_death("reading an empty val stream", 1, "no sequences", init_val_and_read, &c);
+
+    int val_which[] = {3, 0}; /* D then A: file order of the list, not of the folder */
+    config_set_files(&c.data.val_files, ss, val_which, 2);
+    loader_init(&l, &c, 1);
+    int64_t W = 0;
+    int expect[MAX_WINDOWS];
+    for (int f = 0; f < 2; f++)
+        for (int64_t w = 0; w < ss->n_windows; w++)
+            if (ss->win_shard[w] == val_which[f]) expect[W++] = (int)w;
+    t_check(loader_epoch_size(&l) == W, "val epoch size %lld, expected %lld",
+            (long long)loader_epoch_size(&l), (long long)W);
+    int order[2 * MAX_WINDOWS];
+    read_order(&l, ss, 2 * W, order);
+    int bad = 0;
+    for (int64_t g = 0; g < 2 * W; g++) bad += order[g] != expect[g % W];
+    t_check(bad == 0, "val stream: %d sequences out of file order", bad);
+    loader_free(&l);
+
+    /* Shards shorter than T + 1 everywhere: exit 2 naming data.seq_len and the longest shard. */
+    c.data.seq_len = 1000;
+    expect_death("all shards too short", 2, "data.seq_len + 1 = 1001", init_and_read, &c);
+    /* A token the model's vocabulary cannot embed. */
+    c.data.seq_len = T;
+    c.model.vocab_size = 100;
+    expect_death("token >= model.vocab_size", 2, "not below the model vocabulary", init_and_read, &c);
+    c.model.vocab_size = vocab;
+    for (int i = 0; i < c.data.train_files.n; i++) free(c.data.train_files.items[i]);
+    c.data.train_files.n = 0;
+    expect_death("no train files", 2, "data.train_files is empty", init_and_read, &c);
+    config_free(&c);
+}
+
+static void test_loader(struct t_rng *r, const char *dir) {
+    /* T = 37 so nothing lines up with a power of two; shard lengths exercise every edge:
+     * 12 windows plus a spare token, exactly T + 1 (one window), shorter than T + 1 (none),
+     * 7 windows plus T - 1 spare tokens, and a u32 shard. */
+    const int64_t T = 37, vocab = 70000;
+    struct shard_set ss = {0};
+    shard_set_add(&ss, r, dir, 12 * T + 2, 50000, T); /* A: u16 */
+    shard_set_add(&ss, r, dir, T + 1, 50000, T);      /* B */
+    shard_set_add(&ss, r, dir, T, 50000, T);          /* C: no window */
+    shard_set_add(&ss, r, dir, 8 * T, 70000, T);      /* D: u32, 7 windows */
+    t_check(ss.n_windows == 20, "test setup: %lld windows", (long long)ss.n_windows);
+    test_loader_train(r, &ss, T, vocab);
+    test_loader_val_and_errors(r, &ss, T, vocab);
+    shard_set_free(&ss);
+}
+
+/* ---------------------------------------------------------------- synthetic task */
+
+/* Parses one sequence against the layout of synthetic.c; returns the number of problems. */
+static int parse_synthetic(const struct synthetic_task *task, const int32_t *t, const uint8_t *answer,
+                           int64_t len) {
+    const int np = task->n_pairs, nq = task->n_queries;
+    const int32_t key0 = SYNTH_FIRST, val0 = SYNTH_FIRST + task->n_keys, fill0 = val0 + task->n_values;
+    const int64_t qstart = len - 4 * (int64_t)nq, F = qstart - 1 - 4 * (int64_t)np;
+    int32_t *value_of = xmalloc((size_t)task->n_keys * sizeof *value_of); /* key -> value, -1 unset */
+    int32_t *asked = xcalloc((size_t)task->n_keys, sizeof *asked);
+    for (int k = 0; k < task->n_keys; k++) value_of[k] = -1;
+    int bad = t[0] != SYNTH_BOS;
+    for (int64_t i = 0; i < qstart; i++) bad += answer[i] != 0;
+    int j = 0;
+    for (int64_t i = 1; i < qstart; i++) {
+        if (t[i] >= fill0 && t[i] < task->vocab_size) continue;
+        if (t[i] != SYNTH_KEY || i + 3 >= qstart || j >= np) return bad + 1000;
+        int32_t k = t[i + 1] - key0, v = t[i + 3] - val0;
+        bad += k < 0 || k >= task->n_keys || t[i + 2] != SYNTH_VAL || v < 0 || v >= task->n_values;
+        if (k < 0 || k >= task->n_keys) return bad + 1000;
+        bad += value_of[k] != -1; /* keys distinct within the sequence */
+        value_of[k] = v;
+        int64_t off = i - 1 - 4 * (int64_t)j; /* filler before record j: inside its stratum */
+        bad += off < (int64_t)j * F / np || off > ((int64_t)j + 1) * F / np;
+        j++;
+        i += 3;
+    }
+    bad += j != np;
+    for (int q = 0; q < nq; q++) {
+        const int32_t *rec = t + qstart + 4 * q;
+        const uint8_t *a = answer + qstart + 4 * q;
+        int32_t k = rec[1] - key0;
+        bad += rec[0] != SYNTH_QUERY || rec[2] != SYNTH_VAL || k < 0 || k >= task->n_keys;
+        if (k < 0 || k >= task->n_keys) continue;
+        bad += value_of[k] < 0 || rec[3] - val0 != value_of[k];
+        bad += a[0] != 0 || a[1] != 0 || a[2] != 0 || a[3] != 1;
+        asked[k]++;
+    }
+    /* Queries ask distinct pairs until all were asked: counts differ by at most one. */
+    int lo = nq / np, hi = (nq + np - 1) / np;
+    for (int k = 0; k < task->n_keys; k++)
+        if (value_of[k] >= 0) bad += asked[k] < lo || asked[k] > hi;
+    free(value_of);
+    free(asked);
+    return bad;
+}
+
+static void test_synthetic_layout(struct t_rng *r, const struct synthetic_task *task, int64_t len) {
+    int32_t *t = xmalloc((size_t)len * sizeof *t), *t2 = xmalloc((size_t)len * sizeof *t2);
+    uint8_t *a = xmalloc((size_t)len), *a2 = xmalloc((size_t)len);
+    uint64_t seed = t_rng_u64(r);
+    int bad = 0, differs = 0, range = 0, det = 0;
+    for (int s = 0; s < 20; s++) {
+        int64_t index = (int64_t)(t_rng_u64(r) % 1000000);
+        synthetic_sequence(task, seed, index, len, t, a);
+        for (int64_t i = 0; i < len; i++) range += t[i] < 0 || t[i] >= task->vocab_size;
+        bad += parse_synthetic(task, t, a, len);
+        synthetic_sequence(task, seed + 1, index, len, t2, a2); /* other work between the calls */
+        differs += memcmp(t, t2, (size_t)len * sizeof *t) != 0;
+        synthetic_sequence(task, seed, index, len, t2, a2);
+        det += memcmp(t, t2, (size_t)len * sizeof *t) != 0 || memcmp(a, a2, (size_t)len) != 0;
+    }
+    t_check(range == 0, "synthetic len %lld: %d tokens outside [0, vocab)", (long long)len, range);
+    t_check(bad == 0, "synthetic len %lld: %d layout problems (records, queries, answers)",
+            (long long)len, bad);
+    t_check(det == 0, "synthetic len %lld: %d sequences not reproducible", (long long)len, det);
+    t_check(differs == 20, "synthetic len %lld: another seed gave the same sequence %d times",
+            (long long)len, 20 - differs);
+    free(t);
+    free(t2);
+    free(a);
+    free(a2);
+}
+
+/* Filler bigrams concentrate on a few successors, the same ones for any seed. */
+static void test_synthetic_filler(struct t_rng *r) {
+    enum { NF = 64 };
+    struct synthetic_task task = {
+        .vocab_size = 4 + 40 + 50 + NF, .n_pairs = 8, .n_queries = 4, .n_keys = 40, .n_values = 50};
+    const int64_t len = 150001, fill0 = 4 + 40 + 50;
+    int32_t *t = xmalloc((size_t)len * sizeof *t);
+    int counts[2][NF][NF] = {0};
+    for (int s = 0; s < 2; s++) {
+        synthetic_sequence(&task, t_rng_u64(r), 0, len, t, NULL);
+        for (int64_t i = 1; i + 1 < len; i++)
+            if (t[i] >= fill0 && t[i + 1] >= fill0) counts[s][t[i] - fill0][t[i + 1] - fill0]++;
+    }
+    /* Top-4 successors carry 15/16 of the mass plus 4/NF of the uniform 1/16 (0.941; less when two
+     * successors coincide, never below 15/16 = 0.9375); 0.92 leaves > 10 sigma of sampling noise. */
+    int64_t top = 0, total = 0;
+    int same_best = 0;
+    for (int f = 0; f < NF; f++) {
+        int c[NF], best[2] = {0, 0};
+        for (int s = 0; s < 2; s++)
+            for (int g = 1; g < NF; g++)
+                if (counts[s][f][g] > counts[s][f][best[s]]) best[s] = g;
+        same_best += best[0] == best[1];
+        memcpy(c, counts[0][f], sizeof c);
+        for (int k = 0; k < 4; k++) {
+            int m = 0;
+            for (int g = 1; g < NF; g++) m = c[g] > c[m] ? g : m;
+            top += c[m];
+            c[m] = -1;
+        }
+        for (int g = 0; g < NF; g++) total += counts[0][f][g];
+    }
+    t_check(total > 100000 && (double)top / (double)total > 0.92,
+            "filler: top-4 successors carry %.3f of %lld transitions, expected > 0.92",
+            (double)top / (double)total, (long long)total);
+    t_check(same_best == NF,
+            "filler: the likeliest successor differs between seeds for %d of %d tokens", NF - same_best,
+            NF);
+    free(t);
+}
+
+static void test_synthetic_check(void) {
+    struct synthetic_task task = {
+        .vocab_size = 4 + 30 + 20 + 16, .n_pairs = 10, .n_queries = 6, .n_keys = 30, .n_values = 20};
+    char err[512] = "";
+    int64_t min_len = 1 + 4 * (10 + 6);
+    t_check(synthetic_check(&task, min_len, err, sizeof err) == 0,
+            "synthetic_check: tight fit rejected: %s", err);
+    t_check(synthetic_check(&task, min_len - 1, err, sizeof err) == -1 && strstr(err, "too short"),
+            "synthetic_check: short sequence: \"%s\"", err);
+    task.vocab_size--;
+    t_check(synthetic_check(&task, min_len, err, sizeof err) == -1 && strstr(err, "model.vocab_size"),
+            "synthetic_check: small vocabulary: \"%s\"", err);
+    task.vocab_size++;
+    task.n_keys = 9;
+    t_check(synthetic_check(&task, min_len, err, sizeof err) == -1 && strstr(err, "n_keys"),
+            "synthetic_check: fewer keys than pairs: \"%s\"", err);
+}
+
+/* The loader's synthetic streams: training = synthetic_sequence(seed, g), validation another seed. */
+static void test_loader_synthetic(struct t_rng *r) {
+    struct config c;
+    config_defaults(&c);
+    c.seed = t_rng_u64(r);
+    c.data.source = DATA_SOURCE_SYNTHETIC;
+    c.data.seq_len = 253;
+    c.model.vocab_size = 512;
+    c.data.synthetic =
+        (struct synthetic_config){.n_pairs = 6, .n_queries = 3, .n_keys = 100, .n_values = 100};
+    struct loader tr, va;
+    loader_init(&tr, &c, 0);
+    loader_init(&va, &c, 1);
+    t_check(loader_epoch_size(&tr) == 0 && loader_epoch_size(&va) == 0, "synthetic epoch size not 0");
+    struct synthetic_task task = {
+        .vocab_size = 512, .n_pairs = 6, .n_queries = 3, .n_keys = 100, .n_values = 100};
+    int32_t got[254], ref[254], val[254];
+    uint8_t a[254], aref[254];
+    int bad = 0, same_val = 0;
+    for (int i = 0; i < 10; i++) {
+        int64_t g = (int64_t)(t_rng_u64(r) % 100000);
+        loader_read(&tr, g, got, a);
+        synthetic_sequence(&task, c.seed, g, 254, ref, aref);
+        bad += memcmp(got, ref, sizeof got) != 0 || memcmp(a, aref, sizeof a) != 0;
+        loader_read(&va, g, val, NULL);
+        same_val += memcmp(val, ref, sizeof val) == 0;
+    }
+    t_check(bad == 0, "loader synthetic: %d sequences differ from synthetic_sequence(seed, g)", bad);
+    t_check(same_val == 0, "loader synthetic: validation repeats %d training sequences", same_val);
+    loader_free(&tr);
+    loader_free(&va);
+    c.data.seq_len = 20;
+    expect_death("synthetic sequence too short", 2, "too short", init_and_read, &c);
+    config_free(&c);
+}
+
+static void test_synthetic(struct t_rng *r) {
+    struct synthetic_task task = {
+        .vocab_size = 300, .n_pairs = 13, .n_queries = 5, .n_keys = 40, .n_values = 50};
+    test_synthetic_layout(r, &task, 1001);
+    test_synthetic_layout(r, &task, 1 + 4 * (13 + 5)); /* no filler at all */
+    struct synthetic_task many = {
+        .vocab_size = 4 + 3 + 7 + 16, .n_pairs = 3, .n_queries = 8, .n_keys = 3, .n_values = 7};
+    test_synthetic_layout(r, &many, 97); /* queries repeat pairs */
+    test_synthetic_filler(r);
+    test_synthetic_check();
+    test_loader_synthetic(r);
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char path[1024];
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        path_in(path, sizeof path, dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* --check-shards VOCAB FILE...: one line per file, exit 0 when all are valid. */
+static int check_shards(int argc, char **argv) {
+    int64_t vocab = argc > 2 ? strtoll(argv[2], NULL, 10) : 0;
+    int bad = argc < 4;
+    for (int i = 3; i < argc; i++) {
+        struct token_shard s;
+        char err[512];
+        if (token_shard_check(&s, argv[i], vocab, err, sizeof err) != 0) {
+            printf("invalid %s\n", err);
+            bad++;
+            continue;
+        }
+        printf("ok %s: %lld tokens x %d bytes, vocabulary %lld\n", argv[i], (long long)s.n_tokens,
+               s.token_bytes, (long long)s.vocab_size);
+        token_shard_close(&s);
+    }
+    return bad ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--check-shards") == 0) return check_shards(argc, argv);
+    uint64_t seed = argc > 2 && strcmp(argv[1], "--seed") == 0
+                        ? strtoull(argv[2], NULL, 10)
+                        : (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
+    printf("test_data: seed %llu\n", (unsigned long long)seed);
+    struct t_rng r = {seed};
+    char dir[] = "/tmp/infllm_test_data_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+
+    test_round_trip(&r, dir, 1237, 65536); /* u16 at its largest vocabulary */
+    test_round_trip(&r, dir, 1237, 65537); /* u32 from the first vocabulary that needs it */
+    test_round_trip(&r, dir, 0, 32000);    /* an empty shard is valid */
+    test_round_trip(&r, dir, 1, 3);
+    test_corrupt_shards(&r, dir);
+    test_loader(&r, dir);
+    test_synthetic(&r);
+
+    remove_dir(dir);
+    return t_finish("test_data");
+}

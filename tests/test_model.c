@@ -1,0 +1,156 @@
+/*
+ * test_model.c: the whole model's gradient against finite differences, on tiny configs that cover
+ * Llama and MiniCPM (muP scales, tied head), dense and InfLLM-V2 sparse attention (with and without
+ * use_nope and lse_approx), a fused head that works through the rows in several chunks, and
+ * batches of several sequences.
+ *
+ * Method: for each parameter tensor kind, a random direction d over that tensor's elements; the
+ * analytic directional derivative g . d against the central difference
+ * (L(w + h d) - L(w - h d)) / 2h of the mean loss. The forward is fp32; with h chosen so that
+ * h |d| moves the loss by about 1e-3 of its value, fp32 rounding (about 1e-7 relative per row,
+ * averaged over the rows) leaves a difference error near 1e-4 of the derivative and the h^2
+ * truncation term is smaller still, so 2e-3 relative (plus a small absolute floor for tensors whose
+ * derivative is near zero) is a tolerance with margin that a wrong gradient term does not meet.
+ * In sparse mode the selection is held fixed across the perturbed forwards (reuse_selection), as
+ * the method defines the backward: selection is a constant of the step.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "config.h"
+#include "grid.h"
+#include "model.h"
+#include "testlib.h"
+
+struct case_desc {
+    const char *name;
+    bool minicpm, tied, sparse, nope, lse_approx;
+    int B;
+    int64_t T;
+    int64_t head_rows; /* 0: the model's choice; else fewer rows per head chunk (a remainder too) */
+};
+
+static void setup_config(struct config *c, const struct case_desc *k) {
+    config_defaults(c);
+    struct model_config *m = &c->model;
+    m->model_type = k->minicpm ? MODEL_TYPE_MINICPM : MODEL_TYPE_LLAMA;
+    m->vocab_size = 61;
+    m->hidden_size = 24;
+    m->intermediate_size = 40;
+    m->num_hidden_layers = 2;
+    m->num_attention_heads = 4;
+    m->num_key_value_heads = 2;
+    m->head_dim = 8;
+    m->tie_word_embeddings = k->tied;
+    m->scale_emb = 3.0;
+    m->scale_depth = 1.4;
+    m->dim_model_base = 8;
+    m->initializer_range = 0.2; /* large enough that the loss depends on every weight visibly */
+    c->data.seq_len = k->T;
+    c->train.micro_batch_size = k->B;
+    c->train.global_batch_size = k->B;
+    struct attention_config *a = &c->attention;
+    a->kernel_size = 8;
+    a->kernel_stride = 4;
+    a->block_size = 16;
+    a->window_size = 16;
+    a->init_blocks = 1;
+    a->topk = 2;
+    a->dense_len = k->sparse ? -1 : 1 << 30;
+    a->use_nope = k->nope;
+    a->lse_approx = k->lse_approx;
+    config_validate(c, 1);
+}
+
+static double mean_loss(struct model *m, const int32_t *tok, const int32_t *tgt) {
+    return model_forward(m, tok, tgt, false, 0.0f) / (double)m->N;
+}
+
+static void run_case(const struct case_desc *k, const struct grid *g, uint64_t seed) {
+    static struct config c;
+    setup_config(&c, k);
+    struct backend be;
+    backend_init(&be, DEVICE_CPU, 0);
+    struct model m;
+    model_init(&m, &c, &be, g, 64, true);
+    model_init_weights(&m, seed);
+    if (k->head_rows) m.head_rows = k->head_rows; /* smaller than allocated: always fits */
+    t_check(m.sparse == k->sparse, "%s: sparse mode is %d", k->name, m.sparse);
+
+    struct t_rng r = {seed};
+    int32_t *tok = xmalloc((size_t)m.N * sizeof(int32_t)), *tgt = xmalloc((size_t)m.N * sizeof(int32_t));
+    for (int64_t i = 0; i < m.N; i++) {
+        tok[i] = (int32_t)(t_rng_u64(&r) % (uint64_t)m.V);
+        tgt[i] = i % 17 == 5 ? -1 : (int32_t)(t_rng_u64(&r) % (uint64_t)m.V); /* a few unscored */
+    }
+
+    model_zero_grad(&m);
+    double loss = model_forward(&m, tok, tgt, true, (float)(1.0 / (double)m.N)) / (double)m.N;
+    model_backward(&m);
+    t_check(isfinite(loss) && loss > 0, "%s: loss %g", k->name, loss);
+    m.reuse_selection = true;
+
+    /* One direction per HF tensor kind (all layers of it together). */
+    const char *kinds[] = {"embed_tokens", "input_layernorm", "q_proj", "k_proj", "v_proj",
+                           "o_proj", "post_attention_layernorm", "gate_proj", "up_proj",
+                           "down_proj", "model.norm", "lm_head"};
+    float *w = m.param_buf;
+    float *d = xcalloc((size_t)m.n_params_padded, sizeof(float));
+    for (size_t kind = 0; kind < sizeof kinds / sizeof kinds[0]; kind++) {
+        memset(d, 0, (size_t)m.n_params_padded * sizeof(float));
+        int64_t nd = 0;
+        for (int e = 0; e < m.n_params_entries; e++) {
+            const struct param_entry *p = &m.params[e];
+            if (!strstr(p->name, kinds[kind])) continue;
+            t_fill_normal(&r, d + p->offset, p->numel, 1.0f);
+            nd += p->numel;
+        }
+        if (nd == 0) continue; /* lm_head when tied */
+        double analytic = 0;
+        for (int64_t i = 0; i < m.n_params_padded; i++) analytic += (double)m.grad_buf[i] * d[i];
+        double h = 1e-3; /* weights are O(0.2-1), d is N(0, 1): relative moves near 1e-3 */
+        float *saved = xmalloc((size_t)m.n_params_padded * sizeof(float));
+        memcpy(saved, w, (size_t)m.n_params_padded * sizeof(float));
+        for (int64_t i = 0; i < m.n_params_padded; i++) w[i] = saved[i] + (float)(h * d[i]);
+        double lp = mean_loss(&m, tok, tgt);
+        for (int64_t i = 0; i < m.n_params_padded; i++) w[i] = saved[i] - (float)(h * d[i]);
+        double lm = mean_loss(&m, tok, tgt);
+        memcpy(w, saved, (size_t)m.n_params_padded * sizeof(float));
+        free(saved);
+        double numeric = (lp - lm) / (2 * h);
+        double err = fabs(numeric - analytic);
+        double tol = 2e-3 * fabs(numeric) + 1e-5;
+        t_check(err <= tol, "%s: %s: analytic %.8g vs finite difference %.8g (err %.3g > tol %.3g)",
+                k->name, kinds[kind], analytic, numeric, err, tol);
+        if (getenv("TEST_VERBOSE"))
+            printf("  %-12s %-26s analytic %+.8e numeric %+.8e rel %.2e\n", k->name, kinds[kind],
+                   analytic, numeric, err / (fabs(numeric) + 1e-30));
+    }
+    free(d);
+    free(tok);
+    free(tgt);
+    model_free(&m);
+    backend_free(&be);
+    config_free(&c);
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    struct grid g;
+    grid_init(&g, MPI_COMM_SELF, 1);
+    const struct case_desc cases[] = {
+        {"llama-dense", false, false, false, false, true, 2, 48, 0},
+        {"minicpm-dense", true, true, false, false, true, 1, 64, 7},
+        {"llama-sparse", false, true, true, false, true, 2, 128, 0},
+        {"minicpm-sparse-nope-exact", true, false, true, true, false, 1, 144, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_case(&cases[i], &g, 1000 + i);
+    grid_free(&g);
+    int rc = t_finish("test_model");
+    MPI_Finalize();
+    return rc;
+}

@@ -1,0 +1,205 @@
+/*
+ * test_parallel.c: data and context parallelism give the single-rank result.
+ *
+ *   mpiexec -n N test_parallel CP
+ *
+ * For dense and for sparse attention (a sequence long enough that top-k drops most blocks, and
+ * compression windows that straddle chunk edges), rank 0 first trains the config alone (a grid over
+ * MPI_COMM_SELF), then all N ranks train it as dp = N / CP groups of CP ranks. Checks:
+ *   - the selected blocks of every layer in the first forward equal the single-rank ones, row by
+ *     row by global position (identical weights, so identical selections are expected; float
+ *     reassociation could only matter at an exact tie);
+ *   - the loss of every step and every weight after the last step match the single-rank run within
+ *     fp32 reassociation: the gradient sums run in another order (per-rank partial sums, then the
+ *     reduce-scatter), which moves the loss by ~1e-7 relative and the weights, after a few AdamW
+ *     steps whose update is lr * m / sqrt(v), by at most a few ulps of lr; tolerances below.
+ * The figures (max relative difference of loss and weights, bytes sent per layer) are printed.
+ */
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "config.h"
+#include "grid.h"
+#include "testlib.h"
+#include "train.h"
+
+#define STEPS 3
+
+static void make_config(struct config *c, bool sparse, const char *run_dir) {
+    config_defaults(c);
+    snprintf(c->run_dir, sizeof c->run_dir, "%s", run_dir);
+    snprintf(c->resume, sizeof c->resume, "none");
+    struct model_config *m = &c->model;
+    m->vocab_size = 96;
+    m->hidden_size = 32;
+    m->intermediate_size = 48;
+    m->num_hidden_layers = 2;
+    m->num_attention_heads = 4;
+    m->num_key_value_heads = 2;
+    m->head_dim = 8;
+    m->initializer_range = 0.1;
+    c->data.source = DATA_SOURCE_SYNTHETIC;
+    c->data.synthetic.n_pairs = 4;
+    c->data.synthetic.n_queries = 2;
+    c->data.synthetic.n_keys = 16;
+    c->data.synthetic.n_values = 16;
+    c->data.seq_len = sparse ? 512 : 256;
+    struct attention_config *a = &c->attention;
+    a->kernel_size = 8;
+    a->kernel_stride = 4;
+    a->block_size = 16;
+    a->window_size = 32;
+    a->init_blocks = 1;
+    a->topk = 3;
+    a->dense_len = sparse ? -1 : 1 << 20;
+    struct train_config *t = &c->train;
+    t->max_steps = STEPS;
+    t->micro_batch_size = 1;
+    t->global_batch_size = 4;
+    t->lr = 1e-2;
+    t->warmup_steps = 0;
+    t->eval_every = 0;
+    c->log.every = 1000;
+}
+
+struct result {
+    double loss[STEPS];
+    int64_t n;
+    float *w; /* (n) weights after the last step */
+    int64_t nsel;
+    int32_t *sel; /* (L, T, Hkv, nsel) first-forward selection by global position, or NULL */
+};
+
+/* Trains STEPS steps on grid g; the selection of the first forward is gathered by global position
+ * onto every rank of the cp group (so rank 0 can compare). */
+static void train(struct result *r, const struct config *c, struct grid *g) {
+    struct trainer tr;
+    trainer_init(&tr, c, g, false);
+    struct model *m = &tr.model;
+    memset(r, 0, sizeof *r);
+    if (m->sparse) {
+        /* First forward of step 0's first micro-batch, for the selection only. */
+        int64_t per = (int64_t)m->Hkv * m->attn.nsel, n = m->shard.n_local;
+        r->nsel = m->attn.nsel;
+        loader_read(&tr.train_data, g->dp_rank * c->train.micro_batch_size, tr.seq, NULL);
+        for (int64_t i = 0; i < n; i++) {
+            tr.tokens[i] = tr.seq[seq_shard_pos(&m->shard, i)];
+            tr.targets[i] = tr.seq[seq_shard_pos(&m->shard, i) + 1];
+        }
+        model_forward(m, tr.tokens, tr.targets, false, 0.0f);
+        r->sel = xcalloc((size_t)(m->L * m->T * per), sizeof(int32_t));
+        for (int l = 0; l < m->L; l++)
+            for (int64_t i = 0; i < n; i++)
+                memcpy(r->sel + ((int64_t)l * m->T + seq_shard_pos(&m->shard, i)) * per,
+                       m->a.sel + ((int64_t)l * m->N + i) * per, (size_t)per * sizeof(int32_t));
+        /* Every position is written by exactly one cp rank: a sum gathers them. */
+        int64_t total = (int64_t)m->L * m->T * per;
+        int32_t *sum = xcalloc((size_t)total, sizeof(int32_t));
+        MPI_Allreduce(r->sel, sum, (int)total, MPI_INT32_T, MPI_SUM, g->cp_comm.mpi);
+        free(r->sel);
+        r->sel = sum;
+    }
+    for (int s = 0; s < STEPS; s++) {
+        double norm;
+        r->loss[s] = trainer_step(&tr, 1e-2, &norm);
+        tr.step++;
+    }
+    r->n = m->n_params;
+    r->w = xmalloc((size_t)r->n * sizeof(float));
+    memcpy(r->w, m->param_buf, (size_t)r->n * sizeof(float));
+    double fwd, bwd;
+    attention_layer_comm_bytes(&m->attn, &fwd, &bwd);
+    if (g->world_rank == 0 && g->world_size > 1)
+        printf("  %s attention, dp %d x cp %d: this rank sends %.1f KiB forward and %.1f KiB "
+               "backward per layer per micro-batch\n",
+               m->sparse ? "sparse" : "dense", g->dp, g->cp, fwd / 1024, bwd / 1024);
+    trainer_free(&tr);
+}
+
+static void run_mode(bool sparse, int cp, const char *dir) {
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    static struct config c;
+    char run_dir[512];
+    snprintf(run_dir, sizeof run_dir, "%s/%s-ref", dir, sparse ? "sparse" : "dense");
+    make_config(&c, sparse, run_dir);
+    config_validate(&c, 1);
+    struct result ref = {0};
+    if (rank == 0) {
+        struct grid self;
+        grid_init(&self, MPI_COMM_SELF, 1);
+        train(&ref, &c, &self);
+        grid_free(&self);
+    }
+    MPI_Bcast(ref.loss, STEPS, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+
+    snprintf(c.run_dir, sizeof c.run_dir, "%s/%s-par", dir, sparse ? "sparse" : "dense");
+    c.parallel.cp = cp;
+    config_validate(&c, size);
+    struct grid g;
+    grid_init(&g, MPI_COMM_WORLD, cp);
+    struct result par;
+    train(&par, &c, &g);
+    if (rank == 0) {
+        const char *mode = sparse ? "sparse" : "dense";
+        double worst_loss = 0;
+        for (int s = 0; s < STEPS; s++) {
+            double d = fabs(par.loss[s] - ref.loss[s]) / fabs(ref.loss[s]);
+            worst_loss = d > worst_loss ? d : worst_loss;
+        }
+        /* Losses are means of ~1e3 fp32 terms: reassociation moves them by ~1e-7 relative. */
+        t_check(worst_loss < 2e-6, "%s dp %d cp %d: loss differs by %.3g relative", mode, g.dp,
+                cp, worst_loss);
+        /* Weights after 3 AdamW steps of lr 1e-2 move by ~3e-2; reassociated gradients change
+         * an update by at most a few ulps of it, except where a gradient is ~0 and its sign is
+         * noise: an absolute 1e-5 (1e-3 of lr) and relative 1e-4 bound both. */
+        char what[96];
+        snprintf(what, sizeof what, "%s dp %d cp %d weights after %d steps", mode, g.dp, cp, STEPS);
+        t_close(what, par.w, ref.w, ref.n, 1e-5, 1e-4);
+        printf("  %s dp %d x cp %d: max relative loss difference %.3g, max relative weight "
+               "difference %.3g (over max |w|)\n",
+               mode, g.dp, cp, worst_loss, t_max_rel_diff(par.w, ref.w, ref.n));
+        if (sparse) {
+            int64_t total = (int64_t)c.model.num_hidden_layers * c.data.seq_len *
+                            c.model.num_key_value_heads * par.nsel;
+            snprintf(what, sizeof what, "%s dp %d cp %d: selected blocks of the first forward",
+                     mode, g.dp, cp);
+            t_equal_i32(what, par.sel, ref.sel, total);
+        }
+    }
+    grid_free(&g);
+    free(ref.w);
+    free(ref.sel);
+    free(par.w);
+    free(par.sel);
+    config_free(&c);
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int cp = argc > 1 ? atoi(argv[1]) : 1;
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    char dir[] = "/tmp/infllm-test-parallel-XXXXXX";
+    if (rank == 0) CHECK(mkdtemp(dir) != NULL);
+    MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
+    run_mode(false, cp, dir);
+    run_mode(true, cp, dir);
+    int failures = t_failures();
+    MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    int rc = 0;
+    if (rank == 0) {
+        rc = t_finish("test_parallel");
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+    }
+    MPI_Finalize();
+    return failures ? 1 : rc;
+}
