@@ -463,7 +463,7 @@ void config_load(struct config *c, const char *path, int nset, char *const *sets
     cJSON_Delete(root);
     free(text);
     for (int i = 0; i < nset; i++) apply_set(c, sets[i]);
-    config_validate(c, 1);
+    config_validate(c, 0);
 }
 
 void config_free(struct config *c) {
@@ -545,6 +545,12 @@ static void validate_attention(struct config *c) {
 static void validate_train(struct config *c, int world_size) {
     const struct train_config *t = &c->train;
     int cp = c->parallel.cp;
+    if (world_size <= 0) { /* rank count not known yet: check the layout-free parts only */
+        if (t->global_batch_size % t->micro_batch_size != 0)
+            bad(c, "train.global_batch_size", "%d is not a multiple of micro_batch_size = %d",
+                t->global_batch_size, t->micro_batch_size);
+        world_size = cp;
+    }
     if (world_size % cp != 0)
         bad(c, "parallel.cp", "%d does not divide the number of ranks %d", cp, world_size);
     int dp = world_size / cp;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "adamw.h"
+#include "check.h"
 #include "config.h"
 #include "grid.h"
 #include "model.h"
@@ -87,6 +88,8 @@ static void test_zero_step(struct grid *g) {
     c.model.num_key_value_heads = 1;
     c.model.head_dim = 8;
     c.data.seq_len = 64;
+    c.data.synthetic = (struct synthetic_config){.n_pairs = 1, .n_queries = 1, .n_keys = 4,
+                                                 .n_values = 4};
     c.train.micro_batch_size = 1;
     c.train.global_batch_size = 1;
     c.train.weight_decay = 0.5;

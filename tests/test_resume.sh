@@ -6,16 +6,17 @@
 #      reassociation of the single-rank run.
 #   3. SIGKILL at random moments of a run that checkpoints every step: `latest` always names a
 #      complete checkpoint, and training resumes from it.
-#   4. A checkpoint whose model shape disagrees with the config is refused naming the tensor.
+#   4. SIGTERM or SIGUSR1 makes the trainer finish its step, checkpoint and exit 0.
+#   5. A checkpoint whose model shape disagrees with the config is refused naming the tensor.
 # Usage: test_resume.sh BUILD_DIR TRAINER
 set -euo pipefail
 bin=$2
 dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+trap '[ -z "${KEEP:-}" ] && rm -rf "$dir"' EXIT
 export OMP_NUM_THREADS=1
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 mpirun_=(mpiexec --oversubscribe)
-common=(configs/quickstart.json --set data.seq_len=128 --set train.max_steps=8
+common=(configs/quickstart.json --set data.seq_len=256 --set train.max_steps=8
         --set train.warmup_steps=2 --set train.eval_every=0 --set log.every=100
         --set model.num_hidden_layers=2 --set train.micro_batch_size=2 --set train.global_batch_size=4)
 
@@ -65,11 +66,15 @@ def load(p):
     return out
 a, b = load(sys.argv[1]), load(sys.argv[2])
 assert a.keys() == b.keys()
+# Per tensor, RMS of the difference over RMS of the weights: fp32 reassociation of the gradient
+# sums is ~1e-7 relative; AdamW's m / sqrt(v) can turn the noise of a near-zero gradient into a
+# visible step for a handful of elements, which the RMS averages out but a wrong resume does not.
 worst = 0.0
 for k in a:
-    m = max(abs(x) for x in a[k]) or 1.0
-    worst = max(worst, max(abs(x - y) for x, y in zip(a[k], b[k])) / m)
-print(f"4 -> 2 ranks: max relative weight difference {worst:.3g}")
+    d = sum((x - y) ** 2 for x, y in zip(a[k], b[k])) / len(a[k])
+    w = sum(x * x for x in a[k]) / len(a[k]) or 1.0
+    worst = max(worst, (d / w) ** 0.5)
+print(f"4 -> 2 ranks: max per-tensor RMS weight difference / RMS weight {worst:.3g}")
 if worst > 1e-4: sys.exit("FAIL: weights differ beyond fp32 reassociation")
 PY
 
@@ -84,12 +89,28 @@ for i in 1 2 3 4 5 6; do
   wait "$pid" 2>/dev/null || true
   latest=$(cat "$kill_dir/ckpt/latest")
   [ -f "$kill_dir/ckpt/$latest/state.json" ] || { echo "FAIL: latest -> $latest is incomplete"; exit 1; }
-  "$bin" "${common[@]}" --set run_dir="$kill_dir" --set train.max_steps=100000 \
-    --set train.exit_after_steps=1 | grep -q "resumed from" || { echo "FAIL: no resume after kill $i"; exit 1; }
-  echo "kill $i: latest = $latest, resumed"
+  partial=$(cd "$kill_dir/ckpt" && ls -d *.tmp 2>/dev/null || true)
+  out=$("$bin" "${common[@]}" --set run_dir="$kill_dir" --set train.max_steps=100000 \
+    --set train.exit_after_steps=1)
+  grep -q "resumed from" <<<"$out" || { echo "FAIL: no resume after kill $i"; exit 1; }
+  echo "kill $i: latest = $latest, resumed${partial:+ (the kill left $partial half-written: ignored)}"
 done
 
-echo "== 4. shape mismatch refused"
+echo "== 4. SIGTERM and SIGUSR1 finish the step, checkpoint and exit 0"
+for sig in TERM USR1; do
+  sdir="$dir/sig$sig"
+  "$bin" "${common[@]}" --set run_dir="$sdir" --set train.max_steps=100000 >"$sdir.log" 2>&1 &
+  pid=$!
+  sleep 1.5
+  kill -s "$sig" "$pid"
+  rc=0
+  wait "$pid" || rc=$?
+  grep -q "stop signal received" "$sdir.log" && [ $rc -eq 0 ] && [ -f "$sdir/ckpt/latest" ] ||
+    { echo "FAIL: SIG$sig: exit $rc"; cat "$sdir.log"; exit 1; }
+  echo "SIG$sig: exit 0, $(grep "stop signal" "$sdir.log"), latest = $(cat "$sdir/ckpt/latest")"
+done
+
+echo "== 5. shape mismatch refused"
 set +e
 msg=$("$bin" "${common[@]}" --set run_dir="$dir/full" --set train.max_steps=9 \
       --set model.intermediate_size=200 2>&1 >/dev/null)
