@@ -95,7 +95,7 @@ int synthetic_check(const struct synthetic_task *task, int64_t len, char *err, s
     int64_t need_vocab = filler_first(t) + SYNTH_FILLER_MIN;
     if (t->vocab_size < need_vocab || t->vocab_size > INT32_MAX) {
         snprintf(err, err_len,
-                 "model.vocab_size is %lld, the synthetic task needs at least 4 + n_keys %d + n_values "
+                 "model.vocab_size is %lld, the synthetic task (data.synthetic) needs at least 4 + n_keys %d + n_values "
                  "%d + %d filler tokens = %lld (and at most 2^31 - 1)",
                  (long long)t->vocab_size, t->n_keys, t->n_values, SYNTH_FILLER_MIN,
                  (long long)need_vocab);
@@ -104,8 +104,8 @@ int synthetic_check(const struct synthetic_task *task, int64_t len, char *err, s
     int64_t need_len = 1 + 4 * ((int64_t)t->n_pairs + t->n_queries);
     if (len < need_len) {
         snprintf(err, err_len,
-                 "a sequence of %lld tokens (data.seq_len + 1) is too short for BOS + %d pair records "
-                 "+ %d query records of 4 tokens = %lld",
+                 "a sequence of %lld tokens (data.seq_len + 1) is too short for the synthetic task "
+                 "(data.synthetic): BOS + %d pair records + %d query records of 4 tokens = %lld",
                  (long long)len, t->n_pairs, t->n_queries, (long long)need_len);
         return -1;
     }

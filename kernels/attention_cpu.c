@@ -1,29 +1,32 @@
 /*
  * attention_cpu.c: CPU reference of attention.h (dense causal GQA attention, forward and backward)
- * and the row-set machinery of attn_cpu_impl.h that infllmv2_cpu.c restricts to selected blocks.
+ * and the row machinery of attn_cpu_impl.h that infllmv2_cpu.c restricts to selected blocks.
  *
  * Dimensions: Tq query rows, Tk key rows, Hq query heads, Hkv KV heads, G = Hq / Hkv (query head h
  * reads KV head h / G), D head dim. A "query vector" is one (row i, head h); pos = q_pos0 + i.
  * Layouts: q, out, dout, dq (Tq, Hq, D) q_stride apart; k, v, dk, dv (Tk, Hkv, D) kv_stride apart;
  * lse (Tq, Hq). Gradient rule: the backward ADDS into dq, dk, dv.
  *
- * Every query vector reads its keys as a list of chunks [j0, j1), each cut at pos: dense rows the
- * chunks [64e, 64e + 64) for e = 0, 1, ... (global, so independent of the call's q_pos0); sparse
- * rows the selected blocks [b*B, b*B + B), B = block_size, in ascending order.
+ * Keys come in blocks: dense rows read the blocks [64e, 64e + 64) for 64e <= pos (global, so they
+ * do not depend on the call's q_pos0); sparse rows read their selected blocks [bB, bB + B),
+ * B = block_size. A block is processed in pieces of at most CHUNK = 64 keys from its start, each
+ * cut at the row's pos. A query vector's result depends only on its own pieces, in ascending
+ * order, never on the other rows of its tile or call, so splitting the queries into calls
+ * (context parallelism) reproduces out, lse and dq bitwise.
  *
- * Numerics, fp32 throughout:
- *   forward  online softmax, one chunk at a time: the chunk's scores and max, the running max m,
- *            the chunk's sum of exponentials added to the running sum l (a two-level sum), and the
- *            output accumulator rescaled by exp(m_old - m_new) when the max grows.
- *   backward P and dS recomputed from lse (flash-attention algebra, D_i = dout_i . out_i).
- *            dq: threads over (row tile, KV head); dk/dv: threads over (key chunk, KV head), each
- *            walking the rows that read that chunk in ascending order, then one add into dk, dv.
- * No float atomics and no cross-thread reduction, so every result is bitwise independent of the
- * thread count. A row's out, lse and dq depend only on that row (and the keys), never on the other
- * rows of the call, so splitting the queries into chunks (context parallelism) reproduces them
- * bitwise; dk, dv of split calls differ from one call only by the order of the final additions.
- * A row that reads no key (possible only with a sparse selection) gets out = 0, lse = -INFINITY and
- * contributes no gradient.
+ * Work units: the forward and dq passes take tiles of ROW_TILE rows x one KV head (all G heads);
+ * a tile walks the ascending union of its rows' blocks, loads each piece once (K and V transposed
+ * to (D, CHUNK), so scores are vector FMAs without horizontal sums) and applies it to the rows
+ * that read it. The dk/dv pass takes (block, KV head) units and walks the rows that read the block
+ * in ascending order (dense: every row at or past its first key; sparse: the CSR inverse of the
+ * selection), then adds into dk, dv once. No float atomics and no cross-thread reduction: results
+ * are bitwise independent of the thread count.
+ *
+ * Numerics, fp32 throughout: online softmax per piece (piece max, running max m, the piece's sum
+ * of exponentials added to the running sum l, output accumulator rescaled when m grows);
+ * exponentials by exp_f32 (below, <= 1.5 ulp); backward P and dS recomputed from lse
+ * (flash-attention algebra, delta_i = dout_i . out_i). A row that reads no key (only possible
+ * with a sparse selection) gets out = 0, lse = -INFINITY and contributes no gradient.
  */
 #include "attention.h"
 
@@ -36,92 +39,151 @@
 #include "check.h"
 
 enum {
-    DENSE_CHUNK = 64, /* keys per dense chunk (the unit of the online softmax and of dk/dv) */
-    ROW_TILE = 16,    /* query rows sharing each loaded key chunk in the dense passes */
+    CHUNK = 64,    /* keys per piece: dense block length and the sparse piece limit */
+    ROW_TILE = 16, /* query rows of a forward / dq unit */
+    KV_BATCH = 16, /* (row, head) pairs whose dk/dv updates are applied in one sweep */
 };
 
-/* s[j] = scale * (x . y_j) for n rows y_j = y + j * y_stride. Four rows at a time give the
- * vector unit four independent accumulators; the arithmetic of a row depends only on its index
- * modulo 4 within the chunk, which the chunk layout fixes. */
-static void chunk_dots(float *s, const float *x, const float *y, int64_t y_stride, int64_t n, int D,
-                       float scale) {
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        const float *y0 = y + j * y_stride, *y1 = y0 + y_stride, *y2 = y1 + y_stride,
-                    *y3 = y2 + y_stride;
-        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-        for (int d = 0; d < D; d++) {
-            a0 += x[d] * y0[d];
-            a1 += x[d] * y1[d];
-            a2 += x[d] * y2[d];
-            a3 += x[d] * y3[d];
-        }
-        s[j] = scale * a0;
-        s[j + 1] = scale * a1;
-        s[j + 2] = scale * a2;
-        s[j + 3] = scale * a3;
-    }
-    for (; j < n; j++) {
-        const float *yj = y + j * y_stride;
-        float a = 0;
-#pragma omp simd reduction(+ : a)
-        for (int d = 0; d < D; d++) a += x[d] * yj[d];
-        s[j] = scale * a;
+/* e^x in fp32 for vector loops (glibc's expf does not vectorise): Cephes' range reduction and
+ * degree-6 polynomial, max error 1.4 ulp on [-87.3, 10]; 0 below -87.3 (also for -INFINITY),
+ * NaN propagated. Softmax arguments are <= 0, so the upper clamp only guards the bit trick. */
+static inline float exp_f32(float x) {
+    const float lo = -87.33654475f, hi = 88.0f;
+    float xc = x < lo ? lo : (x > hi ? hi : x);
+    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = xc - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    float y = p * two_n;
+    return x != x ? x : (x < lo ? 0.0f : y);
+}
+
+static float dot(const float *a, const float *b, int D) {
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int d = 0; d < D; d++) s += a[d] * b[d];
+    return s;
+}
+
+/* 16-float GNU C vectors (one AVX-512 register, two AVX2 ones): the hot loops below keep their
+ * accumulators in registers, which GCC's auto-vectoriser does not do for these loop nests. Every
+ * element is still accumulated by one chain of (fused) multiply-adds in a fixed order, and the
+ * scalar tails use the same order. */
+typedef float vf16 __attribute__((vector_size(64)));
+_Static_assert(CHUNK == 64, "piece_scores holds a piece in four 16-float vectors");
+
+static inline vf16 vload(const float *p) {
+    vf16 x;
+    memcpy(&x, p, sizeof x);
+    return x;
+}
+
+static inline void vstore(float *p, vf16 x) { memcpy(p, &x, sizeof x); }
+
+static inline vf16 vsplat(float x) { return (vf16){0} + x; }
+
+/* ---- one piece of keys ---- */
+
+/* yt (D, CHUNK) = the n rows of y (stride apart) transposed, columns n..CHUNK-1 zero. */
+static void piece_transpose(float *yt, const float *y, int64_t stride, int64_t n, int D) {
+    for (int d = 0; d < D; d++) {
+        float *o = yt + (int64_t)d * CHUNK;
+        for (int64_t c = 0; c < n; c++) o[c] = y[c * stride + d];
+        for (int64_t c = n; c < CHUNK; c++) o[c] = 0;
     }
 }
 
-/* acc[d] += sum_j w[j] * y_j[d] over n rows, in row order. */
-static void chunk_axpy(float *acc, const float *w, const float *y, int64_t y_stride, int64_t n,
+/* s[c] = scale * x . y_c for all CHUNK columns of yt (D, CHUNK), summed over d in order. */
+static void piece_scores(float *s, const float *x, const float *yt, int D, float scale) {
+    vf16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    for (int d = 0; d < D; d++) {
+        vf16 xd = vsplat(x[d]);
+        const float *row = yt + (int64_t)d * CHUNK;
+        a0 += xd * vload(row);
+        a1 += xd * vload(row + 16);
+        a2 += xd * vload(row + 32);
+        a3 += xd * vload(row + 48);
+    }
+    vf16 sc = vsplat(scale);
+    vstore(s, sc * a0);
+    vstore(s + 16, sc * a1);
+    vstore(s + 32, sc * a2);
+    vstore(s + 48, sc * a3);
+}
+
+/* acc[d] += sum_c w[c] * y_c[d] over n rows of y (stride apart), c in order for every d. */
+static void piece_axpy(float *acc, const float *w, const float *y, int64_t stride, int64_t n,
                        int D) {
-    for (int64_t j = 0; j < n; j++) {
-        const float *yj = y + j * y_stride;
-        float wj = w[j];
-#pragma omp simd
-        for (int d = 0; d < D; d++) acc[d] += wj * yj[d];
+    int d = 0;
+    for (; d + 64 <= D; d += 64) {
+        vf16 a0 = vload(acc + d), a1 = vload(acc + d + 16), a2 = vload(acc + d + 32),
+             a3 = vload(acc + d + 48);
+        for (int64_t c = 0; c < n; c++) {
+            vf16 wc = vsplat(w[c]);
+            const float *yc = y + c * stride + d;
+            a0 += wc * vload(yc);
+            a1 += wc * vload(yc + 16);
+            a2 += wc * vload(yc + 32);
+            a3 += wc * vload(yc + 48);
+        }
+        vstore(acc + d, a0), vstore(acc + d + 16, a1), vstore(acc + d + 32, a2);
+        vstore(acc + d + 48, a3);
+    }
+    for (; d + 16 <= D; d += 16) {
+        vf16 a0 = vload(acc + d);
+        for (int64_t c = 0; c < n; c++) a0 += vsplat(w[c]) * vload(y + c * stride + d);
+        vstore(acc + d, a0);
+    }
+    for (; d < D; d++) {
+        float a = acc[d];
+        for (int64_t c = 0; c < n; c++) a += w[c] * y[c * stride + d];
+        acc[d] = a;
     }
 }
 
-/* ---- the key chunks of a row ---- */
+/* ---- the blocks of a row ---- */
 
-/* Chunk e of KV head g for query row i (the first row of its tile): [*j0, *j1) before the cut at
- * the row's position. Dense: [64e, 64e + 64) while 64e <= last_pos; sparse: the e-th selected block.
- * Returns false past the last chunk. */
-static bool row_chunk(const struct attn_rows *r, int64_t i, int g, int64_t e, int64_t last_pos,
-                      int64_t *j0, int64_t *j1) {
+static int64_t block_len(const struct attn_rows *r) { return r->sel ? r->block_size : CHUNK; }
+
+/* Block e (0, 1, ...) of row i, KV head g, or -1 past the row's last. */
+static int64_t row_block(const struct attn_rows *r, int64_t i, int g, int64_t e) {
     const struct attn_shape *s = r->s;
-    int64_t a, len;
-    if (!r->sel) {
-        a = e * DENSE_CHUNK;
-        len = DENSE_CHUNK;
-        if (a > last_pos) return false;
-    } else {
-        if (e >= r->nsel) return false;
-        int32_t b = r->sel[((int64_t)i * s->Hkv + g) * r->nsel + e];
-        if (b < 0) return false;
-        CHECKF(e == 0 || b > r->sel[((int64_t)i * s->Hkv + g) * r->nsel + e - 1],
-               "selection of row %lld is not strictly ascending", (long long)i);
-        a = (int64_t)b * r->block_size;
-        len = r->block_size;
-        CHECKF(a < s->Tk, "selected block %d of row %lld is past Tk = %lld", (int)b, (long long)i,
-               (long long)s->Tk);
-    }
-    *j0 = a;
-    *j1 = a + len < s->Tk ? a + len : s->Tk;
-    return true;
+    if (!r->sel) return e * CHUNK <= s->q_pos0 + i ? e : -1;
+    if (e >= r->nsel) return -1;
+    const int32_t *list = r->sel + (i * s->Hkv + g) * r->nsel;
+    if (list[e] < 0) return -1;
+    CHECKF((int64_t)list[e] * r->block_size < s->Tk && (e == 0 || list[e] > list[e - 1]),
+           "selection of row %lld, KV head %d: block %d past Tk or not ascending", (long long)i,
+           g, (int)list[e]);
+    return list[e];
 }
 
-/* Keys of chunk [j0, j1) a query vector at pos reads: j1 cut at pos + 1 (<= 0 when none). */
+/* Keys of [j0, j1) that a query vector at pos reads: j1 cut at pos + 1 (<= 0 when none). */
 static int64_t cut_len(int64_t j0, int64_t j1, int64_t pos) {
     return (j1 < pos + 1 ? j1 : pos + 1) - j0;
 }
 
-/* Rows per unit of the forward and dq passes: a tile for dense, one row for sparse (rows of a tile
- * would read different blocks). */
-static int64_t unit_rows(const struct attn_rows *r) { return r->sel ? 1 : ROW_TILE; }
-
-/* Key-chunk length of the dk/dv pass. */
-static int64_t kv_chunk(const struct attn_rows *r) { return r->sel ? r->block_size : DENSE_CHUNK; }
+/* Next block of the ascending union of the lists of rows i0..i0+nr-1 (cursor cur[a] each), or -1;
+ * reads[a] set for the rows whose current block it is. The caller advances their cursors. */
+static int64_t tile_next_block(const struct attn_rows *r, int64_t i0, int64_t nr, int g,
+                               const int64_t *cur, bool *reads) {
+    int64_t next = -1;
+    for (int64_t a = 0; a < nr; a++) {
+        int64_t b = row_block(r, i0 + a, g, cur[a]);
+        if (b >= 0 && (next < 0 || b < next)) next = b;
+    }
+    for (int64_t a = 0; a < nr; a++) reads[a] = next >= 0 && row_block(r, i0 + a, g, cur[a]) == next;
+    return next;
+}
 
 static void check_shape(const struct attn_rows *r) {
     const struct attn_shape *s = r->s;
@@ -131,70 +193,111 @@ static void check_shape(const struct attn_rows *r) {
     CHECK(!r->sel || (r->nsel > 0 && r->block_size > 0));
 }
 
-/* ---- forward ---- */
-
-/* Online-softmax state of one query vector. */
-struct qv_state {
-    float m;    /* running max of the scores */
-    float l;    /* running sum of exp(score - m) */
-    float *acc; /* (D) running sum of exp(score - m) * v */
+/* Per-thread scratch of every pass. */
+struct scratch {
+    float *kt, *vt;         /* (D, CHUNK) transposed piece of K and V */
+    float *s, *p;           /* (CHUNK) scores / probabilities, dS */
+    float *acc;             /* forward / dq: (ROW_TILE * G, D); dk/dv: (CHUNK, D) for dk */
+    float *acc2;            /* dk/dv: (CHUNK, D) for dv */
+    float *m, *l;           /* forward: (ROW_TILE * G) running max and sum */
+    int64_t *cur;           /* (ROW_TILE) block cursors */
+    bool *reads;            /* (ROW_TILE) */
+    float *bp, *bds;        /* dk/dv: (KV_BATCH, CHUNK) P and dS of the batched pairs */
+    const float **bx, **bg; /* dk/dv: (KV_BATCH) their q and dout rows */
 };
 
-/* Adds the n keys at k, v (kv_stride apart) to the state; s is (n) scratch. */
-static void chunk_forward(struct qv_state *st, float *s, const float *q, const float *k,
-                          const float *v, int64_t kv_stride, int64_t n, int D, float scale) {
-    chunk_dots(s, q, k, kv_stride, n, D, scale);
-    float cm = -INFINITY;
-    for (int64_t j = 0; j < n; j++) cm = s[j] > cm ? s[j] : cm;
-    float m = cm > st->m ? cm : st->m;
-    float cl = 0;
-    for (int64_t j = 0; j < n; j++) {
-        s[j] = expf(s[j] - m);
-        cl += s[j];
-    }
-    if (m != st->m) { /* rescale: skipping a factor of exactly 1 changes no bit */
-        float alpha = expf(st->m - m);
-        st->l *= alpha;
-#pragma omp simd
-        for (int d = 0; d < D; d++) st->acc[d] *= alpha;
-        st->m = m;
-    }
-    st->l += cl;
-    chunk_axpy(st->acc, s, v, kv_stride, n, D);
+static struct scratch scratch_alloc(const struct attn_shape *s) {
+    int64_t G = s->Hq / s->Hkv, nq = ROW_TILE * G, D = s->D;
+    int64_t na = nq * D > CHUNK * D ? nq * D : CHUNK * D;
+    struct scratch w;
+    w.kt = xmalloc((size_t)(D * CHUNK) * sizeof(float));
+    w.vt = xmalloc((size_t)(D * CHUNK) * sizeof(float));
+    w.s = xmalloc(CHUNK * sizeof(float));
+    w.p = xmalloc(CHUNK * sizeof(float));
+    w.acc = xmalloc((size_t)na * sizeof(float));
+    w.acc2 = xmalloc((size_t)(CHUNK * D) * sizeof(float));
+    w.m = xmalloc((size_t)nq * sizeof(float));
+    w.l = xmalloc((size_t)nq * sizeof(float));
+    w.cur = xmalloc(ROW_TILE * sizeof(int64_t));
+    w.reads = xmalloc(ROW_TILE * sizeof(bool));
+    w.bp = xmalloc(KV_BATCH * CHUNK * sizeof(float));
+    w.bds = xmalloc(KV_BATCH * CHUNK * sizeof(float));
+    w.bx = xmalloc(KV_BATCH * sizeof(float *));
+    w.bg = xmalloc(KV_BATCH * sizeof(float *));
+    return w;
 }
 
-/* Forward of one unit: rows [i0, i0 + nr) of KV head g, all G heads of the group. */
+static void scratch_free(struct scratch *w) {
+    free(w->kt), free(w->vt), free(w->s), free(w->p), free(w->acc), free(w->acc2);
+    free(w->m), free(w->l), free(w->cur), free(w->reads);
+    free(w->bp), free(w->bds), free(w->bx), free(w->bg);
+}
+
+/* ---- forward ---- */
+
+/* Adds n keys of the loaded piece to query vector x's state (m, l, acc (D)); v rows stride apart. */
+static void piece_forward(float *m, float *l, float *acc, const float *x, const float *v,
+                          int64_t stride, int64_t n, int D, float scale, struct scratch *w) {
+    float *sc = w->s, *p = w->p, pm = -INFINITY, pl = 0;
+    piece_scores(sc, x, w->kt, D, scale);
+    /* fixed-length loops vectorise; lanes c >= n hold p = 0, which adds exactly nothing */
+#pragma omp simd reduction(max : pm)
+    for (int c = 0; c < CHUNK; c++) {
+        float sc_c = c < n ? sc[c] : -INFINITY;
+        pm = sc_c > pm ? sc_c : pm;
+    }
+    float mn = pm > *m ? pm : *m;
+#pragma omp simd reduction(+ : pl)
+    for (int c = 0; c < CHUNK; c++) {
+        float e = exp_f32(sc[c] - mn);
+        p[c] = c < n ? e : 0.0f;
+        pl += p[c];
+    }
+    if (mn != *m) { /* rescale; a factor of exactly 1 is skipped, which changes no bit */
+        float alpha = exp_f32(*m - mn);
+        *l *= alpha;
+#pragma omp simd
+        for (int d = 0; d < D; d++) acc[d] *= alpha;
+        *m = mn;
+    }
+    *l += pl;
+    piece_axpy(acc, p, v, stride, n, D);
+}
+
+/* Forward of rows [i0, i0 + nr), KV head g, all G heads of the group. */
 static void unit_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                          const struct attn_rows *r, int64_t i0, int64_t nr, int g,
-                         struct qv_state *st, float *s) {
-    const struct attn_shape *sh = r->s;
-    int G = sh->Hq / sh->Hkv, D = sh->D;
-    int64_t nq = nr * G, last_pos = sh->q_pos0 + i0 + nr - 1;
-    for (int64_t a = 0; a < nq; a++) {
-        st[a].m = -INFINITY;
-        st[a].l = 0;
-        memset(st[a].acc, 0, (size_t)D * sizeof(float));
-    }
-    int64_t j0, j1;
-    for (int64_t e = 0; row_chunk(r, i0, g, e, last_pos, &j0, &j1); e++) {
-        const float *kc = k + j0 * sh->kv_stride + (int64_t)g * D;
-        const float *vc = v + j0 * sh->kv_stride + (int64_t)g * D;
-        for (int64_t a = 0; a < nq; a++) {
-            int64_t i = i0 + a / G;
-            int h = g * G + (int)(a % G);
-            int64_t n = cut_len(j0, j1, sh->q_pos0 + i);
-            if (n <= 0) continue;
-            chunk_forward(&st[a], s, q + i * sh->q_stride + (int64_t)h * D, kc, vc, sh->kv_stride,
-                          n, D, sh->scale);
+                         struct scratch *w) {
+    const struct attn_shape *s = r->s;
+    int G = s->Hq / s->Hkv, D = s->D;
+    int64_t len = block_len(r), b;
+    for (int64_t a = 0; a < nr * G; a++) w->m[a] = -INFINITY, w->l[a] = 0;
+    memset(w->acc, 0, (size_t)(nr * G * D) * sizeof(float));
+    memset(w->cur, 0, (size_t)nr * sizeof(int64_t));
+    while ((b = tile_next_block(r, i0, nr, g, w->cur, w->reads)) >= 0) {
+        int64_t bend = b * len + len < s->Tk ? b * len + len : s->Tk;
+        for (int64_t j0 = b * len; j0 < bend; j0 += CHUNK) {
+            int64_t j1 = j0 + CHUNK < bend ? j0 + CHUNK : bend;
+            const float *kc = k + j0 * s->kv_stride + (int64_t)g * D;
+            const float *vc = v + j0 * s->kv_stride + (int64_t)g * D;
+            piece_transpose(w->kt, kc, s->kv_stride, j1 - j0, D);
+            for (int64_t a = 0; a < nr; a++) {
+                int64_t n = cut_len(j0, j1, s->q_pos0 + i0 + a);
+                for (int hh = 0; hh < G && w->reads[a] && n > 0; hh++) {
+                    int64_t x = a * G + hh, h = (int64_t)g * G + hh;
+                    piece_forward(&w->m[x], &w->l[x], w->acc + x * D,
+                                  q + (i0 + a) * s->q_stride + h * D, vc, s->kv_stride, n, D,
+                                  s->scale, w);
+                }
+            }
         }
+        for (int64_t a = 0; a < nr; a++) w->cur[a] += w->reads[a];
     }
-    for (int64_t a = 0; a < nq; a++) {
-        int64_t i = i0 + a / G;
-        int h = g * G + (int)(a % G);
-        float *o = out + i * sh->q_stride + (int64_t)h * D;
-        float inv = st[a].l > 0 ? 1.0f / st[a].l : 0.0f;
-        for (int d = 0; d < D; d++) o[d] = st[a].acc[d] * inv;
-        lse[i * sh->Hq + h] = st[a].l > 0 ? st[a].m + logf(st[a].l) : -INFINITY;
+    for (int64_t x = 0; x < nr * G; x++) {
+        int64_t i = i0 + x / G, h = (int64_t)g * G + x % G;
+        float *o = out + i * s->q_stride + h * D, inv = w->l[x] > 0 ? 1.0f / w->l[x] : 0.0f;
+        for (int d = 0; d < D; d++) o[d] = w->acc[x * D + d] * inv;
+        lse[i * s->Hq + h] = w->l[x] > 0 ? w->m[x] + logf(w->l[x]) : -INFINITY;
     }
 }
 
@@ -202,25 +305,17 @@ void attn_rows_forward(float *out, float *lse, const float *q, const float *k, c
                        const struct attn_rows *r) {
     check_shape(r);
     const struct attn_shape *s = r->s;
-    int G = s->Hq / s->Hkv, D = s->D;
-    int64_t tile = unit_rows(r), ntiles = (s->Tq + tile - 1) / tile;
-    int64_t chunk = kv_chunk(r) > DENSE_CHUNK ? kv_chunk(r) : DENSE_CHUNK;
+    int64_t ntiles = (s->Tq + ROW_TILE - 1) / ROW_TILE;
 #pragma omp parallel
     {
-        /* per thread: tile * G states of D floats, and one chunk of scores */
-        struct qv_state *st = xmalloc((size_t)(tile * G) * sizeof(*st));
-        float *accs = xmalloc((size_t)(tile * G * D) * sizeof(float));
-        float *sc = xmalloc((size_t)chunk * sizeof(float));
-        for (int64_t a = 0; a < tile * G; a++) st[a].acc = accs + a * D;
+        struct scratch w = scratch_alloc(s);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t u = 0; u < ntiles * s->Hkv; u++) {
-            int64_t i0 = (u / s->Hkv) * tile;
-            int64_t nr = s->Tq - i0 < tile ? s->Tq - i0 : tile;
-            unit_forward(out, lse, q, k, v, r, i0, nr, (int)(u % s->Hkv), st, sc);
+            int64_t i0 = (u / s->Hkv) * ROW_TILE;
+            int64_t nr = s->Tq - i0 < ROW_TILE ? s->Tq - i0 : ROW_TILE;
+            unit_forward(out, lse, q, k, v, r, i0, nr, (int)(u % s->Hkv), &w);
         }
-        free(sc);
-        free(accs);
-        free(st);
+        scratch_free(&w);
     }
 }
 
@@ -233,50 +328,58 @@ static float *row_deltas(const float *dout, const float *out, const struct attn_
     for (int64_t i = 0; i < s->Tq; i++)
         for (int h = 0; h < s->Hq; h++) {
             int64_t off = i * s->q_stride + (int64_t)h * s->D;
-            chunk_dots(&delta[i * s->Hq + h], dout + off, out + off, 0, 1, s->D, 1.0f);
+            delta[i * s->Hq + h] = dot(dout + off, out + off, s->D);
         }
     return delta;
 }
 
-/* For one query vector and n keys: p[j] = exp(scale q.k_j - lse) and ds[j] = p[j] (dout.v_j - delta). */
-static void chunk_probs(float *p, float *ds, const float *q, const float *gout, const float *k,
-                        const float *v, int64_t kv_stride, int64_t n, int D, float scale, float lse,
-                        float delta) {
-    chunk_dots(p, q, k, kv_stride, n, D, scale);
-    chunk_dots(ds, gout, v, kv_stride, n, D, 1.0f);
-    for (int64_t j = 0; j < n; j++) {
-        p[j] = expf(p[j] - lse);
-        ds[j] = p[j] * (ds[j] - delta);
+/* For query vector x with output gradient gx and the loaded piece w->kt, w->vt, over its n keys:
+ * P = exp(scale x.k - lse) and dS = P (gx.v - delta); both (CHUNK), zero past n. */
+static void piece_probs(float *P, float *dS, const float *x, const float *gx, int64_t n, int D,
+                        float scale, float lse, float delta, const struct scratch *w) {
+    piece_scores(P, x, w->kt, D, scale);
+    piece_scores(dS, gx, w->vt, D, 1.0f);
+#pragma omp simd
+    for (int c = 0; c < CHUNK; c++) {
+        float e = exp_f32(P[c] - lse), ds = e * (dS[c] - delta);
+        P[c] = c < n ? e : 0.0f;
+        dS[c] = c < n ? ds : 0.0f;
     }
 }
 
-/* dq of one unit: rows [i0, i0 + nr), KV head g. acc (nr * G, D), p and ds (chunk) scratch. */
+/* dq of rows [i0, i0 + nr), KV head g. */
 static void unit_dq(float *dq, const float *dout, const float *q, const float *k, const float *v,
                     const float *lse, const float *delta, const struct attn_rows *r, int64_t i0,
-                    int64_t nr, int g, float *acc, float *p, float *ds) {
+                    int64_t nr, int g, struct scratch *w) {
     const struct attn_shape *s = r->s;
     int G = s->Hq / s->Hkv, D = s->D;
-    int64_t nq = nr * G, last_pos = s->q_pos0 + i0 + nr - 1;
-    memset(acc, 0, (size_t)(nq * D) * sizeof(float));
-    int64_t j0, j1;
-    for (int64_t e = 0; row_chunk(r, i0, g, e, last_pos, &j0, &j1); e++) {
-        const float *kc = k + j0 * s->kv_stride + (int64_t)g * D;
-        const float *vc = v + j0 * s->kv_stride + (int64_t)g * D;
-        for (int64_t a = 0; a < nq; a++) {
-            int64_t i = i0 + a / G;
-            int h = g * G + (int)(a % G);
-            int64_t n = cut_len(j0, j1, s->q_pos0 + i), off = i * s->q_stride + (int64_t)h * D;
-            if (n <= 0) continue;
-            chunk_probs(p, ds, q + off, dout + off, kc, vc, s->kv_stride, n, D, s->scale,
-                        lse[i * s->Hq + h], delta[i * s->Hq + h]);
-            chunk_axpy(acc + a * D, ds, kc, s->kv_stride, n, D);
+    int64_t len = block_len(r), b;
+    memset(w->acc, 0, (size_t)(nr * G * D) * sizeof(float));
+    memset(w->cur, 0, (size_t)nr * sizeof(int64_t));
+    while ((b = tile_next_block(r, i0, nr, g, w->cur, w->reads)) >= 0) {
+        int64_t bend = b * len + len < s->Tk ? b * len + len : s->Tk;
+        for (int64_t j0 = b * len; j0 < bend; j0 += CHUNK) {
+            int64_t j1 = j0 + CHUNK < bend ? j0 + CHUNK : bend;
+            const float *kc = k + j0 * s->kv_stride + (int64_t)g * D;
+            piece_transpose(w->kt, kc, s->kv_stride, j1 - j0, D);
+            piece_transpose(w->vt, v + j0 * s->kv_stride + (int64_t)g * D, s->kv_stride, j1 - j0, D);
+            for (int64_t a = 0; a < nr; a++) {
+                int64_t n = cut_len(j0, j1, s->q_pos0 + i0 + a);
+                for (int hh = 0; hh < G && w->reads[a] && n > 0; hh++) {
+                    int64_t x = a * G + hh, h = (int64_t)g * G + hh, i = i0 + a;
+                    int64_t off = i * s->q_stride + h * D;
+                    piece_probs(w->s, w->p, q + off, dout + off, n, D, s->scale,
+                                lse[i * s->Hq + h], delta[i * s->Hq + h], w);
+                    piece_axpy(w->acc + x * D, w->p, kc, s->kv_stride, n, D);
+                }
+            }
         }
+        for (int64_t a = 0; a < nr; a++) w->cur[a] += w->reads[a];
     }
-    for (int64_t a = 0; a < nq; a++) {
-        int64_t i = i0 + a / G;
-        int h = g * G + (int)(a % G);
-        float *o = dq + i * s->q_stride + (int64_t)h * D;
-        for (int d = 0; d < D; d++) o[d] += s->scale * acc[a * D + d];
+    for (int64_t x = 0; x < nr * G; x++) {
+        int64_t i = i0 + x / G, h = (int64_t)g * G + x % G;
+        float *o = dq + i * s->q_stride + h * D;
+        for (int d = 0; d < D; d++) o[d] += s->scale * w->acc[x * D + d];
     }
 }
 
@@ -284,33 +387,28 @@ static void backward_dq(float *dq, const float *dout, const float *q, const floa
                         const float *v, const float *lse, const float *delta,
                         const struct attn_rows *r) {
     const struct attn_shape *s = r->s;
-    int G = s->Hq / s->Hkv, D = s->D;
-    int64_t tile = unit_rows(r), ntiles = (s->Tq + tile - 1) / tile;
-    int64_t chunk = kv_chunk(r) > DENSE_CHUNK ? kv_chunk(r) : DENSE_CHUNK;
+    int64_t ntiles = (s->Tq + ROW_TILE - 1) / ROW_TILE;
 #pragma omp parallel
     {
-        float *acc = xmalloc((size_t)(tile * G * D) * sizeof(float));
-        float *p = xmalloc((size_t)chunk * sizeof(float)), *ds = xmalloc((size_t)chunk * sizeof(float));
+        struct scratch w = scratch_alloc(s);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t u = 0; u < ntiles * s->Hkv; u++) {
-            int64_t i0 = (u / s->Hkv) * tile;
-            int64_t nr = s->Tq - i0 < tile ? s->Tq - i0 : tile;
-            unit_dq(dq, dout, q, k, v, lse, delta, r, i0, nr, (int)(u % s->Hkv), acc, p, ds);
+            int64_t i0 = (u / s->Hkv) * ROW_TILE;
+            int64_t nr = s->Tq - i0 < ROW_TILE ? s->Tq - i0 : ROW_TILE;
+            unit_dq(dq, dout, q, k, v, lse, delta, r, i0, nr, (int)(u % s->Hkv), &w);
         }
-        free(ds);
-        free(p);
-        free(acc);
+        scratch_free(&w);
     }
 }
 
-/* The query rows reading key chunk e of KV head g, ascending: dense, every row at or past the
- * chunk's first key; sparse, the inverse of the selection. Either [*first, *first + n) (list NULL)
- * or list[0..n). */
-static int64_t chunk_rows(const struct attn_rows *r, const struct attn_inverse *inv, int g,
+/* The query rows reading block e of KV head g, ascending: dense, every row at or past the block's
+ * first key; sparse, the inverse of the selection. Either [*first, *first + n) (list NULL) or
+ * list[0..n). */
+static int64_t block_rows(const struct attn_rows *r, const struct attn_inverse *inv, int g,
                           int64_t e, int64_t *first, const int64_t **list) {
     const struct attn_shape *s = r->s;
     if (!r->sel) {
-        int64_t f = e * DENSE_CHUNK - s->q_pos0;
+        int64_t f = e * CHUNK - s->q_pos0;
         *first = f > 0 ? f : 0;
         *list = NULL;
         return s->Tq - *first > 0 ? s->Tq - *first : 0;
@@ -321,42 +419,70 @@ static int64_t chunk_rows(const struct attn_rows *r, const struct attn_inverse *
     return b - a;
 }
 
-/* dk, dv of key chunk [j0, j1) of KV head g. ak, av (j1 - j0, D) and p, ds (j1 - j0) scratch. */
-static void unit_dkdv(float *dk, float *dv, const float *dout, const float *q, const float *k,
-                      const float *v, const float *lse, const float *delta,
-                      const struct attn_rows *r, const struct attn_inverse *inv, int64_t e, int g,
-                      float *ak, float *av, float *p, float *ds) {
-    const struct attn_shape *s = r->s;
-    int G = s->Hq / s->Hkv, D = s->D;
-    int64_t len = kv_chunk(r), j0 = e * len, j1 = j0 + len < s->Tk ? j0 + len : s->Tk;
-    int64_t first;
-    const int64_t *list;
-    int64_t nrows = chunk_rows(r, inv, g, e, &first, &list);
-    if (nrows == 0) return;
-    const float *kc = k + j0 * s->kv_stride + (int64_t)g * D;
-    const float *vc = v + j0 * s->kv_stride + (int64_t)g * D;
+/* ak[c] += sum_e dS_e[c] q_e and av[c] += sum_e P_e[c] dout_e over the nb batched pairs, in
+ * order, for keys c < nmax (pairs with fewer keys have zero P, dS there, which adds exactly 0).
+ * ak, av (CHUNK, D). */
+static void batch_flush(float *ak, float *av, const struct scratch *w, int nb, int64_t nmax, int D) {
+    for (int64_t c = 0; c < nmax; c++) {
+        float *akc = ak + c * D, *avc = av + c * D;
+        int d = 0;
+        for (; d + 32 <= D; d += 32) {
+            vf16 k0 = vload(akc + d), k1 = vload(akc + d + 16);
+            vf16 v0 = vload(avc + d), v1 = vload(avc + d + 16);
+            for (int e = 0; e < nb; e++) {
+                vf16 ds = vsplat(w->bds[e * CHUNK + c]), p = vsplat(w->bp[e * CHUNK + c]);
+                const float *x = w->bx[e] + d, *g = w->bg[e] + d;
+                k0 += ds * vload(x), k1 += ds * vload(x + 16);
+                v0 += p * vload(g), v1 += p * vload(g + 16);
+            }
+            vstore(akc + d, k0), vstore(akc + d + 16, k1);
+            vstore(avc + d, v0), vstore(avc + d + 16, v1);
+        }
+        for (; d + 16 <= D; d += 16) {
+            vf16 k0 = vload(akc + d), v0 = vload(avc + d);
+            for (int e = 0; e < nb; e++) {
+                k0 += vsplat(w->bds[e * CHUNK + c]) * vload(w->bx[e] + d);
+                v0 += vsplat(w->bp[e * CHUNK + c]) * vload(w->bg[e] + d);
+            }
+            vstore(akc + d, k0), vstore(avc + d, v0);
+        }
+        for (; d < D; d++)
+            for (int e = 0; e < nb; e++) {
+                akc[d] += w->bds[e * CHUNK + c] * w->bx[e][d];
+                avc[d] += w->bp[e * CHUNK + c] * w->bg[e][d];
+            }
+    }
+}
+
+/* dk, dv of keys [j0, j1) (one piece) of KV head g over the rows reading its block, in order. */
+static void piece_dkdv(float *dk, float *dv, const float *dout, const float *q, const float *k,
+                       const float *v, const float *lse, const float *delta,
+                       const struct attn_shape *s, int g, int64_t j0, int64_t j1, int64_t first,
+                       const int64_t *list, int64_t nrows, struct scratch *w) {
+    int G = s->Hq / s->Hkv, D = s->D, nb = 0;
+    piece_transpose(w->kt, k + j0 * s->kv_stride + (int64_t)g * D, s->kv_stride, j1 - j0, D);
+    piece_transpose(w->vt, v + j0 * s->kv_stride + (int64_t)g * D, s->kv_stride, j1 - j0, D);
+    float *ak = w->acc, *av = w->acc2;
     memset(ak, 0, (size_t)((j1 - j0) * D) * sizeof(float));
     memset(av, 0, (size_t)((j1 - j0) * D) * sizeof(float));
+    int64_t nmax = 0;
     for (int64_t t = 0; t < nrows; t++) {
         int64_t i = list ? list[t] : first + t;
         int64_t n = cut_len(j0, j1, s->q_pos0 + i);
         for (int hh = 0; hh < G && n > 0; hh++) {
-            int h = g * G + hh;
-            int64_t off = i * s->q_stride + (int64_t)h * D;
-            const float *qi = q + off, *gi = dout + off;
-            chunk_probs(p, ds, qi, gi, kc, vc, s->kv_stride, n, D, s->scale, lse[i * s->Hq + h],
-                        delta[i * s->Hq + h]);
-            for (int64_t j = 0; j < n; j++) {
-                float pj = p[j], dsj = ds[j];
-                float *akj = ak + j * D, *avj = av + j * D;
-#pragma omp simd
-                for (int d = 0; d < D; d++) {
-                    avj[d] += pj * gi[d];
-                    akj[d] += dsj * qi[d];
-                }
+            int64_t h = (int64_t)g * G + hh, off = i * s->q_stride + h * D;
+            piece_probs(w->bp + nb * CHUNK, w->bds + nb * CHUNK, q + off, dout + off, n, D,
+                        s->scale, lse[i * s->Hq + h], delta[i * s->Hq + h], w);
+            w->bx[nb] = q + off;
+            w->bg[nb] = dout + off;
+            nmax = n > nmax ? n : nmax;
+            if (++nb == KV_BATCH) {
+                batch_flush(ak, av, w, nb, nmax, D);
+                nb = 0, nmax = 0;
             }
         }
     }
+    batch_flush(ak, av, w, nb, nmax, D);
     for (int64_t j = j0; j < j1; j++) {
         float *okk = dk + j * s->kv_stride + (int64_t)g * D;
         float *ovv = dv + j * s->kv_stride + (int64_t)g * D;
@@ -372,22 +498,23 @@ static void backward_dkdv(float *dk, float *dv, const float *dout, const float *
                           const float *v, const float *lse, const float *delta,
                           const struct attn_rows *r, const struct attn_inverse *inv) {
     const struct attn_shape *s = r->s;
-    int D = s->D;
-    int64_t len = kv_chunk(r), nchunks = (s->Tk + len - 1) / len;
-    CHECK(!r->sel || (inv && inv->nblk == nchunks));
+    int64_t len = block_len(r), nblk = (s->Tk + len - 1) / len;
+    CHECK(!r->sel || (inv && inv->nblk == nblk));
 #pragma omp parallel
     {
-        float *ak = xmalloc((size_t)(len * D) * sizeof(float));
-        float *av = xmalloc((size_t)(len * D) * sizeof(float));
-        float *p = xmalloc((size_t)len * sizeof(float)), *ds = xmalloc((size_t)len * sizeof(float));
+        struct scratch w = scratch_alloc(s);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t u = 0; u < nchunks * s->Hkv; u++)
-            unit_dkdv(dk, dv, dout, q, k, v, lse, delta, r, inv, u / s->Hkv, (int)(u % s->Hkv), ak,
-                      av, p, ds);
-        free(ds);
-        free(p);
-        free(av);
-        free(ak);
+        for (int64_t u = 0; u < nblk * s->Hkv; u++) {
+            int64_t e = u / s->Hkv, first;
+            int g = (int)(u % s->Hkv);
+            const int64_t *list;
+            int64_t nrows = block_rows(r, inv, g, e, &first, &list);
+            int64_t bend = e * len + len < s->Tk ? e * len + len : s->Tk;
+            for (int64_t j0 = e * len; j0 < bend && nrows > 0; j0 += CHUNK)
+                piece_dkdv(dk, dv, dout, q, k, v, lse, delta, s, g, j0,
+                           j0 + CHUNK < bend ? j0 + CHUNK : bend, first, list, nrows, &w);
+        }
+        scratch_free(&w);
     }
 }
 

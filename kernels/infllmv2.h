@@ -35,7 +35,8 @@ struct infllm_params {
     int block_size;     /* key block (64); multiple of kernel_stride */
     int init_blocks;    /* forced first blocks (1) */
     int local_blocks;   /* window_size / block_size (32); blocks b(t)-local_blocks..b(t) forced */
-    int topk;           /* dynamic budget (64) */
+    int topk;           /* dynamic budget (64); must exceed init_blocks, else the forced blocks
+                           need not all fit and a token's own block can be cut */
     bool lse_approx;    /* stage-1 normaliser from K2 (true) or exact over K1 (false) */
 };
 
@@ -65,15 +66,18 @@ void infllm_group_scores_cpu(float *S,            /* (L1) */
 
 /* Stage 2a for token t: score[j] for blocks j < nblk: the max of S[c] over the compressed keys c
  * that overlap block j and are visible to t (-INFINITY when none), then +INFINITY for the forced
- * blocks (j < init_blocks, and b(t) - local_blocks <= j <= b(t)). */
+ * blocks (j < init_blocks, and b(t) - local_blocks <= j <= b(t)). Window c covers tokens
+ * [c*kstride, c*kstride + ksize), so with B = block_size the overlapping c run from
+ * j*B/kstride - (ksize-1)/kstride to (j+1)*B/kstride - 1 (defaults: 4j-1 .. 4j+3, the released
+ * kernels' stride 4, window 5, padding 1). */
 void infllm_block_scores_cpu(float *score,       /* (nblk) */
                              const float *S,     /* (L1) */
                              int64_t t, int64_t L1, int64_t nblk,
                              const struct infllm_params *p);
 
-/* Stage 2b: the nsel highest scores (ties: lower index first), then blocks j > b(t) dropped; the
- * survivors written ascending into sel[0..count), the rest of sel[0..nsel) set to -1.
- * Returns count. */
+/* Stage 2b: the nsel highest scores (ties: lower index first; NaN ranks as -INFINITY), then blocks
+ * j > b(t) dropped; the survivors written ascending into sel[0..count), the rest of sel[0..nsel)
+ * set to -1. Returns count (= min(nsel, b(t) + 1) for scores from stage 2a). No allocation. */
 int infllm_topk_blocks_cpu(int32_t *sel,          /* (nsel) */
                            const float *score,    /* (nblk) */
                            int64_t nblk, int nsel, int64_t t, int block_size);
@@ -89,7 +93,9 @@ void infllm_select_cpu(int32_t *sel,                  /* (Tq, Hkv, nsel) */
                        const struct attn_shape *s, const struct infllm_params *p);
 
 /* Stage 3 forward: attention.h's forward restricted, for row i and head h, to the keys of the
- * blocks sel[i, h/G, :] that are <= q_pos0 + i. */
+ * blocks sel[i, h/G, :] that are <= q_pos0 + i. Each list must be strictly ascending with blocks
+ * < ceil(Tk / block_size) (checked); any block_size. A row that reads no key gets out = 0 and
+ * lse = -INFINITY (and no gradient in the backward). */
 void sparse_attention_forward_cpu(float *out,          /* (Tq, Hq, D) */
                                   float *lse,          /* (Tq, Hq) */
                                   const float *q, const float *k, const float *v,

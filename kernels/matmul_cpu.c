@@ -1,157 +1,253 @@
 /*
- * matmul_cpu.c: CPU reference of matmul.h, blocked for the caches and register-tiled so the
- * compiler emits wide FMAs (GCC vector extensions: 16 floats, one AVX-512 register, or two AVX2).
+ * matmul_cpu.c: CPU reference of matmul.h. One cache-blocked, register-tiled GEMM (the Goto /
+ * BLIS loop structure, packed panels, GCC vector extensions for the register tile) serves the
+ * three products of the linear layer.
  *
- *   forward  out[n, o]  = alpha * sum_i inp[n, i] w[o, i]      dot form: 4 x 4 tiles of (n, o),
- *                                                             16-wide partial sums over i
- *   dinp     dinp[n, i] += alpha * sum_o dout[n, o] w[o, i]    axpy form: 4 rows x 32 columns
- *   dw       dw[o, i]   += alpha * sum_n dout[n, o] inp[n, i]  axpy form over n blocks
- * Threads split output rows (n for forward and dinp, o for dw); every element is reduced by one
- * thread in one fixed order, so results do not depend on the thread count.
+ * Dimensions: N rows (tokens), IC input channels, OC output channels. Inside the GEMM,
+ * C (M, Nc) = or += alpha * A (M, K) @ B (K, Nc), where A and B are read through (row, column)
+ * strides so that no transpose is ever materialised:
+ *
+ *   forward  out  (N, OC)  = alpha * inp (N, IC)    @ w^T (IC, OC)    K = IC
+ *   dinp     dinp (N, IC) += alpha * dout (N, OC)   @ w (OC, IC)      K = OC
+ *   dw       dw (OC, IC)  += alpha * dout^T (OC, N) @ inp (N, IC)     K = N
+ *
+ * Blocking: the K dimension is cut into blocks of KC; for each block a KC x NC slab of B is packed
+ * into NR-column panels (kept in L2) and MC rows of A into MR-row panels; the inner kernel keeps an
+ * MR x NR tile of C in registers (MR * NR / 16 AVX-512 accumulators) and walks one A panel (in L1)
+ * against the B panels.
+ *
+ * Determinism: every element of C is computed by one thread as
+ *   for each K block in order: acc = sum over the block, k ascending, in one fp32 lane (FMA);
+ *                              C = alpha * acc (first block, overwrite) or C += alpha * acc,
+ * and tiles cut by the matrix edge go through the same kernel on a copy. Threads only split C
+ * (along M or Nc), never K, so the result does not depend on the thread count or on which thread
+ * owns which tile.
  */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
+#include "check.h"
 #include "matmul.h"
 
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
+typedef float v16 __attribute__((vector_size(64)));                /* packed buffers: aligned */
+typedef float v16u __attribute__((vector_size(64), aligned(4)));   /* rows of C: any alignment */
 
-#define NB 64  /* rows of inp per block of the forward (stays in L2) */
-#define RB 128 /* rows of the reduction per block of dw */
+enum {
+    MR = 8,    /* rows of the register tile (A values broadcast) */
+    NR = 32,   /* columns of the register tile (two 16-float vectors of B) */
+    KC = 256,  /* depth of one K block: fixes the summation order of every element */
+    MC = 128,  /* rows of A packed at a time (MC x KC floats: 128 KiB, in L2) */
+    NC = 512,  /* columns of B packed at a time (KC x NC floats: 512 KiB, in L2) */
+};
 
-static inline v16 load16(const float *p) {
-    v16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
+/* Below this many multiply-adds the GEMM runs on one thread (thread start-up would dominate). */
+#define GEMM_PARALLEL_MIN_FMA (1 << 20)
 
-static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+/* A read-only matrix seen through strides: element (r, c) is p[r * rs + c * cs]. */
+struct strided {
+    const float *p;
+    int64_t rs, cs;
+};
 
-static inline float hsum(v16 v) {
-    float s = 0;
-    for (int k = 0; k < 16; k++) s += v[k];
-    return s;
-}
+struct gemm {
+    float *c;           /* (M, Nc), row stride ldc */
+    int64_t ldc;
+    struct strided a;   /* (M, K) */
+    struct strided b;   /* (K, Nc) */
+    int64_t M, Nc, K;
+    float alpha;
+    bool overwrite;     /* C = alpha * A @ B instead of C += alpha * A @ B */
+};
 
-/* out[n0..n0+nr, o0..o0+or] for nr, or <= 4: dot products over IC. */
-static void dot_tile(float *out, const float *inp, const float *w, int64_t n0, int nr, int o0,
-                     int orr, int IC, int OC, float alpha, bool accumulate) {
-    v16 acc[4][4];
-    float tail[4][4];
-    for (int a = 0; a < 4; a++)
-        for (int b = 0; b < 4; b++) acc[a][b] = (v16){0}, tail[a][b] = 0;
-    int i = 0;
-    for (; i + 16 <= IC; i += 16) {
-        v16 x[4], y[4];
-        for (int a = 0; a < nr; a++) x[a] = load16(inp + (n0 + a) * IC + i);
-        for (int b = 0; b < orr; b++) y[b] = load16(w + (int64_t)(o0 + b) * IC + i);
-        for (int a = 0; a < nr; a++)
-            for (int b = 0; b < orr; b++) acc[a][b] += x[a] * y[b];
-    }
-    for (; i < IC; i++)
-        for (int a = 0; a < nr; a++)
-            for (int b = 0; b < orr; b++)
-                tail[a][b] += inp[(n0 + a) * IC + i] * w[(int64_t)(o0 + b) * IC + i];
-    for (int a = 0; a < nr; a++)
-        for (int b = 0; b < orr; b++) {
-            float v = alpha * (hsum(acc[a][b]) + tail[a][b]);
-            float *o = out + (n0 + a) * OC + o0 + b;
-            *o = accumulate ? *o + v : v;
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* ap <- rows [ic, ic + mc) x columns [pc, pc + kc) of A as MR-row panels, panel p at
+ * ap + p * MR * kc holding (kc, MR) row-major; rows past mc are zero. */
+static void pack_a(float *restrict ap, const struct strided *a, int64_t ic, int64_t mc,
+                   int64_t pc, int64_t kc) {
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+        int64_t mr = min64(MR, mc - ir);
+        float *dst = ap + ir * kc;
+        const float *src = a->p + (ic + ir) * a->rs + pc * a->cs;
+        if (a->rs == 1 && mr == MR) { /* columns contiguous in m: fixed-size copies */
+            for (int64_t k = 0; k < kc; k++) memcpy(dst + k * MR, src + k * a->cs, MR * 4);
+        } else if (a->cs == 1) { /* rows contiguous in k: a transpose, read along k */
+            for (int64_t r = 0; r < mr; r++)
+                for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = src[r * a->rs + k];
+        } else {
+            for (int64_t k = 0; k < kc; k++)
+                for (int64_t r = 0; r < mr; r++) dst[k * MR + r] = src[k * a->cs + r * a->rs];
         }
+        for (int64_t r = mr; r < MR; r++)
+            for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = 0.0f;
+    }
 }
 
-void matmul_forward_cpu(float *out, const float *inp, const float *w, int64_t N, int IC, int OC,
-                        float alpha, bool accumulate) {
-    int64_t nblocks = (N + NB - 1) / NB;
-#pragma omp parallel for schedule(static)
-    for (int64_t blk = 0; blk < nblocks; blk++) {
-        int64_t n_end = (blk + 1) * NB < N ? (blk + 1) * NB : N;
-        for (int o0 = 0; o0 < OC; o0 += 4) {
-            int orr = OC - o0 < 4 ? OC - o0 : 4;
-            for (int64_t n0 = blk * NB; n0 < n_end; n0 += 4) {
-                int nr = n_end - n0 < 4 ? (int)(n_end - n0) : 4;
-                dot_tile(out, inp, w, n0, nr, o0, orr, IC, OC, alpha, accumulate);
+/* bp <- rows [pc, pc + kc) x columns [jc, jc + nc) of B as NR-column panels, panel p at
+ * bp + p * NR * kc holding (kc, NR) row-major; columns past nc are zero. */
+static void pack_b(float *restrict bp, const struct strided *b, int64_t pc, int64_t kc,
+                   int64_t jc, int64_t nc) {
+    for (int64_t jr = 0; jr < nc; jr += NR) {
+        int64_t nr = min64(NR, nc - jr);
+        float *dst = bp + jr * kc;
+        const float *src = b->p + pc * b->rs + (jc + jr) * b->cs;
+        if (b->cs == 1 && nr == NR) { /* rows contiguous in the column index: fixed copies */
+            for (int64_t k = 0; k < kc; k++) memcpy(dst + k * NR, src + k * b->rs, NR * 4);
+        } else if (b->cs == 1) {
+            for (int64_t k = 0; k < kc; k++) {
+                for (int64_t j = 0; j < nr; j++) dst[k * NR + j] = src[k * b->rs + j];
+                for (int64_t j = nr; j < NR; j++) dst[k * NR + j] = 0.0f;
+            }
+        } else {
+            for (int64_t j = 0; j < nr; j++)
+                for (int64_t k = 0; k < kc; k++) dst[k * NR + j] = src[j * b->cs + k * b->rs];
+            for (int64_t j = nr; j < NR; j++)
+                for (int64_t k = 0; k < kc; k++) dst[k * NR + j] = 0.0f;
+        }
+    }
+}
+
+/* c (MR, NR; row stride ldc) = alpha * acc (overwrite) or += alpha * acc, acc = ap^T @ bp over
+ * kc steps: ap (kc, MR), bp (kc, NR), both packed and 64-byte aligned. */
+__attribute__((noinline)) static void kernel_tile(int64_t kc, const float *restrict ap, const float *restrict bp,
+                               float *restrict c, int64_t ldc, float alpha, bool overwrite) {
+    v16 acc[MR][2];
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+        acc[r][0] = acc[r][1] = (v16){0};
+        /* The tile of C is read at the end: start fetching it now (it is usually in L3). */
+        __builtin_prefetch(c + r * ldc, 1);
+        __builtin_prefetch(c + r * ldc + 16, 1);
+    }
+    for (int64_t k = 0; k < kc; k++) {
+        v16 b0 = *(const v16 *)(bp + k * NR), b1 = *(const v16 *)(bp + k * NR + 16);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++) {
+            float a = ap[k * MR + r];
+            acc[r][0] += a * b0;
+            acc[r][1] += a * b1;
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+        v16u *row = (v16u *)(c + r * ldc);
+        if (overwrite) {
+            row[0] = alpha * acc[r][0];
+            row[1] = alpha * acc[r][1];
+        } else {
+            row[0] += alpha * acc[r][0];
+            row[1] += alpha * acc[r][1];
+        }
+    }
+}
+
+/* A tile cut by the edge of C (mr < MR or nr < NR): the same kernel on a full-size copy, so the
+ * arithmetic of every element is the same as in a full tile. */
+static void kernel_edge(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                        int64_t mr, int64_t nr, float alpha, bool overwrite) {
+    float tmp[MR * NR] __attribute__((aligned(64))) = {0};
+    if (!overwrite)
+        for (int64_t r = 0; r < mr; r++) memcpy(tmp + r * NR, c + r * ldc, (size_t)nr * 4);
+    kernel_tile(kc, ap, bp, tmp, NR, alpha, overwrite);
+    for (int64_t r = 0; r < mr; r++) memcpy(c + r * ldc, tmp + r * NR, (size_t)nr * 4);
+}
+
+/* C[ic .. ic+mc, jc .. jc+nc) (op)= alpha * packed A block @ packed B block of depth kc. */
+static void gemm_block(const struct gemm *g, const float *ap, const float *bp, int64_t ic,
+                       int64_t mc, int64_t jc, int64_t nc, int64_t kc, bool overwrite) {
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+        int64_t mr = min64(MR, mc - ir);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+            int64_t nr = min64(NR, nc - jr);
+            float *c = g->c + (ic + ir) * g->ldc + jc + jr;
+            if (mr == MR && nr == NR)
+                kernel_tile(kc, ap + ir * kc, bp + jr * kc, c, g->ldc, g->alpha, overwrite);
+            else
+                kernel_edge(kc, ap + ir * kc, bp + jr * kc, c, g->ldc, mr, nr, g->alpha,
+                            overwrite);
+        }
+    }
+}
+
+/* The serial GEMM on the sub-matrix C[m0 .. m1, n0 .. n1) with this thread's pack buffers
+ * ap (MC * KC) and bp (KC * NC). K blocks run in order for every element. */
+static void gemm_range(const struct gemm *g, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                       float *ap, float *bp) {
+    for (int64_t jc = n0; jc < n1; jc += NC) {
+        int64_t nc = min64(NC, n1 - jc);
+        for (int64_t pc = 0; pc < g->K; pc += KC) {
+            int64_t kc = min64(KC, g->K - pc);
+            bool overwrite = g->overwrite && pc == 0;
+            pack_b(bp, &g->b, pc, kc, jc, nc);
+            for (int64_t ic = m0; ic < m1; ic += MC) {
+                int64_t mc = min64(MC, m1 - ic);
+                pack_a(ap, &g->a, ic, mc, pc, kc);
+                gemm_block(g, ap, bp, ic, mc, jc, nc, kc, overwrite);
             }
         }
     }
 }
 
-/* dst[r, i0..i0+32) += alpha * sum_k coef[r, k] src[k, i0..i0+32) for up to 4 rows r, k over
- * [k0, k1): the shared axpy tile of dinp (coef = dout, src = w) and dw (coef = dout^T, src = inp).
- * coef(r, k) = coef[r * cs_r + k * cs_k]. Columns past `width` are handled by the caller. */
-static void axpy_tile(float *dst, int64_t ld_dst, int rows, const float *coef, int64_t cs_r,
-                      int64_t cs_k, const float *src, int64_t ld_src, int64_t k0, int64_t k1,
-                      int i0, float alpha) {
-    v16 acc[4][2];
-    for (int r = 0; r < rows; r++) {
-        acc[r][0] = load16(dst + r * ld_dst + i0);
-        acc[r][1] = load16(dst + r * ld_dst + i0 + 16);
+/* 64-byte aligned view into a heap block (the block itself is what gets freed). */
+static float *align64(void *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+/* Runs the GEMM: threads split C along its dimension with more register tiles, in whole tiles. */
+static void gemm_run(const struct gemm *g) {
+    if (g->M <= 0 || g->Nc <= 0) return;
+    if (g->K <= 0) {
+        if (g->overwrite)
+            for (int64_t m = 0; m < g->M; m++) memset(g->c + m * g->ldc, 0, (size_t)g->Nc * 4);
+        return;
     }
-    for (int64_t k = k0; k < k1; k++) {
-        v16 s0 = load16(src + k * ld_src + i0), s1 = load16(src + k * ld_src + i0 + 16);
-        for (int r = 0; r < rows; r++) {
-            float c = alpha * coef[r * cs_r + k * cs_k];
-            acc[r][0] += c * s0;
-            acc[r][1] += c * s1;
+    int64_t mtiles = (g->M + MR - 1) / MR, ntiles = (g->Nc + NR - 1) / NR;
+    bool split_m = mtiles >= ntiles;
+    int64_t tiles = split_m ? mtiles : ntiles;
+    bool parallel = (double)g->M * (double)g->Nc * (double)g->K >= GEMM_PARALLEL_MIN_FMA;
+#pragma omp parallel if (parallel)
+    {
+        int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int64_t t0 = tiles * t / nt, t1 = tiles * (t + 1) / nt;
+        if (t0 < t1) {
+            void *abuf = xmalloc((size_t)MC * KC * 4 + 64), *bbuf = xmalloc((size_t)KC * NC * 4 + 64);
+            if (split_m)
+                gemm_range(g, t0 * MR, min64(t1 * MR, g->M), 0, g->Nc, align64(abuf),
+                           align64(bbuf));
+            else
+                gemm_range(g, 0, g->M, t0 * NR, min64(t1 * NR, g->Nc), align64(abuf),
+                           align64(bbuf));
+            free(abuf);
+            free(bbuf);
         }
-    }
-    for (int r = 0; r < rows; r++) {
-        store16(dst + r * ld_dst + i0, acc[r][0]);
-        store16(dst + r * ld_dst + i0 + 16, acc[r][1]);
     }
 }
 
-/* The columns [i0, width) that do not fill a 32-wide tile, scalar, same order. */
-static void axpy_tail(float *dst, int64_t ld_dst, int rows, const float *coef, int64_t cs_r,
-                      int64_t cs_k, const float *src, int64_t ld_src, int64_t k0, int64_t k1,
-                      int i0, int width, float alpha) {
-    for (int r = 0; r < rows; r++)
-        for (int i = i0; i < width; i++) {
-            float acc = dst[r * ld_dst + i];
-            for (int64_t k = k0; k < k1; k++) acc += alpha * coef[r * cs_r + k * cs_k] * src[k * ld_src + i];
-            dst[r * ld_dst + i] = acc;
-        }
-}
-
-/* dst (rows x width, ld_dst) += alpha * coef (rows x K) @ src (K x width, ld_src), rows split in
- * groups of 4, K in blocks of RB (in order). */
-static void axpy_rows(float *dst, int64_t ld_dst, int rows, const float *coef, int64_t cs_r,
-                      int64_t cs_k, const float *src, int64_t ld_src, int64_t K, int width,
-                      float alpha) {
-    for (int64_t k0 = 0; k0 < K; k0 += RB) {
-        int64_t k1 = k0 + RB < K ? k0 + RB : K;
-        for (int r0 = 0; r0 < rows; r0 += 4) {
-            int rr = rows - r0 < 4 ? rows - r0 : 4;
-            int i0 = 0;
-            for (; i0 + 32 <= width; i0 += 32)
-                axpy_tile(dst + r0 * ld_dst, ld_dst, rr, coef + r0 * cs_r, cs_r, cs_k, src, ld_src,
-                          k0, k1, i0, alpha);
-            if (i0 < width)
-                axpy_tail(dst + r0 * ld_dst, ld_dst, rr, coef + r0 * cs_r, cs_r, cs_k, src, ld_src,
-                          k0, k1, i0, width, alpha);
-        }
-    }
+void matmul_forward_cpu(float *out, const float *inp, const float *w, int64_t N, int IC, int OC,
+                        float alpha, bool accumulate) {
+    struct gemm g = {.c = out, .ldc = OC,
+                     .a = {inp, IC, 1},  /* A (N, IC) = inp */
+                     .b = {w, 1, IC},    /* B (IC, OC) = w^T */
+                     .M = N, .Nc = OC, .K = IC, .alpha = alpha, .overwrite = !accumulate};
+    gemm_run(&g);
 }
 
 void matmul_backward_cpu(float *dinp, float *dw, const float *dout, const float *inp,
                          const float *w, int64_t N, int IC, int OC, float alpha) {
     if (dinp) {
-        /* dinp rows [n0, n0 + 16): coef = dout (row stride OC, k stride 1), src = w (OC x IC). */
-        int64_t nblocks = (N + 15) / 16;
-#pragma omp parallel for schedule(static)
-        for (int64_t b = 0; b < nblocks; b++) {
-            int64_t n0 = b * 16;
-            int rows = N - n0 < 16 ? (int)(N - n0) : 16;
-            axpy_rows(dinp + n0 * IC, IC, rows, dout + n0 * OC, OC, 1, w, IC, OC, IC, alpha);
-        }
+        struct gemm g = {.c = dinp, .ldc = IC,
+                         .a = {dout, OC, 1},  /* A (N, OC) = dout */
+                         .b = {w, IC, 1},     /* B (OC, IC) = w */
+                         .M = N, .Nc = IC, .K = OC, .alpha = alpha, .overwrite = false};
+        gemm_run(&g);
     }
     if (dw) {
-        /* dw rows [o0, o0 + 8): coef = dout^T (row stride 1, k stride OC), src = inp (N x IC). */
-        int oblocks = (OC + 7) / 8;
-#pragma omp parallel for schedule(static)
-        for (int b = 0; b < oblocks; b++) {
-            int o0 = b * 8;
-            int rows = OC - o0 < 8 ? OC - o0 : 8;
-            axpy_rows(dw + (int64_t)o0 * IC, IC, rows, dout + o0, 1, OC, inp, IC, N, IC, alpha);
-        }
+        struct gemm g = {.c = dw, .ldc = IC,
+                         .a = {dout, 1, OC},  /* A (OC, N) = dout^T */
+                         .b = {inp, IC, 1},   /* B (N, IC) = inp */
+                         .M = OC, .Nc = IC, .K = N, .alpha = alpha, .overwrite = false};
+        gemm_run(&g);
     }
 }

@@ -1,47 +1,53 @@
 /*
  * config.c: the key table and everything built from it (see config.h).
  *
- * Each row of `keys` names a dotted key path, its type, its field in struct config, its default
- * (as JSON text, parsed by the same setter as a user's value), its bounds and one line of
- * documentation. The loader walks the JSON object and looks each member up in the table; the
- * --set parser, the start-up table, config_to_json and docs/CONFIG.md walk the table.
+ * Each row of `keys` names a dotted key path, its type, its field in struct config (offsetof), its
+ * default (JSON text, parsed by the same setter as a user's value: a bad default fails at start),
+ * its bounds and one line of documentation. The loader walks the JSON object and looks each member
+ * up in the table; the --set parser, config_defaults, the start-up table, config_to_json and
+ * docs/CONFIG.md walk the table. Adding a key is adding a row (and the field in config.h).
+ *
+ * Error policy: every rejection is one line through die_user (exit code 2) that names the file (or
+ * the --set option), the full key path, what was expected and what was found.
  */
 #include "config.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <float.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "check.h"
 #include "fsutil.h"
 #include "synthetic.h"
 
 enum key_type {
-    KT_INT,      /* int */
-    KT_INT64,    /* int64_t */
-    KT_U64,      /* uint64_t (seed) */
-    KT_DOUBLE,   /* double */
-    KT_BOOL,     /* bool */
-    KT_STRING,   /* char[CONFIG_STR_MAX] */
-    KT_ENUM,     /* an enum stored as int; names[value] */
-    KT_STRLIST,  /* struct string_list */
-    KT_NUMLIST,  /* struct float_list */
+    KT_INT,     /* int */
+    KT_INT64,   /* int64_t */
+    KT_U64,     /* uint64_t (seed) */
+    KT_DOUBLE,  /* double */
+    KT_BOOL,    /* bool */
+    KT_STRING,  /* char[cap] */
+    KT_ENUM,    /* an enum stored as int; names[value] */
+    KT_STRLIST, /* struct string_list */
+    KT_NUMLIST, /* struct float_list */
 };
 
 struct key_desc {
-    const char *path;
+    const char *path;          /* dotted key path, e.g. "model.hidden_size" */
     enum key_type type;
-    size_t offset;
+    size_t offset;             /* of the field in struct config */
     const char *def;           /* default, JSON text */
-    double min, max;           /* numeric bounds, inclusive */
+    double min, max;           /* numeric bounds (KT_INT, KT_INT64, KT_U64, KT_DOUBLE) */
+    bool min_open, max_open;   /* bound excluded (KT_DOUBLE only) */
     const char *const *names;  /* KT_ENUM: value names, NULL-terminated */
-    size_t cap;                /* KT_STRING: capacity of the field */
-    const char *doc;
+    size_t cap;                /* KT_STRING: capacity of the field, NUL included */
+    const char *doc;           /* meaning, unit, constraints: one line */
 };
 
 static const char *const device_names[] = {"cpu", "cuda", NULL};
@@ -50,263 +56,371 @@ static const char *const schedule_names[] = {"cosine", "wsd", "constant", NULL};
 static const char *const source_names[] = {"synthetic", "shards", NULL};
 static const char *const recompute_names[] = {"none", "attention", "full", NULL};
 
+#define INT_TOP 2147483647.0       /* INT32_MAX */
+#define INT64_TOP 9007199254740992.0 /* 2^53: the largest integer a JSON number holds exactly */
+
 #define F(field) offsetof(struct config, field)
 #define CAP(field) sizeof(((struct config *)0)->field)
-#define I32 1, 2147483647.0
-#define NONNEG 0, 9.0e15
-#define POS64 1, 9.0e15
-#define ANY -DBL_MAX, DBL_MAX
+/* Row builders: (path, field, default, ..., doc). */
+#define ROW_INT(p, f, d, lo, doc) {p, KT_INT, F(f), d, lo, INT_TOP, false, false, NULL, 0, doc}
+#define ROW_I64(p, f, d, lo, hi, doc) {p, KT_INT64, F(f), d, lo, hi, false, false, NULL, 0, doc}
+#define ROW_DBL(p, f, d, lo, hi, lo_open, hi_open, doc) \
+    {p, KT_DOUBLE, F(f), d, lo, hi, lo_open, hi_open, NULL, 0, doc}
+#define ROW_BOOL(p, f, d, doc) {p, KT_BOOL, F(f), d, 0, 0, false, false, NULL, 0, doc}
+#define ROW_STR(p, f, d, doc) {p, KT_STRING, F(f), d, 0, 0, false, false, NULL, CAP(f), doc}
+#define ROW_ENUM(p, f, d, names, doc) {p, KT_ENUM, F(f), d, 0, 0, false, false, names, 0, doc}
+#define ROW_LIST(p, t, f, doc) {p, t, F(f), "[]", 0, 0, false, false, NULL, 0, doc}
+#define NUM_ANY -DBL_MAX, DBL_MAX
 
 static const struct key_desc keys[] = {
     /* top level */
-    {"run_dir", KT_STRING, F(run_dir), "\"runs/default\"", 0, 0, NULL, CAP(run_dir),
-     "Folder of the run: metrics.jsonl and ckpt/ (checkpoints) live here."},
-    {"device", KT_ENUM, F(device), "\"cpu\"", 0, 0, device_names, 0,
-     "Backend: \"cpu\" (fp32 reference) or \"cuda\" (bf16 weights and activations, fp32 "
-     "master weights, moments and reductions)."},
-    {"seed", KT_U64, F(seed), "1234", 0, 9007199254740992.0, NULL, 0,
-     "Seeds the weight init and the data order; the same seed gives the same run on any rank "
+    ROW_STR("run_dir", run_dir, "\"runs/default\"",
+            "Folder of the run: metrics.jsonl and ckpt/ (checkpoints) live here; not empty."),
+    ROW_ENUM("device", device, "\"cpu\"", device_names,
+             "Backend: `cpu` (fp32 reference) or `cuda` (bf16 weights and activations, fp32 master "
+             "weights, moments, reductions and softmax statistics); `cuda` needs a binary built "
+             "with the CUDA backend."),
+    {"seed", KT_U64, F(seed), "1234", 0, INT64_TOP, false, false, NULL, 0,
+     "Seeds the weight init and the synthetic data; the same seed gives the same run on any rank "
      "layout."},
-    {"resume", KT_STRING, F(resume), "\"auto\"", 0, 0, NULL, CAP(resume),
-     "\"auto\": continue from <run_dir>/ckpt/latest when it exists; \"none\": start afresh; "
-     "a checkpoint folder: continue from it."},
+    ROW_STR("resume", resume, "\"auto\"",
+            "`auto`: continue from <run_dir>/ckpt/latest when it exists, else start afresh; "
+            "`none`: start afresh; any other string: the checkpoint folder to continue from."),
     /* model */
-    {"model.model_type", KT_ENUM, F(model.model_type), "\"llama\"", 0, 0, model_type_names, 0,
-     "\"llama\" or \"minicpm\" (adds scale_emb, scale_depth, dim_model_base)."},
-    {"model.vocab_size", KT_INT64, F(model.vocab_size), "512", 1, 2147483647.0, NULL, 0,
-     "Vocabulary size V (token ids are int32)."},
-    {"model.hidden_size", KT_INT, F(model.hidden_size), "128", I32, NULL, 0, "Hidden size C."},
-    {"model.intermediate_size", KT_INT, F(model.intermediate_size), "384", I32, NULL, 0,
-     "SwiGLU inner size I."},
-    {"model.num_hidden_layers", KT_INT, F(model.num_hidden_layers), "4", I32, NULL, 0,
-     "Layers L."},
-    {"model.num_attention_heads", KT_INT, F(model.num_attention_heads), "4", I32, NULL, 0,
-     "Query heads Hq."},
-    {"model.num_key_value_heads", KT_INT, F(model.num_key_value_heads), "2", I32, NULL, 0,
-     "Key/value heads Hkv (GQA); must divide num_attention_heads."},
-    {"model.head_dim", KT_INT, F(model.head_dim), "0", 0, 2147483647.0, NULL, 0,
-     "Head dim D (even); 0 = hidden_size / num_attention_heads."},
-    {"model.rope_theta", KT_DOUBLE, F(model.rope_theta), "10000", 1e-9, DBL_MAX, NULL, 0,
-     "RoPE base."},
-    {"model.rms_norm_eps", KT_DOUBLE, F(model.rms_norm_eps), "1e-5", 0, 1, NULL, 0,
-     "RMSNorm epsilon."},
-    {"model.tie_word_embeddings", KT_BOOL, F(model.tie_word_embeddings), "true", 0, 0, NULL, 0,
-     "The lm head reuses the token embedding."},
-    {"model.scale_emb", KT_DOUBLE, F(model.scale_emb), "1", ANY, NULL, 0,
-     "minicpm: embeddings are multiplied by this (ignored for llama)."},
-    {"model.scale_depth", KT_DOUBLE, F(model.scale_depth), "1.4", ANY, NULL, 0,
-     "minicpm: each residual branch is scaled by scale_depth / sqrt(num_hidden_layers) "
-     "(ignored for llama)."},
-    {"model.dim_model_base", KT_DOUBLE, F(model.dim_model_base), "256", 1e-9, DBL_MAX, NULL, 0,
-     "minicpm: logits come from h / (hidden_size / dim_model_base) (ignored for llama)."},
-    {"model.initializer_range", KT_DOUBLE, F(model.initializer_range), "0.02", 0, DBL_MAX, NULL, 0,
-     "Std of the normal init of every matrix when not imported (norm weights start at 1)."},
-    {"model.max_position_embeddings", KT_INT64, F(model.max_position_embeddings), "0", NONNEG,
-     NULL, 0, "Context the model is built for (exported; LongRoPE's scale); 0 = data.seq_len."},
-    {"model.rope_scaling.rope_type", KT_STRING, F(model.rope_scaling_type), "\"\"", 0, 0, NULL, CAP(model.rope_scaling_type),
-     "\"\" (plain RoPE) or \"longrope\" (MiniCPM4's LongRoPE)."},
-    {"model.rope_scaling.long_factor", KT_NUMLIST, F(model.rope_long_factor), "[]", 0, 0, NULL, 0,
-     "LongRoPE: head_dim / 2 frequency factors used when data.seq_len > "
-     "original_max_position_embeddings."},
-    {"model.rope_scaling.short_factor", KT_NUMLIST, F(model.rope_short_factor), "[]", 0, 0, NULL,
-     0, "LongRoPE: head_dim / 2 frequency factors used otherwise."},
-    {"model.rope_scaling.original_max_position_embeddings", KT_INT64,
-     F(model.rope_original_max_position_embeddings), "0", NONNEG, NULL, 0,
-     "LongRoPE: the pretraining context; attention scaling sqrt(1 + ln(s) / ln(original)) with "
-     "s = max_position_embeddings / original."},
-    {"model.init_from", KT_STRING, F(model.init_from), "\"\"", 0, 0, NULL, CAP(model.init_from),
-     "Hugging Face folder (config.json + safetensors) to start from; its config.json sets the "
-     "model shape (an explicit, different model key is an error). \"\" = random init."},
+    ROW_ENUM("model.model_type", model.model_type, "\"llama\"", model_type_names,
+             "`llama`, or `minicpm` (adds scale_emb, scale_depth, dim_model_base)."),
+    ROW_I64("model.vocab_size", model.vocab_size, "512", 1, INT_TOP,
+            "Vocabulary size V (token ids are int32)."),
+    ROW_INT("model.hidden_size", model.hidden_size, "128", 1, "Hidden size C."),
+    ROW_INT("model.intermediate_size", model.intermediate_size, "384", 1,
+            "SwiGLU inner size I."),
+    ROW_INT("model.num_hidden_layers", model.num_hidden_layers, "4", 1, "Layers L."),
+    ROW_INT("model.num_attention_heads", model.num_attention_heads, "4", 1, "Query heads Hq."),
+    ROW_INT("model.num_key_value_heads", model.num_key_value_heads, "2", 1,
+            "Key/value heads Hkv (GQA); must divide num_attention_heads."),
+    ROW_INT("model.head_dim", model.head_dim, "0", 0,
+            "Head dim D, even; 0 = hidden_size / num_attention_heads (which must then divide)."),
+    ROW_DBL("model.rope_theta", model.rope_theta, "10000", 0, DBL_MAX, true, false, "RoPE base."),
+    ROW_DBL("model.rms_norm_eps", model.rms_norm_eps, "1e-5", 0, 1, true, false,
+            "RMSNorm epsilon."),
+    ROW_BOOL("model.tie_word_embeddings", model.tie_word_embeddings, "true",
+             "The lm head reuses the token embedding matrix."),
+    ROW_DBL("model.scale_emb", model.scale_emb, "1", 0, DBL_MAX, true, false,
+            "minicpm: embeddings are multiplied by this. Ignored for llama."),
+    ROW_DBL("model.scale_depth", model.scale_depth, "1.4", 0, DBL_MAX, true, false,
+            "minicpm: each residual branch is scaled by scale_depth / sqrt(num_hidden_layers). "
+            "Ignored for llama."),
+    ROW_DBL("model.dim_model_base", model.dim_model_base, "256", 0, DBL_MAX, true, false,
+            "minicpm: logits come from h / (hidden_size / dim_model_base). Ignored for llama."),
+    ROW_DBL("model.initializer_range", model.initializer_range, "0.02", 0, DBL_MAX, false, false,
+            "Std of the normal init of every matrix when not imported (norm weights start at 1)."),
+    ROW_I64("model.max_position_embeddings", model.max_position_embeddings, "0", 0, INT64_TOP,
+            "Context the model is built for (exported; LongRoPE's scale); 0 = data.seq_len."),
+    ROW_STR("model.rope_scaling.rope_type", model.rope_scaling_type, "\"\"",
+            "`\"\"` (plain RoPE) or `longrope` (MiniCPM4's LongRoPE). `type` is accepted for "
+            "`rope_type`, as some config.json files write it."),
+    ROW_LIST("model.rope_scaling.long_factor", KT_NUMLIST, model.rope_long_factor,
+             "LongRoPE: head_dim / 2 positive frequency factors used when data.seq_len > "
+             "original_max_position_embeddings."),
+    ROW_LIST("model.rope_scaling.short_factor", KT_NUMLIST, model.rope_short_factor,
+             "LongRoPE: head_dim / 2 positive frequency factors used otherwise."),
+    ROW_I64("model.rope_scaling.original_max_position_embeddings",
+            model.rope_original_max_position_embeddings, "0", 0, INT64_TOP,
+            "LongRoPE: the pretraining context (positive with longrope); attention scaling "
+            "sqrt(1 + ln(s) / ln(original)) with s = max_position_embeddings / original."),
+    ROW_STR("model.init_from", model.init_from, "\"\"",
+            "Hugging Face folder (config.json + safetensors) to start from; its config.json sets "
+            "the model shape (an explicit, different model key is an error). `\"\"` = random "
+            "init."),
     /* attention */
-    {"attention.kernel_size", KT_INT, F(attention.kernel_size), "32", I32, NULL, 0,
-     "InfLLM-V2: window of the fine compressed keys K1 (K2 uses 4x)."},
-    {"attention.kernel_stride", KT_INT, F(attention.kernel_stride), "16", I32, NULL, 0,
-     "InfLLM-V2: stride of K1 (K2 uses 4x); divides kernel_size and block_size."},
-    {"attention.block_size", KT_INT, F(attention.block_size), "64", I32, NULL, 0,
-     "InfLLM-V2: key block that top-k selects; data.seq_len must be a multiple."},
-    {"attention.init_blocks", KT_INT, F(attention.init_blocks), "1", 0, 2147483647.0, NULL, 0,
-     "InfLLM-V2: first blocks always selected (attention sink)."},
-    {"attention.window_size", KT_INT, F(attention.window_size), "2048", 0, 2147483647.0, NULL, 0,
-     "InfLLM-V2: local window in tokens; local_blocks = window_size / block_size blocks before "
-     "the query's own are always selected."},
-    {"attention.topk", KT_INT, F(attention.topk), "64", 0, 2147483647.0, NULL, 0,
-     "InfLLM-V2: dynamic budget; each query keeps topk + local_blocks blocks."},
-    {"attention.dense_len", KT_INT64, F(attention.dense_len), "8192", -1, 9.0e15, NULL, 0,
-     "Sequences shorter than this use dense attention, longer ones sparse; -1 = always sparse."},
-    {"attention.use_nope", KT_BOOL, F(attention.use_nope), "false", 0, 0, NULL, 0,
-     "InfLLM-V2: block selection from pre-RoPE q and k."},
-    {"attention.lse_approx", KT_BOOL, F(attention.lse_approx), "true", 0, 0, NULL, 0,
-     "InfLLM-V2: stage-1 normaliser from the coarse keys K2 (false: exact over K1)."},
+    ROW_INT("attention.kernel_size", attention.kernel_size, "32", 1,
+            "InfLLM-V2: window of the fine compressed keys K1 in tokens (K2 uses 4x); a multiple "
+            "of kernel_stride."),
+    ROW_INT("attention.kernel_stride", attention.kernel_stride, "16", 1,
+            "InfLLM-V2: stride of K1 in tokens (K2 uses 4x); divides kernel_size and block_size."),
+    ROW_INT("attention.block_size", attention.block_size, "64", 1,
+            "InfLLM-V2: key block that top-k selects, in tokens; data.seq_len must be a multiple."),
+    ROW_INT("attention.init_blocks", attention.init_blocks, "1", 0,
+            "InfLLM-V2: first blocks always selected (attention sink)."),
+    ROW_INT("attention.window_size", attention.window_size, "2048", 0,
+            "InfLLM-V2: local window in tokens, a multiple of block_size; the local_blocks = "
+            "window_size / block_size blocks before the query's own are always selected."),
+    ROW_INT("attention.topk", attention.topk, "64", 0,
+            "InfLLM-V2: dynamic budget; each query keeps topk + local_blocks blocks (at least 1)."),
+    ROW_I64("attention.dense_len", attention.dense_len, "8192", -1, INT64_TOP,
+            "Sequences shorter than this many tokens use dense attention, longer ones sparse; "
+            "-1 = always sparse."),
+    ROW_BOOL("attention.use_nope", attention.use_nope, "false",
+             "InfLLM-V2: block selection from pre-RoPE q and k."),
+    ROW_BOOL("attention.lse_approx", attention.lse_approx, "true",
+             "InfLLM-V2: stage-1 normaliser from the coarse keys K2 (false: exact over K1)."),
     /* data */
-    {"data.seq_len", KT_INT64, F(data.seq_len), "512", 1, 2147483647.0, NULL, 0,
-     "Tokens per training sequence T (inputs; targets are shifted by one)."},
-    {"data.source", KT_ENUM, F(data.source), "\"synthetic\"", 0, 0, source_names, 0,
-     "\"synthetic\" (built-in retrieval task, no files) or \"shards\" (token shards)."},
-    {"data.train_files", KT_STRLIST, F(data.train_files), "[]", 0, 0, NULL, 0,
-     "Token shards to train on (data/prepare.py writes them)."},
-    {"data.val_files", KT_STRLIST, F(data.val_files), "[]", 0, 0, NULL, 0,
-     "Token shards for validation; empty with shards = no validation."},
-    {"data.synthetic.n_pairs", KT_INT, F(data.synthetic.n_pairs), "8", I32, NULL, 0,
-     "Synthetic task: key-value records hidden in each sequence."},
-    {"data.synthetic.n_queries", KT_INT, F(data.synthetic.n_queries), "4", I32, NULL, 0,
-     "Synthetic task: queries at the end of each sequence."},
-    {"data.synthetic.n_keys", KT_INT, F(data.synthetic.n_keys), "64", I32, NULL, 0,
-     "Synthetic task: distinct key tokens (at least n_pairs)."},
-    {"data.synthetic.n_values", KT_INT, F(data.synthetic.n_values), "64", I32, NULL, 0,
-     "Synthetic task: distinct value tokens."},
+    ROW_I64("data.seq_len", data.seq_len, "512", 1, INT_TOP,
+            "Tokens per training sequence T (inputs; targets are shifted by one); a multiple of "
+            "attention.block_size."),
+    ROW_ENUM("data.source", data.source, "\"synthetic\"", source_names,
+             "`synthetic` (built-in retrieval task, no files) or `shards` (token shards)."),
+    ROW_LIST("data.train_files", KT_STRLIST, data.train_files,
+             "Token shards to train on (data/prepare.py writes them); at least one with `shards`."),
+    ROW_LIST("data.val_files", KT_STRLIST, data.val_files,
+             "Token shards for validation; empty with `shards` = no validation."),
+    ROW_INT("data.synthetic.n_pairs", data.synthetic.n_pairs, "8", 1,
+            "Synthetic task: key-value records hidden in each sequence."),
+    {"data.synthetic.n_queries", KT_INT, F(data.synthetic.n_queries), "4", 0, INT_TOP, false,
+     false, NULL, 0, "Synthetic task: queries at the end of each sequence."},
+    ROW_INT("data.synthetic.n_keys", data.synthetic.n_keys, "64", 1,
+            "Synthetic task: distinct key tokens (at least n_pairs)."),
+    ROW_INT("data.synthetic.n_values", data.synthetic.n_values, "64", 1,
+            "Synthetic task: distinct value tokens. The vocabulary must hold 4 + n_keys + n_values "
+            "+ 16 filler tokens."),
     /* train */
-    {"train.max_steps", KT_INT64, F(train.max_steps), "200", POS64, NULL, 0,
-     "Optimizer steps of the whole run."},
-    {"train.micro_batch_size", KT_INT, F(train.micro_batch_size), "4", I32, NULL, 0,
-     "Sequences per forward/backward of one dp group."},
-    {"train.global_batch_size", KT_INT, F(train.global_batch_size), "8", I32, NULL, 0,
-     "Sequences per optimizer step over all ranks; a multiple of micro_batch_size x dp "
-     "(gradient accumulation makes up the rest)."},
-    {"train.lr", KT_DOUBLE, F(train.lr), "3e-3", 0, DBL_MAX, NULL, 0, "Peak learning rate."},
-    {"train.min_lr", KT_DOUBLE, F(train.min_lr), "3e-4", 0, DBL_MAX, NULL, 0,
-     "Learning rate at the last step (cosine and wsd)."},
-    {"train.warmup_steps", KT_INT64, F(train.warmup_steps), "20", NONNEG, NULL, 0,
-     "Linear warmup steps."},
-    {"train.schedule", KT_ENUM, F(train.schedule), "\"cosine\"", 0, 0, schedule_names, 0,
-     "\"cosine\", \"wsd\" (warmup-stable-decay, linear decay) or \"constant\"."},
-    {"train.decay_fraction", KT_DOUBLE, F(train.decay_fraction), "0.2", 0, 1, NULL, 0,
-     "wsd: final fraction of max_steps spent decaying."},
-    {"train.weight_decay", KT_DOUBLE, F(train.weight_decay), "0.1", 0, DBL_MAX, NULL, 0,
-     "AdamW decoupled weight decay (matrices and embeddings; never norm weights)."},
-    {"train.beta1", KT_DOUBLE, F(train.beta1), "0.9", 0, 0.999999, NULL, 0, "AdamW beta1."},
-    {"train.beta2", KT_DOUBLE, F(train.beta2), "0.95", 0, 0.999999999, NULL, 0, "AdamW beta2."},
-    {"train.eps", KT_DOUBLE, F(train.eps), "1e-8", 0, 1, NULL, 0, "AdamW epsilon."},
-    {"train.grad_clip", KT_DOUBLE, F(train.grad_clip), "1.0", 0, DBL_MAX, NULL, 0,
-     "Clip the global gradient norm to this; 0 = off."},
-    {"train.eval_every", KT_INT64, F(train.eval_every), "50", NONNEG, NULL, 0,
-     "Steps between validation runs (and at the last step); 0 = never."},
-    {"train.eval_batches", KT_INT, F(train.eval_batches), "8", 0, 2147483647.0, NULL, 0,
-     "Sequences per validation run."},
-    {"train.recompute", KT_ENUM, F(train.recompute), "\"none\"", 0, 0, recompute_names, 0,
-     "Activation recomputation: only \"none\" is implemented; \"attention\" and \"full\" are "
-     "refused until they exist."},
-    {"train.exit_after_steps", KT_INT64, F(train.exit_after_steps), "0", NONNEG, NULL, 0,
-     "Checkpoint and exit 0 after this many steps of this invocation (time-sliced jobs); 0 = run "
-     "to max_steps."},
+    ROW_I64("train.max_steps", train.max_steps, "200", 1, INT64_TOP,
+            "Optimizer steps of the whole run."),
+    ROW_INT("train.micro_batch_size", train.micro_batch_size, "4", 1,
+            "Sequences per forward/backward of one dp group."),
+    ROW_INT("train.global_batch_size", train.global_batch_size, "8", 1,
+            "Sequences per optimizer step over all ranks; a multiple of micro_batch_size x dp "
+            "(gradient accumulation makes up the rest)."),
+    ROW_DBL("train.lr", train.lr, "3e-3", 0, DBL_MAX, false, false, "Peak learning rate."),
+    ROW_DBL("train.min_lr", train.min_lr, "3e-4", 0, DBL_MAX, false, false,
+            "Learning rate at the last step (cosine and wsd); at most lr."),
+    ROW_I64("train.warmup_steps", train.warmup_steps, "20", 0, INT64_TOP,
+            "Linear warmup steps; at most max_steps."),
+    ROW_ENUM("train.schedule", train.schedule, "\"cosine\"", schedule_names,
+             "`cosine`, `wsd` (warmup-stable-decay, linear decay) or `constant`."),
+    ROW_DBL("train.decay_fraction", train.decay_fraction, "0.2", 0, 1, false, false,
+            "wsd: final fraction of max_steps spent decaying."),
+    ROW_DBL("train.weight_decay", train.weight_decay, "0.1", 0, DBL_MAX, false, false,
+            "AdamW decoupled weight decay (matrices and embeddings; never norm weights)."),
+    ROW_DBL("train.beta1", train.beta1, "0.9", 0, 1, false, true, "AdamW beta1."),
+    ROW_DBL("train.beta2", train.beta2, "0.95", 0, 1, false, true, "AdamW beta2."),
+    ROW_DBL("train.eps", train.eps, "1e-8", 0, 1, false, false, "AdamW epsilon."),
+    ROW_DBL("train.grad_clip", train.grad_clip, "1.0", 0, DBL_MAX, false, false,
+            "Clip the global gradient norm to this; 0 = off."),
+    ROW_I64("train.eval_every", train.eval_every, "50", 0, INT64_TOP,
+            "Steps between validation runs (and at the last step); 0 = never."),
+    ROW_INT("train.eval_batches", train.eval_batches, "8", 0,
+            "Sequences per validation run; at least 1 when eval_every > 0."),
+    ROW_ENUM("train.recompute", train.recompute, "\"none\"", recompute_names,
+             "Activation recomputation in the backward: only `none` is implemented; `attention` "
+             "and `full` are refused until they exist."),
+    ROW_I64("train.exit_after_steps", train.exit_after_steps, "0", 0, INT64_TOP,
+            "Checkpoint and exit 0 after this many steps of this invocation (time-sliced jobs); "
+            "0 = run to max_steps."),
     /* parallel */
-    {"parallel.cp", KT_INT, F(parallel.cp), "1", I32, NULL, 0,
-     "Ranks sharing each sequence (context parallelism); dp = ranks / cp."},
+    ROW_INT("parallel.cp", parallel.cp, "1", 1,
+            "Ranks sharing each sequence (context parallelism); must divide the rank count; "
+            "dp = ranks / cp."),
     /* checkpoint */
-    {"checkpoint.every", KT_INT64, F(checkpoint.every), "0", NONNEG, NULL, 0,
-     "Steps between checkpoints; 0 = only at the end (and on SIGTERM / SIGUSR1)."},
-    {"checkpoint.keep_last", KT_INT, F(checkpoint.keep_last), "2", 0, 2147483647.0, NULL, 0,
-     "Complete checkpoints kept (older ones are removed after a new one is complete); 0 = all."},
+    ROW_I64("checkpoint.every", checkpoint.every, "0", 0, INT64_TOP,
+            "Steps between checkpoints; 0 = only at the end (and on SIGTERM / SIGUSR1)."),
+    ROW_INT("checkpoint.keep_last", checkpoint.keep_last, "2", 0,
+            "Complete checkpoints kept (older ones are removed once a new one is complete); "
+            "0 = all."),
     /* log */
-    {"log.every", KT_INT64, F(log.every), "1", POS64, NULL, 0,
-     "Steps between printed lines (metrics.jsonl gets every step)."},
+    ROW_I64("log.every", log.every, "1", 1, INT64_TOP,
+            "Steps between printed lines (metrics.jsonl gets every step)."),
 };
 
 #define NKEYS ((int)(sizeof keys / sizeof keys[0]))
 _Static_assert(sizeof keys / sizeof keys[0] <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
 
+/* Other spellings accepted in files and --set (never written). */
+static const struct {
+    const char *alias, *key;
+} aliases[] = {
+    {"model.rope_scaling.type", "model.rope_scaling.rope_type"},
+};
+
+/* Objects that may be null in a file, as Hugging Face writes "rope_scaling": null (= absent). */
+static const char *const nullable_sections[] = {"model.rope_scaling", NULL};
+
+/* ---------------------------------------------------------------------------------------------- */
+/* What a key expects, in words                                                                    */
+
+/* Appends printf output to buf (of size n). */
+static void append(char *buf, size_t n, const char *fmt, ...) INFLLM_PRINTF(3, 4);
+static void append(char *buf, size_t n, const char *fmt, ...) {
+    size_t used = strlen(buf);
+    if (used + 1 >= n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, n - used, fmt, ap);
+    va_end(ap);
+}
+
+static bool is_integer_type(enum key_type t) {
+    return t == KT_INT || t == KT_INT64 || t == KT_U64;
+}
+
+/* The noun phrase of what the key holds ("positive integer", "number in [0, 1)", ...), without an
+ * article; show_max adds the upper limit (of an integer, a string's length, a list's length) even
+ * when it is only the type's own. */
+static void describe(const struct key_desc *k, bool show_max, char *buf, size_t n) {
+    buf[0] = '\0';
+    if (is_integer_type(k->type)) {
+        if (k->min == 1)
+            append(buf, n, "positive integer");
+        else if (k->min == 0)
+            append(buf, n, "non-negative integer");
+        else
+            append(buf, n, "integer >= %.0f", k->min);
+        double natural = k->type == KT_INT ? INT_TOP : INT64_TOP;
+        if (show_max || k->max < natural) append(buf, n, " <= %.0f", k->max);
+        return;
+    }
+    switch (k->type) {
+    case KT_DOUBLE:
+        if (k->min == -DBL_MAX && k->max == DBL_MAX)
+            append(buf, n, "number");
+        else if (k->max == DBL_MAX && k->min == 0 && k->min_open)
+            append(buf, n, "positive number");
+        else if (k->max == DBL_MAX)
+            append(buf, n, "number %s %g", k->min_open ? ">" : ">=", k->min);
+        else
+            append(buf, n, "number in %c%g, %g%c", k->min_open ? '(' : '[', k->min, k->max,
+                   k->max_open ? ')' : ']');
+        return;
+    case KT_BOOL: append(buf, n, "true or false"); return;
+    case KT_STRING:
+        append(buf, n, "string");
+        if (show_max) append(buf, n, " of at most %zu bytes", k->cap - 1);
+        return;
+    case KT_ENUM:
+        append(buf, n, "one of");
+        for (int i = 0; k->names[i]; i++) append(buf, n, "%s \"%s\"", i ? "," : "", k->names[i]);
+        return;
+    case KT_STRLIST:
+    case KT_NUMLIST:
+        append(buf, n, "list of ");
+        if (show_max) append(buf, n, "at most %d ", CONFIG_LIST_MAX);
+        append(buf, n, "%s", k->type == KT_STRLIST ? "strings" : "numbers");
+        return;
+    default: return;
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Setting one key from a JSON value                                                               */
 
-/* Where a value came from, for messages: "<file>: <key>" or "--set <arg>". */
+/* Where a value came from, for messages: "<file>: <key>: ..." or "--set <arg>: ...". */
 struct origin {
     const char *file; /* NULL for --set */
-    const char *arg;  /* the --set argument */
+    const char *arg;  /* the whole --set argument */
 };
 
-static void field_die(const struct origin *o, const struct key_desc *k, const char *expected,
-                      const cJSON *got) INFLLM_NORETURN;
-
-static void field_die(const struct origin *o, const struct key_desc *k, const char *expected,
-                      const cJSON *got) {
+/* Dies with "<origin>: <path>: expected <expected>, got <value>" (the value cut to ~60 chars). */
+static void die_expected(const struct origin *o, const char *path, const char *expected,
+                         const cJSON *got) INFLLM_NORETURN;
+static void die_expected(const struct origin *o, const char *path, const char *expected,
+                         const cJSON *got) {
     char *text = got ? cJSON_PrintUnformatted(got) : NULL;
-    if (o->file)
-        die_user("%s: %s: expected %s, got %s", o->file, k->path, expected, text ? text : "nothing");
-    die_user("--set %s: expected %s, got %s", o->arg, expected, text ? text : "nothing");
+    char shown[80];
+    snprintf(shown, sizeof shown, "%s", text ? text : "nothing");
+    if (text && strlen(text) >= sizeof shown) memcpy(shown + sizeof shown - 4, "...", 4);
+    free(text);
+    if (o->file) die_user("%s: %s: expected %s, got %s", o->file, path, expected, shown);
+    size_t n = strlen(path);
+    if (strncmp(o->arg, path, n) == 0 && o->arg[n] == '=')
+        die_user("--set %s: expected %s, got %s", o->arg, expected, shown);
+    die_user("--set %s: %s: expected %s, got %s", o->arg, path, expected, shown); /* in an object */
+}
+
+static void die_field(const struct origin *o, const struct key_desc *k, bool show_max,
+                      const cJSON *got) INFLLM_NORETURN;
+static void die_field(const struct origin *o, const struct key_desc *k, bool show_max,
+                      const cJSON *got) {
+    char what[200], expected[220];
+    describe(k, show_max, what, sizeof what);
+    bool vowel = strchr("aeiou", what[0]) != NULL;
+    bool article = k->type != KT_BOOL && k->type != KT_ENUM;
+    snprintf(expected, sizeof expected, "%s%s", article ? (vowel ? "an " : "a ") : "", what);
+    die_expected(o, k->path, expected, got);
 }
 
 static void *field(struct config *c, const struct key_desc *k) { return (char *)c + k->offset; }
 
-static double number_in_bounds(const struct origin *o, const struct key_desc *k, const cJSON *v,
-                               bool whole) {
-    char expected[160];
-    if (whole)
-        snprintf(expected, sizeof expected, "an integer in [%.0f, %.0f]", k->min, k->max);
-    else if (k->min == -DBL_MAX)
-        snprintf(expected, sizeof expected, "a number");
-    else
-        snprintf(expected, sizeof expected, "a number >= %g%s", k->min,
-                 k->max < DBL_MAX ? " and <= max" : "");
-    if (!cJSON_IsNumber(v)) field_die(o, k, expected, v);
+/* The number v, checked against the key's type and bounds. */
+static double checked_number(const struct origin *o, const struct key_desc *k, const cJSON *v) {
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) die_field(o, k, false, v);
     double d = v->valuedouble;
-    if (!isfinite(d) || (whole && d != floor(d)) || d < k->min || d > k->max)
-        field_die(o, k, expected, v);
+    if (is_integer_type(k->type) && d != floor(d)) die_field(o, k, false, v);
+    if (d < k->min || (k->min_open && d == k->min)) die_field(o, k, false, v);
+    if (d > k->max || (k->max_open && d == k->max)) die_field(o, k, true, v);
     return d;
+}
+
+static void set_string_list(const struct origin *o, const struct key_desc *k,
+                            struct string_list *l, const cJSON *v) {
+    if (!cJSON_IsArray(v)) die_field(o, k, false, v);
+    if (cJSON_GetArraySize(v) > CONFIG_LIST_MAX) die_field(o, k, true, v);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) if (!cJSON_IsString(e)) die_field(o, k, false, v);
+    for (int i = 0; i < l->n; i++) free(l->items[i]);
+    l->n = 0;
+    cJSON_ArrayForEach(e, v) l->items[l->n++] = xstrdup(e->valuestring);
+}
+
+static void set_number_list(const struct origin *o, const struct key_desc *k,
+                            struct float_list *l, const cJSON *v) {
+    if (!cJSON_IsArray(v)) die_field(o, k, false, v);
+    if (cJSON_GetArraySize(v) > CONFIG_LIST_MAX) die_field(o, k, true, v);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) {
+        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble)) die_field(o, k, false, v);
+    }
+    l->n = 0;
+    cJSON_ArrayForEach(e, v) l->items[l->n++] = e->valuedouble;
 }
 
 static void set_value(struct config *c, const struct key_desc *k, const cJSON *v,
                       const struct origin *o) {
     void *f = field(c, k);
     switch (k->type) {
-    case KT_INT: *(int *)f = (int)number_in_bounds(o, k, v, true); break;
-    case KT_INT64: *(int64_t *)f = (int64_t)number_in_bounds(o, k, v, true); break;
-    case KT_U64: *(uint64_t *)f = (uint64_t)number_in_bounds(o, k, v, true); break;
-    case KT_DOUBLE: *(double *)f = number_in_bounds(o, k, v, false); break;
+    case KT_INT: *(int *)f = (int)checked_number(o, k, v); break;
+    case KT_INT64: *(int64_t *)f = (int64_t)checked_number(o, k, v); break;
+    case KT_U64: *(uint64_t *)f = (uint64_t)checked_number(o, k, v); break;
+    case KT_DOUBLE: *(double *)f = checked_number(o, k, v); break;
     case KT_BOOL:
-        if (!cJSON_IsBool(v)) field_die(o, k, "true or false", v);
+        if (!cJSON_IsBool(v)) die_field(o, k, false, v);
         *(bool *)f = cJSON_IsTrue(v);
         break;
     case KT_STRING:
-        if (!cJSON_IsString(v)) field_die(o, k, "a string", v);
-        if (strlen(v->valuestring) >= k->cap) field_die(o, k, "a shorter string", v);
+        if (!cJSON_IsString(v)) die_field(o, k, false, v);
+        if (strlen(v->valuestring) >= k->cap) die_field(o, k, true, v);
         snprintf((char *)f, k->cap, "%s", v->valuestring);
         break;
     case KT_ENUM: {
-        char expected[160] = "one of";
-        for (int i = 0; k->names[i]; i++) {
-            size_t n = strlen(expected);
-            snprintf(expected + n, sizeof expected - n, "%s \"%s\"", i ? "," : "", k->names[i]);
-        }
-        if (!cJSON_IsString(v)) field_die(o, k, expected, v);
         int i = 0;
-        while (k->names[i] && strcmp(k->names[i], v->valuestring) != 0) i++;
-        if (!k->names[i]) field_die(o, k, expected, v);
+        if (cJSON_IsString(v))
+            while (k->names[i] && strcmp(k->names[i], v->valuestring) != 0) i++;
+        if (!cJSON_IsString(v) || !k->names[i]) die_field(o, k, false, v);
         *(int *)f = i;
         break;
     }
-    case KT_STRLIST: {
-        struct string_list *l = f;
-        if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > CONFIG_LIST_MAX)
-            field_die(o, k, "a list of strings", v);
-        const cJSON *e;
-        cJSON_ArrayForEach(e, v) if (!cJSON_IsString(e)) field_die(o, k, "a list of strings", v);
-        for (int i = 0; i < l->n; i++) free(l->items[i]);
-        l->n = 0;
-        cJSON_ArrayForEach(e, v) l->items[l->n++] = xstrdup(e->valuestring);
-        break;
-    }
-    case KT_NUMLIST: {
-        struct float_list *l = f;
-        if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > CONFIG_LIST_MAX)
-            field_die(o, k, "a list of numbers", v);
-        const cJSON *e;
-        cJSON_ArrayForEach(e, v) if (!cJSON_IsNumber(e)) field_die(o, k, "a list of numbers", v);
-        l->n = 0;
-        cJSON_ArrayForEach(e, v) l->items[l->n++] = e->valuedouble;
-        break;
-    }
+    case KT_STRLIST: set_string_list(o, k, f, v); break;
+    case KT_NUMLIST: set_number_list(o, k, f, v); break;
     }
 }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Lookup, with a suggestion for a mistyped key                                                    */
 
+/* The table's spelling of path (an alias resolved), or path itself. */
+static const char *canonical(const char *path) {
+    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
+        if (strcmp(aliases[i].alias, path) == 0) return aliases[i].key;
+    return path;
+}
+
 static int find_key(const char *path) {
+    path = canonical(path);
     for (int i = 0; i < NKEYS; i++)
         if (strcmp(keys[i].path, path) == 0) return i;
     return -1;
 }
 
-/* Whether some key lives under `prefix.` (a section or nested object). */
+/* Whether some key lives under `prefix.` (a section or a nested object). */
 static bool is_section(const char *prefix) {
     size_t n = strlen(prefix);
     for (int i = 0; i < NKEYS; i++)
@@ -314,6 +428,7 @@ static bool is_section(const char *prefix) {
     return false;
 }
 
+/* Edit distance with adjacent transpositions (optimal string alignment); 99 for long strings. */
 static int edit_distance(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
     if (la > 80 || lb > 80) return 99;
@@ -322,26 +437,90 @@ static int edit_distance(const char *a, const char *b) {
     for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
     for (size_t i = 1; i <= la; i++)
         for (size_t j = 1; j <= lb; j++) {
-            int sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            int del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
-            d[i][j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            int best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
         }
     return d[la][lb];
 }
 
-static void die_unknown(const struct origin *o, const char *path) INFLLM_NORETURN;
+static const char *leaf_of(const char *path) {
+    const char *dot = strrchr(path, '.');
+    return dot ? dot + 1 : path;
+}
 
-static void die_unknown(const struct origin *o, const char *path) {
-    int best = -1, best_d = 1 << 30;
+/* The closest known key or section to `path` into out (size n), or "" when none is close: a key
+ * one edit away; else a key with the same last name in another section ("hidden_size" at the top
+ * level -> "model.hidden_size"); else a key or section within a few edits. */
+static void suggest(const char *path, char *out, size_t n) {
+    int best_d = 1 << 30;
+    out[0] = '\0';
     for (int i = 0; i < NKEYS; i++) {
-        int dd = edit_distance(path, keys[i].path);
-        if (dd < best_d) best_d = dd, best = i;
+        /* the key itself and each section above it ("data", "data.synthetic") */
+        const char *p = keys[i].path;
+        for (size_t len = 1; p[len - 1] != '\0'; len++) {
+            if (p[len] != '.' && p[len] != '\0') continue;
+            char cand[128];
+            snprintf(cand, sizeof cand, "%.*s", (int)len, p);
+            int d = edit_distance(path, cand);
+            if (d < best_d) best_d = d, snprintf(out, n, "%s", cand);
+        }
     }
-    char hint[200] = " (every key is listed in docs/CONFIG.md)";
-    if (best >= 0 && best_d <= 3)
-        snprintf(hint, sizeof hint, " (did you mean \"%s\"?)", keys[best].path);
+    if (best_d <= 1) return;
+    for (int i = 0; i < NKEYS; i++)
+        if (strcmp(leaf_of(keys[i].path), leaf_of(path)) == 0) {
+            snprintf(out, n, "%s", keys[i].path);
+            return;
+        }
+    int limit = strlen(path) < 8 ? 2 : 3;
+    if (best_d > limit) out[0] = '\0';
+}
+
+static void die_unknown(const struct origin *o, const char *path) INFLLM_NORETURN;
+static void die_unknown(const struct origin *o, const char *path) {
+    char near[128], hint[200];
+    suggest(path, near, sizeof near);
+    if (near[0])
+        snprintf(hint, sizeof hint, " (did you mean \"%s\"?)", near);
+    else
+        snprintf(hint, sizeof hint, " (docs/CONFIG.md lists every key)");
     if (o->file) die_user("%s: unknown key \"%s\"%s", o->file, path, hint);
     die_user("--set %s: unknown key \"%s\"%s", o->arg, path, hint);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Walking a JSON object                                                                           */
+
+/* "<prefix>.<name>" (or name at the top level) into out. */
+static void join_path(char *out, size_t n, const char *prefix, const char *name) {
+    snprintf(out, n, "%s%s%s", prefix, prefix[0] ? "." : "", name);
+}
+
+/* Duplicate keys in one JSON object (an alias counting as its key) are refused: cJSON would keep
+ * both and the first would win silently. */
+static void check_duplicates(const cJSON *obj, const char *prefix, const struct origin *o) {
+    const cJSON *a, *b;
+    cJSON_ArrayForEach(a, obj) {
+        char pa[256], pb[256];
+        join_path(pa, sizeof pa, prefix, a->string);
+        for (b = a->next; b; b = b->next) {
+            join_path(pb, sizeof pb, prefix, b->string);
+            if (strcmp(canonical(pa), canonical(pb)) != 0) continue;
+            if (o->file) die_user("%s: key \"%s\" appears twice", o->file, canonical(pa));
+            die_user("--set %s: key \"%s\" appears twice", o->arg, canonical(pa));
+        }
+        if (cJSON_IsObject(a)) check_duplicates(a, pa, o);
+    }
+}
+
+static bool nullable(const char *path) {
+    for (int i = 0; nullable_sections[i]; i++)
+        if (strcmp(nullable_sections[i], path) == 0) return true;
+    return false;
 }
 
 /* Applies every member of object `obj` found at `prefix` ("" for the root). */
@@ -350,37 +529,24 @@ static void apply_object(struct config *c, const cJSON *obj, const char *prefix,
     const cJSON *m;
     cJSON_ArrayForEach(m, obj) {
         char path[256];
-        snprintf(path, sizeof path, "%s%s%s", prefix, prefix[0] ? "." : "", m->string);
+        join_path(path, sizeof path, prefix, m->string);
+        if (strchr(m->string, '.')) { /* one spelling per key: nested objects, no dotted names */
+            const char *msg = "nest the sections instead of a dotted name";
+            if (o->file) die_user("%s: key \"%s\": %s", o->file, path, msg);
+            die_user("--set %s: key \"%s\": %s", o->arg, path, msg);
+        }
         int idx = find_key(path);
         if (idx >= 0) {
             set_value(c, &keys[idx], m, o);
             c->given[idx] = 1;
         } else if (is_section(path) && cJSON_IsObject(m)) {
             apply_object(c, m, path, o);
-        } else if (is_section(path) && cJSON_IsNull(m)) {
-            continue; /* "rope_scaling": null, as Hugging Face writes it */
+        } else if (is_section(path) && cJSON_IsNull(m) && nullable(path)) {
+            continue;
         } else if (is_section(path)) {
-            if (o->file) die_user("%s: %s: expected an object, got a %s", o->file, path,
-                                  cJSON_IsArray(m) ? "list" : "value");
-            die_user("--set %s: %s is a section, set one of its keys", o->arg, path);
+            die_expected(o, path, "an object (a section of keys)", m);
         } else {
             die_unknown(o, path);
-        }
-    }
-}
-
-/* Duplicate keys in one JSON object are refused: cJSON would keep both silently. */
-static void check_duplicates(const cJSON *obj, const char *prefix, const char *file) {
-    const cJSON *a, *b;
-    cJSON_ArrayForEach(a, obj) {
-        for (b = a->next; b; b = b->next)
-            if (strcmp(a->string, b->string) == 0)
-                die_user("%s: key \"%s%s%s\" appears twice", file, prefix, prefix[0] ? "." : "",
-                         a->string);
-        if (cJSON_IsObject(a)) {
-            char path[256];
-            snprintf(path, sizeof path, "%s%s%s", prefix, prefix[0] ? "." : "", a->string);
-            check_duplicates(a, path, file);
         }
     }
 }
@@ -399,7 +565,7 @@ void config_defaults(struct config *c) {
     }
 }
 
-/* Line and column of byte offset `at` in text. */
+/* Line and column (1-based) of byte offset `at` in text. */
 static void line_col(const char *text, size_t at, int *line, int *col) {
     *line = 1;
     *col = 1;
@@ -413,55 +579,98 @@ static void line_col(const char *text, size_t at, int *line, int *col) {
     }
 }
 
+/* Dies naming line, column and the text there (up to 20 printable characters). */
+static void die_syntax(const char *path, const char *text, size_t len, size_t at, const char *what)
+    INFLLM_NORETURN;
+static void die_syntax(const char *path, const char *text, size_t len, size_t at,
+                       const char *what) {
+    int line, col;
+    line_col(text, at, &line, &col);
+    char near[24];
+    size_t n = 0;
+    for (size_t i = at; i < len && n < 20 && text[i] != '\n' && text[i] != '\r'; i++)
+        near[n++] = (text[i] >= 32 && text[i] < 127) ? text[i] : '?';
+    near[n] = '\0';
+    if (n) die_user("%s: line %d, column %d: %s near '%s'", path, line, col, what, near);
+    die_user("%s: line %d, column %d: %s at the end of the %s", path, line, col, what,
+             at < len ? "line" : "file");
+}
+
+/* The file's JSON object; every failure names the file. */
+static cJSON *parse_file(const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        die_user("%s: cannot read: %s", path, strerror(EISDIR));
+    size_t len = 0;
+    char *text = read_file(path, &len, false);
+    if (!text) die_user("%s: cannot read: %s", path, strerror(errno));
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        size_t off = at && at >= text && at <= text + len ? (size_t)(at - text) : len;
+        die_syntax(path, text, len, off, "malformed JSON");
+    }
+    const char *p = end ? end : text + len;
+    while (p < text + len && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    if (p < text + len)
+        die_syntax(path, text, len, (size_t)(p - text), "unexpected text after the JSON object");
+    if (!cJSON_IsObject(root)) die_user("%s: expected a JSON object at the top level", path);
+    free(text);
+    return root;
+}
+
+/* The value of a --set: JSON when the whole text parses (and, for a string or enum key, is a
+ * string), else the text itself as a string: --set device=cuda, --set run_dir=runs/2024. */
+static cJSON *set_value_json(const struct key_desc *k, const char *text) {
+    cJSON *v = cJSON_ParseWithOpts(text, NULL, 1);
+    bool stringy = k->type == KT_STRING || k->type == KT_ENUM;
+    if (v && (!stringy || cJSON_IsString(v))) return v;
+    cJSON_Delete(v);
+    return cJSON_CreateString(text);
+}
+
+/* One "key.path=value": a key, or a section given a JSON object (--set 'data.synthetic={...}'). */
 static void apply_set(struct config *c, const char *arg) {
     struct origin o = {NULL, arg};
     const char *eq = strchr(arg, '=');
     if (!eq || eq == arg) die_user("--set %s: expected key.path=value", arg);
     char path[256];
     size_t n = (size_t)(eq - arg);
-    if (n >= sizeof path) die_user("--set %s: key too long", arg);
+    if (n >= sizeof path)
+        die_user("--set %s: the key is longer than %zu bytes", arg, sizeof path - 1);
     memcpy(path, arg, n);
     path[n] = '\0';
     int idx = find_key(path);
-    if (idx < 0) die_unknown(&o, path);
-    const char *text = eq + 1;
-    cJSON *v = cJSON_Parse(text);
-    if (!v) v = cJSON_CreateString(text); /* a bare string: --set device=cuda */
-    set_value(c, &keys[idx], v, &o);
-    c->given[idx] = 1;
-    cJSON_Delete(v);
+    if (idx >= 0) {
+        cJSON *v = set_value_json(&keys[idx], eq + 1);
+        set_value(c, &keys[idx], v, &o);
+        c->given[idx] = 1;
+        cJSON_Delete(v);
+    } else if (is_section(path)) {
+        cJSON *v = cJSON_ParseWithOpts(eq + 1, NULL, 1);
+        if (!cJSON_IsObject(v)) {
+            cJSON *s = v ? v : cJSON_CreateString(eq + 1);
+            die_expected(&o, path, "a JSON object of the section's keys", s);
+        }
+        check_duplicates(v, path, &o);
+        apply_object(c, v, path, &o);
+        cJSON_Delete(v);
+    } else {
+        die_unknown(&o, path);
+    }
 }
 
 void config_load(struct config *c, const char *path, int nset, char *const *sets) {
     config_defaults(c);
+    if (strlen(path) >= sizeof c->path)
+        die_user("%s: path longer than %zu bytes", path, sizeof c->path - 1);
     snprintf(c->path, sizeof c->path, "%s", path);
-    size_t len = 0;
-    char *text = read_file(path, &len, false);
-    if (!text) die_user("%s: cannot read: %s", path, strerror(errno));
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (root && end) { /* only whitespace may follow the value */
-        const char *p = end;
-        while (p < text + len && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
-        if (p < text + len) {
-            int line, col;
-            line_col(text, (size_t)(p - text), &line, &col);
-            die_user("%s: line %d, column %d: unexpected text after the JSON object", path, line, col);
-        }
-    }
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        size_t off = at && at >= text && at <= text + len ? (size_t)(at - text) : len;
-        int line, col;
-        line_col(text, off, &line, &col);
-        die_user("%s: line %d, column %d: malformed JSON", path, line, col);
-    }
-    if (!cJSON_IsObject(root)) die_user("%s: expected a JSON object at the top level", path);
-    check_duplicates(root, "", path);
+    cJSON *root = parse_file(path);
     struct origin o = {path, NULL};
+    check_duplicates(root, "", &o);
     apply_object(c, root, "", &o);
     cJSON_Delete(root);
-    free(text);
     for (int i = 0; i < nset; i++) apply_set(c, sets[i]);
     config_validate(c, 0);
 }
@@ -482,18 +691,62 @@ bool config_is_set(const struct config *c, const char *key) {
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Validation                                                                                      */
+/* Validation: derived defaults and checks across keys (each listed in `rules` for the docs)       */
+
+static const char *const rules[] = {
+    "`model.head_dim` 0 becomes hidden_size / num_attention_heads (which must divide); the head "
+    "dim must be even (RoPE pairs).",
+    "`model.max_position_embeddings` 0 becomes data.seq_len.",
+    "`model.num_attention_heads` is a multiple of `model.num_key_value_heads`.",
+    "With `model.rope_scaling.rope_type` `longrope`: long_factor and short_factor hold exactly "
+    "head_dim / 2 positive numbers and original_max_position_embeddings is positive.",
+    "`attention.block_size` and `attention.kernel_size` are multiples of "
+    "`attention.kernel_stride`; `attention.window_size` is a multiple of `attention.block_size`; "
+    "topk + window_size / block_size >= 1.",
+    "`data.seq_len` is a multiple of `attention.block_size`, and of 2 x parallel.cp x block_size "
+    "when parallel.cp > 1 (each rank holds two equal chunks of whole blocks).",
+    "The rank count is a multiple of `parallel.cp`; `train.global_batch_size` is a multiple of "
+    "micro_batch_size x dp, dp = ranks / cp (checked again by the trainer with the real rank "
+    "count).",
+    "`train.warmup_steps` <= max_steps; `train.min_lr` <= lr; `train.eval_batches` >= 1 when "
+    "eval_every > 0.",
+    "`data.source` `synthetic`: the task fits the vocabulary and data.seq_len + 1 tokens (BOS, "
+    "4 tokens per record); `shards`: at least one `data.train_files` entry.",
+    "`device` `cuda` needs a binary built with the CUDA backend.",
+    "`run_dir` and `resume` are not empty.",
+};
 
 static void bad(const struct config *c, const char *key, const char *fmt, ...)
     INFLLM_PRINTF(3, 4) INFLLM_NORETURN;
-
 static void bad(const struct config *c, const char *key, const char *fmt, ...) {
-    char msg[512];
+    char msg[600];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     die_user("%s: %s: %s", c->path[0] ? c->path : "config", key, msg);
+}
+
+static void validate_rope_scaling(const struct config *c) {
+    const struct model_config *m = &c->model;
+    if (m->rope_scaling_type[0] == '\0') return;
+    if (strcmp(m->rope_scaling_type, "longrope") != 0)
+        bad(c, "model.rope_scaling.rope_type", "expected \"\" or \"longrope\", got \"%s\"",
+            m->rope_scaling_type);
+    const struct float_list *lists[2] = {&m->rope_long_factor, &m->rope_short_factor};
+    const char *names[2] = {"model.rope_scaling.long_factor", "model.rope_scaling.short_factor"};
+    for (int i = 0; i < 2; i++) {
+        if (lists[i]->n != m->head_dim / 2)
+            bad(c, names[i], "expected head_dim / 2 = %d numbers with longrope, got %d",
+                m->head_dim / 2, lists[i]->n);
+        for (int j = 0; j < lists[i]->n; j++)
+            if (!(lists[i]->items[j] > 0))
+                bad(c, names[i], "entry %d is %g, expected a positive number", j,
+                    lists[i]->items[j]);
+    }
+    if (m->rope_original_max_position_embeddings <= 0)
+        bad(c, "model.rope_scaling.original_max_position_embeddings",
+            "expected a positive integer with longrope, got 0");
 }
 
 static void validate_model(struct config *c) {
@@ -507,26 +760,14 @@ static void validate_model(struct config *c) {
                 "hidden_size = %d; set head_dim", m->num_attention_heads, m->hidden_size);
         m->head_dim = m->hidden_size / m->num_attention_heads;
     }
-    if (m->head_dim % 2 != 0) bad(c, "model.head_dim", "%d is odd, expected an even size (RoPE pairs)", m->head_dim);
+    if (m->head_dim % 2 != 0)
+        bad(c, "model.head_dim", "%d is odd, expected an even size (RoPE rotates pairs)",
+            m->head_dim);
     if (m->max_position_embeddings == 0) m->max_position_embeddings = c->data.seq_len;
-    if (m->rope_scaling_type[0] && strcmp(m->rope_scaling_type, "longrope") != 0)
-        bad(c, "model.rope_scaling.rope_type", "\"%s\", expected \"\" or \"longrope\"",
-            m->rope_scaling_type);
-    if (strcmp(m->rope_scaling_type, "longrope") == 0) {
-        int half = m->head_dim / 2;
-        if (m->rope_long_factor.n != half)
-            bad(c, "model.rope_scaling.long_factor", "%d entries, expected head_dim / 2 = %d",
-                m->rope_long_factor.n, half);
-        if (m->rope_short_factor.n != half)
-            bad(c, "model.rope_scaling.short_factor", "%d entries, expected head_dim / 2 = %d",
-                m->rope_short_factor.n, half);
-        if (m->rope_original_max_position_embeddings <= 0)
-            bad(c, "model.rope_scaling.original_max_position_embeddings",
-                "expected a positive integer with longrope");
-    }
+    validate_rope_scaling(c);
 }
 
-static void validate_attention(struct config *c) {
+static void validate_attention(const struct config *c) {
     const struct attention_config *a = &c->attention;
     if (a->block_size % a->kernel_stride != 0)
         bad(c, "attention.block_size", "%d is not a multiple of kernel_stride = %d",
@@ -537,57 +778,77 @@ static void validate_attention(struct config *c) {
     if (a->window_size % a->block_size != 0)
         bad(c, "attention.window_size", "%d is not a multiple of block_size = %d",
             a->window_size, a->block_size);
+    if ((int64_t)a->topk + a->window_size / a->block_size < 1)
+        bad(c, "attention.topk", "0 with window_size 0 selects no block; expected topk + "
+            "window_size / block_size >= 1");
     if (c->data.seq_len % a->block_size != 0)
         bad(c, "data.seq_len", "%lld is not a multiple of attention.block_size = %d",
             (long long)c->data.seq_len, a->block_size);
 }
 
-static void validate_train(struct config *c, int world_size) {
+static void validate_parallel(const struct config *c, int world_size) {
     const struct train_config *t = &c->train;
     int cp = c->parallel.cp;
-    if (world_size <= 0) { /* rank count not known yet: check the layout-free parts only */
-        if (t->global_batch_size % t->micro_batch_size != 0)
-            bad(c, "train.global_batch_size", "%d is not a multiple of micro_batch_size = %d",
-                t->global_batch_size, t->micro_batch_size);
-        world_size = cp;
-    }
+    if (world_size <= 0) world_size = cp; /* rank count not known yet: assume dp = 1 */
     if (world_size % cp != 0)
         bad(c, "parallel.cp", "%d does not divide the number of ranks %d", cp, world_size);
-    int dp = world_size / cp;
+    int64_t dp = world_size / cp;
     if (cp > 1 && c->data.seq_len % (2LL * cp * c->attention.block_size) != 0)
-        bad(c, "data.seq_len", "%lld is not a multiple of 2 x parallel.cp x block_size = %lld "
-            "(each rank holds two equal chunks of whole blocks)", (long long)c->data.seq_len,
-            2LL * cp * c->attention.block_size);
+        bad(c, "data.seq_len", "%lld is not a multiple of 2 x parallel.cp x attention.block_size "
+            "= %lld (each rank holds two equal chunks of whole blocks)",
+            (long long)c->data.seq_len, 2LL * cp * c->attention.block_size);
     if (t->global_batch_size % (t->micro_batch_size * dp) != 0)
-        bad(c, "train.global_batch_size", "%d is not a multiple of micro_batch_size x dp = %d x %d",
-            t->global_batch_size, t->micro_batch_size, dp);
+        bad(c, "train.global_batch_size", "%d is not a multiple of micro_batch_size x dp = %d x "
+            "%lld", t->global_batch_size, t->micro_batch_size, (long long)dp);
+}
+
+static void validate_train(const struct config *c) {
+    const struct train_config *t = &c->train;
     if (t->warmup_steps > t->max_steps)
         bad(c, "train.warmup_steps", "%lld exceeds max_steps = %lld", (long long)t->warmup_steps,
             (long long)t->max_steps);
     if (t->min_lr > t->lr) bad(c, "train.min_lr", "%g exceeds lr = %g", t->min_lr, t->lr);
+    if (t->eval_every > 0 && t->eval_batches == 0)
+        bad(c, "train.eval_batches", "0 with eval_every = %lld; expected at least 1 (or set "
+            "eval_every to 0)", (long long)t->eval_every);
     if (t->recompute != RECOMPUTE_NONE)
-        bad(c, "train.recompute", "only \"none\" is implemented in this build");
+        bad(c, "train.recompute", "\"%s\" is not implemented yet; expected \"none\"",
+            recompute_names[t->recompute]);
+}
+
+static void validate_data(const struct config *c) {
+    if (c->data.source == DATA_SOURCE_SHARDS) {
+        if (c->data.train_files.n == 0)
+            bad(c, "data.train_files", "empty; expected at least one token shard with "
+                "data.source \"shards\"");
+        return;
+    }
+    const struct synthetic_config *s = &c->data.synthetic;
+    struct synthetic_task task = {c->model.vocab_size, s->n_pairs, s->n_queries, s->n_keys,
+                                  s->n_values};
+    char err[512];
+    if (synthetic_check(&task, c->data.seq_len + 1, err, sizeof err) != 0) {
+        /* synthetic_check names the keys it blames; add the section when it names none */
+        bool named = strncmp(err, "data.", 5) == 0 || strncmp(err, "model.", 6) == 0;
+        if (named) die_user("%s: %s", c->path[0] ? c->path : "config", err);
+        bad(c, "data.synthetic", "%s", err);
+    }
 }
 
 void config_validate(struct config *c, int world_size) {
-    validate_model(c);
-    validate_attention(c);
-    validate_train(c, world_size);
+    if (c->run_dir[0] == '\0') bad(c, "run_dir", "expected a folder, got \"\"");
+    if (c->resume[0] == '\0')
+        bad(c, "resume", "expected \"auto\", \"none\" or a checkpoint folder, got \"\"");
 #ifndef INFLLM_CUDA
     if (c->device == DEVICE_CUDA)
-        bad(c, "device", "\"cuda\", but this binary was built without CUDA; expected \"cpu\"");
+        bad(c, "device", "\"cuda\", but this binary was built without the CUDA backend; expected "
+            "\"cpu\"");
 #endif
-    if (c->data.source == DATA_SOURCE_SYNTHETIC) {
-        const struct synthetic_config *s = &c->data.synthetic;
-        struct synthetic_task task = {c->model.vocab_size, s->n_pairs, s->n_queries, s->n_keys,
-                                      s->n_values};
-        char err[512];
-        if (synthetic_check(&task, c->data.seq_len + 1, err, sizeof err) != 0)
-            bad(c, "data.synthetic", "%s", err);
-    } else if (c->data.train_files.n == 0) {
-        bad(c, "data.train_files", "empty, expected at least one token shard with data.source "
-            "\"shards\"");
-    }
+    validate_model(c);
+    validate_attention(c);
+    validate_parallel(c, world_size);
+    validate_train(c);
+    validate_data(c);
 }
 
 int config_local_blocks(const struct config *c) {
@@ -601,13 +862,30 @@ bool config_sparse(const struct config *c, int64_t seq_len) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Output: JSON, table, documentation                                                              */
 
+/* A JSON number that reads back as exactly d: the shortest of %.15g, %.16g, %.17g that does
+ * (cJSON's own printing accepts a 1-ulp difference, and a checkpoint's config must be exact). */
+static cJSON *exact_number(double d) {
+    char buf[40];
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, d);
+        if (strtod(buf, NULL) == d) break;
+    }
+    return cJSON_CreateRaw(buf);
+}
+
+static cJSON *integer_json(long long v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", v);
+    return cJSON_CreateRaw(buf);
+}
+
 static cJSON *value_json(const struct config *c, const struct key_desc *k) {
     const void *f = (const char *)c + k->offset;
     switch (k->type) {
-    case KT_INT: return cJSON_CreateNumber(*(const int *)f);
-    case KT_INT64: return cJSON_CreateNumber((double)*(const int64_t *)f);
-    case KT_U64: return cJSON_CreateNumber((double)*(const uint64_t *)f);
-    case KT_DOUBLE: return cJSON_CreateNumber(*(const double *)f);
+    case KT_INT: return integer_json(*(const int *)f);
+    case KT_INT64: return integer_json((long long)*(const int64_t *)f);
+    case KT_U64: return integer_json((long long)*(const uint64_t *)f); /* <= 2^53 */
+    case KT_DOUBLE: return exact_number(*(const double *)f);
     case KT_BOOL: return cJSON_CreateBool(*(const bool *)f);
     case KT_STRING: return cJSON_CreateString((const char *)f);
     case KT_ENUM: return cJSON_CreateString(k->names[*(const int *)f]);
@@ -620,7 +898,7 @@ static cJSON *value_json(const struct config *c, const struct key_desc *k) {
     case KT_NUMLIST: {
         const struct float_list *l = f;
         cJSON *a = cJSON_CreateArray();
-        for (int i = 0; i < l->n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(l->items[i]));
+        for (int i = 0; i < l->n; i++) cJSON_AddItemToArray(a, exact_number(l->items[i]));
         return a;
     }
     }
@@ -630,7 +908,7 @@ static cJSON *value_json(const struct config *c, const struct key_desc *k) {
 char *config_to_json(const struct config *c) {
     cJSON *root = cJSON_CreateObject();
     for (int i = 0; i < NKEYS; i++) {
-        /* Walk/create the objects of the dotted path, then add the leaf. */
+        /* find or create the objects of the dotted path, then add the leaf */
         char path[256];
         snprintf(path, sizeof path, "%s", keys[i].path);
         cJSON *obj = root;
@@ -650,30 +928,16 @@ char *config_to_json(const struct config *c) {
 }
 
 void config_print(const struct config *c, FILE *f) {
-    fprintf(f, "config (%s):\n", c->path[0] ? c->path : "defaults");
+    fprintf(f, "config (%s):\n  %-54s %s\n", c->path[0] ? c->path : "defaults", "key", "value");
     for (int i = 0; i < NKEYS; i++) {
         cJSON *v = value_json(c, &keys[i]);
         char *text = cJSON_PrintUnformatted(v);
         size_t n = strlen(text);
-        fprintf(f, "  %-52s %.*s%s\n", keys[i].path, n > 60 ? 57 : (int)n, text, n > 60 ? "..." : "");
+        fprintf(f, "  %-54s %.*s%s\n", keys[i].path, n > 60 ? 57 : (int)n, text,
+                n > 60 ? "..." : "");
         free(text);
         cJSON_Delete(v);
     }
-}
-
-static const char *type_name(const struct key_desc *k) {
-    switch (k->type) {
-    case KT_INT:
-    case KT_INT64:
-    case KT_U64: return "integer";
-    case KT_DOUBLE: return "number";
-    case KT_BOOL: return "bool";
-    case KT_STRING: return "string";
-    case KT_ENUM: return "enum";
-    case KT_STRLIST: return "list of strings";
-    case KT_NUMLIST: return "list of numbers";
-    }
-    return "?";
 }
 
 static const struct {
@@ -681,26 +945,73 @@ static const struct {
 } sections[] = {
     {"", "Top level", "Where the run lives, which backend runs it, and where it resumes from."},
     {"model.", "model",
-     "The transformer's shape, with the key names of a Hugging Face config.json. With "
-     "model.init_from, the imported folder's config.json supplies them."},
+     "The transformer's shape, with the key names of a Hugging Face config.json (`rope_scaling` "
+     "is an object, as there). With `model.init_from`, the imported folder's config.json supplies "
+     "them. The three MiniCPM keys (muP scales) are ignored by `llama` (any value in range is "
+     "accepted)."},
     {"attention.", "attention",
-     "InfLLM-V2 dense-sparse switchable attention (../shared/INFLLMV2.md). Defaults are those of "
+     "InfLLM-V2 dense-sparse switchable attention (arXiv 2509.24663). Defaults are those of "
      "MiniCPM4.1. No key adds parameters: a model trained dense runs unchanged in sparse mode."},
-    {"data.", "data", "The token stream: the built-in synthetic retrieval task or token shards "
-                      "(docs/DATA.md)."},
+    {"data.", "data",
+     "The token stream: the built-in synthetic retrieval task (`data.synthetic`) or token shards "
+     "(docs/DATA.md). configs/finetune_64k.json names placeholder shards (`data/shards/...`) and "
+     "a placeholder model folder (`models/MiniCPM4-0.5B`): replace them with your own before "
+     "running it."},
     {"train.", "train", "Optimisation: batch, schedule, AdamW, evaluation, stopping."},
     {"parallel.", "parallel", "How ranks share the work: cp ranks per sequence, dp = ranks / cp."},
-    {"checkpoint.", "checkpoint", "Checkpoints in <run_dir>/ckpt (docs/FORMATS.md)."},
+    {"checkpoint.", "checkpoint", "Checkpoints in <run_dir>/ckpt (format: docs/FORMATS.md)."},
     {"log.", "log", "Progress output."},
 };
 
+/* Markdown table cell text: pipes escaped. */
+static void doc_cell(FILE *f, const char *s) {
+    for (; *s; s++) {
+        if (*s == '|') fputc('\\', f);
+        fputc(*s, f);
+    }
+}
+
+static void doc_row(FILE *f, const struct key_desc *k) {
+    char what[200];
+    if (k->type == KT_BOOL)
+        snprintf(what, sizeof what, "bool");
+    else if (k->type == KT_ENUM) {
+        what[0] = '\0';
+        for (int e = 0; k->names[e]; e++)
+            append(what, sizeof what, "%s`%s`", e ? ", " : "", k->names[e]);
+    } else
+        describe(k, false, what, sizeof what);
+    fprintf(f, "| `%s` | ", k->path);
+    doc_cell(f, what);
+    fprintf(f, " | `%s` | ", k->def);
+    doc_cell(f, k->doc);
+    fprintf(f, " |\n");
+}
+
 void config_write_doc(FILE *f) {
     fprintf(f, "# Configuration reference\n\n"
-               "A config is a JSON object of the sections below; a key left out keeps its default, "
-               "an unknown key, a wrong type or an impossible value stops the run before any work "
-               "with one line naming the file and the key (exit code 2). Any key can be overridden "
-               "on the command line: `--set key.path=value` (the value is JSON, or a bare "
-               "string). This file is the output of `infllm-train config-doc`.\n");
+               "This file is the output of `infllm-train config-doc`: regenerate it with\n"
+               "`build/infllm-train config-doc > docs/CONFIG.md` after changing the key table in\n"
+               "src/config.c.\n\n"
+               "A config is a JSON object of the sections below. A key left out keeps its\n"
+               "default. An unknown key (with the closest known one suggested), a wrong type, a\n"
+               "number out of range or an impossible combination stops the run before any work\n"
+               "with one line naming the file, the key path and what was expected (exit code "
+               "2):\n\n"
+               "    error: configs/x.json: unknown key \"train.max_step\" (did you mean "
+               "\"train.max_steps\"?)\n"
+               "    error: configs/x.json: model.hidden_size: expected a positive integer, "
+               "got 3.5\n\n");
+    fprintf(f, "Any key can be overridden on the command line with `--set key.path=value`,\n"
+               "repeatable and applied in order after the file. The value is JSON when it parses\n"
+               "as JSON, else a bare string: `--set train.lr=1e-4`,\n"
+               "`--set model.tie_word_embeddings=false`, `--set 'data.train_files=[\"a.tok\"]'`,\n"
+               "`--set device=cuda`, `--set run_dir=runs/x`,\n"
+               "`--set model.rope_scaling.rope_type=longrope`. A section takes a JSON object:\n"
+               "`--set 'data.synthetic={\"n_pairs\": 4}'`.\n\n"
+               "Integers must be whole numbers within the range shown (JSON numbers hold integers\n"
+               "exactly up to 2^53). Checkpoints store the whole config in this format\n"
+               "(`train_config.json`), every key written.\n");
     for (size_t s = 0; s < sizeof sections / sizeof sections[0]; s++) {
         fprintf(f, "\n## %s\n\n%s\n\n| key | type | default | meaning |\n|---|---|---|---|\n",
                 sections[s].title, sections[s].intro);
@@ -708,16 +1019,13 @@ void config_write_doc(FILE *f) {
         for (int i = 0; i < NKEYS; i++) {
             const char *p = keys[i].path;
             bool top = strchr(p, '.') == NULL;
-            if (pn == 0 ? !top : strncmp(p, sections[s].prefix, pn) != 0) continue;
-            fprintf(f, "| `%s` | %s", p, type_name(&keys[i]));
-            if (keys[i].type == KT_ENUM) {
-                fprintf(f, ":");
-                for (int e = 0; keys[i].names[e]; e++)
-                    fprintf(f, "%s `%s`", e ? "," : "", keys[i].names[e]);
-            }
-            fprintf(f, " | `%s` | %s |\n", keys[i].def, keys[i].doc);
+            if (pn == 0 ? top : strncmp(p, sections[s].prefix, pn) == 0) doc_row(f, &keys[i]);
         }
     }
+    fprintf(f, "\n## Derived values and checks across keys\n\n"
+               "Applied after the file and the --set options (and again by the trainer once the\n"
+               "rank count is known); each failure names the key to change.\n\n");
+    for (size_t r = 0; r < sizeof rules / sizeof rules[0]; r++) fprintf(f, "- %s\n", rules[r]);
 }
 
 int config_key_count(void) { return NKEYS; }

@@ -131,10 +131,15 @@ void hf_import_config(struct config *c) {
     import_int(&x, "intermediate_size", &m->intermediate_size, true);
     import_int(&x, "num_hidden_layers", &m->num_hidden_layers, true);
     import_int(&x, "num_attention_heads", &m->num_attention_heads, true);
-    m->num_key_value_heads = m->num_attention_heads;
-    import_int(&x, "num_key_value_heads", &m->num_key_value_heads, false);
-    m->head_dim = 0; /* derived unless given */
-    import_int(&x, "head_dim", &m->head_dim, false);
+    /* Absent from config.json: Hugging Face's defaults (MHA; hidden / heads). */
+    if (number_at(&x, "num_key_value_heads"))
+        import_int(&x, "num_key_value_heads", &m->num_key_value_heads, true);
+    else
+        m->num_key_value_heads = m->num_attention_heads;
+    if (number_at(&x, "head_dim"))
+        import_int(&x, "head_dim", &m->head_dim, true);
+    else if (!config_is_set(c, "model.head_dim"))
+        m->head_dim = 0; /* config_validate derives it */
     import_double(&x, "rope_theta", &m->rope_theta, false);
     import_double(&x, "rms_norm_eps", &m->rms_norm_eps, false);
     import_int64(&x, "max_position_embeddings", &m->max_position_embeddings, false);

@@ -1,10 +1,22 @@
 /*
- * safetensors.c: strict safetensors reader and atomic writer (see safetensors.h).
+ * safetensors.c: strict safetensors reader and atomic, streaming writer (see safetensors.h and
+ * docs/FORMATS.md).
  *
- * The reader validates everything before it hands out a tensor: the header length against the
- * file, the JSON shape of every entry, integer shapes and offsets with overflow checks, and that
- * the tensors, sorted by offset, tile the data section exactly. Nothing is read outside the
- * buffer, whatever the bytes.
+ * Reader: the header length is checked against SAFETENSORS_MAX_HEADER and the file size before
+ * anything is copied; the header bytes must be UTF-8 JSON without raw control bytes; the JSON is
+ * parsed by cJSON from a NUL-terminated copy and must be one object with nothing after it. Every
+ * entry is validated (dtype, integer shape and offsets, checked products), names must be unique,
+ * and the tensors sorted by offset must tile the data section exactly. Only then does the caller get
+ * a tensor, so st_data / st_read_f32 never leave the buffer. Errors are one line:
+ * "<file>: <reason>", naming the tensor or the byte offset.
+ *
+ * Writer: the header is built by hand (not by cJSON) so that keys keep insertion order with
+ * "__metadata__" first, integers are printed exactly, and the length is padded with spaces to a
+ * multiple of 8 (8-byte aligned data section, as the reference writer does). Data are streamed in
+ * insertion order, converting from fp32 through a small chunk buffer.
+ *
+ * Legend: H header length in bytes; numel elements of a tensor; begin/end byte offsets in the data
+ * section.
  */
 #define _XOPEN_SOURCE 700
 #include "safetensors.h"
@@ -23,90 +35,272 @@
 
 #include "check.h"
 
-static const char *const dtype_names[] = {"F32", "BF16", "F16", "I64", "I32"};
-static const size_t dtype_sizes[] = {4, 2, 2, 8, 4};
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "safetensors.c assumes a little-endian host (the format is little-endian)"
+#endif
 
-size_t st_dtype_size(enum st_dtype t) { return dtype_sizes[t]; }
-const char *st_dtype_name(enum st_dtype t) { return dtype_names[t]; }
+#define ST_N_DTYPES 5
+#define ST_MAX_JSON_INT 9007199254740992.0 /* 2^53: larger JSON numbers are not exact doubles */
+#define ST_CHUNK 32768                     /* elements converted per write when streaming */
+
+static const char *const dtype_names[ST_N_DTYPES] = {"F32", "BF16", "F16", "I64", "I32"};
+static const size_t dtype_sizes[ST_N_DTYPES] = {4, 2, 2, 8, 4};
+
+size_t st_dtype_size(enum st_dtype t) {
+    CHECK((unsigned)t < ST_N_DTYPES);
+    return dtype_sizes[t];
+}
+
+const char *st_dtype_name(enum st_dtype t) {
+    CHECK((unsigned)t < ST_N_DTYPES);
+    return dtype_names[t];
+}
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Conversions                                                                                     */
 
-uint16_t st_f32_to_bf16(float x) {
+static uint32_t f32_bits(float x) {
     uint32_t u;
     memcpy(&u, &x, sizeof u);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest, ties to even */
+    return u;
+}
+
+static float bits_f32(uint32_t u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* Keeps the upper 16 bits rounded to nearest even. A NaN keeps its sign and top payload bits and
+ * gets the quiet bit, so no NaN payload can round into an infinity. Overflow rounds to inf. */
+uint16_t st_f32_to_bf16(float x) {
+    uint32_t u = f32_bits(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
 }
 
-float st_bf16_to_f32(uint16_t x) {
-    uint32_t u = (uint32_t)x << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
+float st_bf16_to_f32(uint16_t x) { return bits_f32((uint32_t)x << 16); }
+
+/* Rounds q + rem / 2^shift to nearest even (shift >= 1). */
+static uint32_t round_shift(uint32_t v, int shift) {
+    uint32_t q = v >> shift, rem = v & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    return q + (rem > half || (rem == half && (q & 1u)));
 }
 
+/* f16: 1 sign, 5 exponent (bias 15), 10 mantissa bits. Magnitudes from 65520 (half-way past the
+ * largest finite 65504, which has an odd mantissa) round to inf; below 2^-14 the result is
+ * subnormal in units of 2^-24, and at or below 2^-25 (the tie rounds to the even 0) it is zero. */
 uint16_t st_f32_to_f16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
+    uint32_t u = f32_bits(x);
     uint32_t sign = (u >> 16) & 0x8000u, mag = u & 0x7fffffffu;
-    if (mag >= 0x7f800000u) /* inf or NaN */
-        return (uint16_t)(sign | 0x7c00u | (mag > 0x7f800000u ? 0x200u | ((mag >> 13) & 0x3ffu) : 0));
-    if (mag >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds past 65504: inf */
-    if (mag < 0x38800000u) {                                   /* f16 subnormal or zero */
-        if (mag < 0x33000000u) return (uint16_t)sign;          /* below half the smallest */
-        uint32_t m = (mag & 0x7fffffu) | 0x800000u;
-        int shift = 126 - (int)(mag >> 23) + 13 - 13; /* exponent distance to 2^-14 */
-        /* value = m * 2^(e-150); f16 subnormal unit 2^-24: q = m * 2^(e-126) */
-        int e = (int)(mag >> 23);
-        int rshift = 126 - e; /* 14..24 */
-        (void)shift;
-        uint32_t q = m >> rshift, rem = m & ((1u << rshift) - 1), half = 1u << (rshift - 1);
-        if (rem > half || (rem == half && (q & 1u))) q++;
-        return (uint16_t)(sign | q);
-    }
-    uint32_t v = mag - 0x38000000u; /* rebias exponent 127 -> 15 */
-    uint32_t q = v >> 13, rem = v & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (q & 1u))) q++;
-    return (uint16_t)(sign | q);
+    if (mag > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((mag >> 13) & 0x3ffu)); /* NaN */
+    if (mag >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);    /* inf, or rounds to it */
+    if (mag >= 0x38800000u) /* normal: rebias the exponent 127 -> 15, round 13 bits away */
+        return (uint16_t)(sign | round_shift(mag - 0x38000000u, 13));
+    if (mag <= 0x33000000u) return (uint16_t)sign; /* at most 2^-25: zero */
+    /* value = m * 2^(e - 150) with the implicit bit; in units of 2^-24: m >> (126 - e), 14..24. */
+    uint32_t e = mag >> 23, m = (mag & 0x7fffffu) | 0x800000u;
+    return (uint16_t)(sign | round_shift(m, (int)(126 - e)));
 }
 
 float st_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, u;
-    if (e == 0) {
-        if (m == 0) {
-            u = sign;
-        } else { /* subnormal: normalise */
-            int k = 0;
-            while (!(m & 0x400u)) m <<= 1, k++;
-            u = sign | ((uint32_t)(113 - k) << 23) | ((m & 0x3ffu) << 13);
-        }
-    } else if (e == 31) {
-        u = sign | 0x7f800000u | (m << 13);
-    } else {
-        u = sign | ((e + 112) << 23) | (m << 13);
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 31) return bits_f32(sign | 0x7f800000u | (m << 13)); /* inf, NaN (payload kept) */
+    if (e != 0) return bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+    if (m == 0) return bits_f32(sign);
+    uint32_t k = 0; /* subnormal m * 2^-24: shift until the implicit bit (bit 10) is set */
+    while (!(m & 0x400u)) {
+        m <<= 1;
+        k++;
     }
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
+    return bits_f32(sign | ((113u - k) << 23) | ((m & 0x3ffu) << 13));
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Reader                                                                                          */
+/* Reader: error text                                                                              */
 
+/* "<name>: <reason>" into err; returns -1. */
 static int fail(char *err, size_t n, const char *name, const char *fmt, ...) INFLLM_PRINTF(4, 5);
 
 static int fail(char *err, size_t n, const char *name, const char *fmt, ...) {
+    if (!err || n == 0) return -1;
     int k = snprintf(err, n, "%s: ", name);
-    va_list ap;
-    va_start(ap, fmt);
-    if (k >= 0 && (size_t)k < n) vsnprintf(err + k, n - (size_t)k, fmt, ap);
-    va_end(ap);
+    if (k >= 0 && (size_t)k < n) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err + k, n - (size_t)k, fmt, ap);
+        va_end(ap);
+    }
     return -1;
 }
 
-static void free_tensors(struct st_file *f) {
+/* A key as it may appear in a one-line message: bytes below 0x20 and '"' and '\\' escaped, cut
+ * after 120 bytes. */
+static const char *printable(char out[160], const char *s) {
+    size_t o = 0;
+    for (size_t i = 0; s[i] && o < 150; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (i == 120) {
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (c < 0x20 || c == '"' || c == '\\')
+            o += (size_t)snprintf(out + o, 160 - o, "\\x%02x", c);
+        else
+            out[o++] = (char)c;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* "[2, 3, 4]" */
+static const char *shape_text(char out[200], const int64_t *shape, int ndim) {
+    size_t o = 0;
+    out[o++] = '[';
+    for (int d = 0; d < ndim; d++)
+        o += (size_t)snprintf(out + o, 200 - o, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    snprintf(out + o, 200 - o, "]");
+    return out;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Reader: header bytes and JSON                                                                   */
+
+/* Length of the UTF-8 sequence at p (at most n bytes), or 0 when it is invalid: overlong forms,
+ * surrogates and code points above U+10FFFF are rejected, as Rust's from_utf8 does. */
+static size_t utf8_seq(const uint8_t *p, size_t n) {
+    uint8_t c = p[0];
+    if (c < 0x80) return 1;
+    size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+    if (len == 0 || c > 0xf4 || len > n) return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xc0) != 0x80) return 0;
+    if (c == 0xe0 && p[1] < 0xa0) return 0; /* overlong 3-byte */
+    if (c == 0xed && p[1] > 0x9f) return 0; /* surrogate */
+    if (c == 0xf0 && p[1] < 0x90) return 0; /* overlong 4-byte */
+    if (c == 0xf4 && p[1] > 0x8f) return 0; /* above U+10FFFF */
+    return len;
+}
+
+/* JSON text may hold no raw control bytes but tab, newline and carriage return between tokens,
+ * none at all inside strings, and must be UTF-8; the header must open with '{' (as every writer
+ * makes it). An escaped NUL (\u0000) is refused too: cJSON would silently cut the name or value
+ * there. Strings are tracked lexically (quotes and escapes), before any parsing. */
+static int check_header_bytes(const uint8_t *h, uint64_t H, const char *name, char *err,
+                              size_t n) {
+    if (H == 0 || h[0] != '{')
+        return fail(err, n, name, "header is not a JSON object (byte offset 8 is not '{')");
+    bool in_string = false;
+    for (uint64_t i = 0; i < H;) {
+        uint8_t c = h[i];
+        if (c < 0x20 && (in_string || (c != '\t' && c != '\n' && c != '\r')))
+            return fail(err, n, name, "header has control byte 0x%02x at byte offset %llu%s", c,
+                        (unsigned long long)(8 + i), in_string ? " (inside a string)" : "");
+        if (in_string && c == '\\') {
+            if (H - i >= 6 && h[i + 1] == 'u' && memcmp(h + i + 2, "0000", 4) == 0)
+                return fail(err, n, name, "header has an escaped NUL (\\u0000) at byte offset "
+                            "%llu", (unsigned long long)(8 + i));
+            if (H - i >= 2 && h[i + 1] >= 0x20 && h[i + 1] < 0x80) {
+                i += 2; /* the escaped byte neither ends the string nor starts an escape */
+                continue;
+            }
+        }
+        if (c == '"') in_string = !in_string;
+        size_t len = utf8_seq(h + i, (size_t)(H - i));
+        if (len == 0)
+            return fail(err, n, name, "header is not valid UTF-8 at byte offset %llu",
+                        (unsigned long long)(8 + i));
+        i += len;
+    }
+    return 0;
+}
+
+/* Parses the H header bytes into a cJSON object; nothing but whitespace may follow it. */
+static int parse_json(cJSON **root, const uint8_t *h, uint64_t H, const char *name, char *err,
+                      size_t n) {
+    char *text = xmalloc((size_t)H + 1);
+    memcpy(text, h, (size_t)H);
+    text[H] = '\0';
+    const char *end = NULL;
+    /* Length H + 1 includes the NUL, which require_null_terminated expects after the value. */
+    *root = cJSON_ParseWithLengthOpts(text, (size_t)H + 1, &end, 1);
+    size_t at = end ? (size_t)(end - text) : 0;
+    free(text);
+    if (!*root)
+        return fail(err, n, name, "header is not valid JSON (error near byte offset %zu)", 8 + at);
+    if (!cJSON_IsObject(*root)) {
+        cJSON_Delete(*root);
+        *root = NULL;
+        return fail(err, n, name, "header is not a JSON object");
+    }
+    return 0;
+}
+
+/* cJSON hands numbers over as doubles, so "2.0" or "2e0" would pass as the integer 2; the
+ * reference reader rejects them, and so do we: outside strings, a digit followed by '.', 'e' or 'E'
+ * is a number with a fraction or an exponent. Run on JSON that cJSON accepted. */
+static int check_integer_spelling(const uint8_t *h, uint64_t H, const char *name, char *err,
+                                  size_t n) {
+    bool in_string = false;
+    for (uint64_t i = 0; i + 1 < H; i++) {
+        uint8_t c = h[i];
+        if (in_string) {
+            if (c == '\\') i++;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c >= '0' && c <= '9' && (h[i + 1] == '.' || h[i + 1] == 'e' || h[i + 1] == 'E')) {
+            return fail(err, n, name, "header has a number with a fraction or an exponent at byte "
+                        "offset %llu (shapes and offsets are plain integers)",
+                        (unsigned long long)(8 + i));
+        }
+    }
+    return 0;
+}
+
+static int cmp_str_ptr(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Rejects an object whose keys repeat (cJSON keeps both); O(k log k) for k keys. `what` names the
+ * object in the message ("header", "tensor \"x\"", "__metadata__"). */
+static int check_unique_keys(const cJSON *obj, const char *what, const char *name, char *err,
+                             size_t n) {
+    int count = cJSON_GetArraySize(obj);
+    if (count < 2) return 0;
+    const char **keys = xmalloc((size_t)count * sizeof *keys);
+    int k = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, obj) keys[k++] = e->string;
+    qsort(keys, (size_t)k, sizeof *keys, cmp_str_ptr);
+    int rc = 0;
+    for (int i = 1; i < k && rc == 0; i++) {
+        if (strcmp(keys[i - 1], keys[i]) == 0) {
+            char pk[160];
+            rc = fail(err, n, name, "%s: key \"%s\" appears twice", what, printable(pk, keys[i]));
+        }
+    }
+    free(keys);
+    return rc;
+}
+
+/* A JSON number that is a non-negative integer of at most 2^53 (exact as a double). */
+static bool json_count(const cJSON *v, uint64_t *out) {
+    if (!cJSON_IsNumber(v)) return false;
+    double d = v->valuedouble;
+    if (!(d >= 0 && d <= ST_MAX_JSON_INT)) return false; /* also rejects NaN */
+    uint64_t u = (uint64_t)d;
+    if ((double)u != d) return false;
+    *out = u;
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Reader: entries                                                                                 */
+
+static void free_entries(struct st_file *f) {
     for (int i = 0; i < f->n; i++) free(f->tensors[i].name);
     free(f->tensors);
     for (int i = 0; i < f->n_meta; i++) {
@@ -120,24 +314,19 @@ static void free_tensors(struct st_file *f) {
     f->n = f->n_meta = 0;
 }
 
-/* A non-negative integer JSON number that fits 2^53 (exact in a double). */
-static bool json_uint(const cJSON *v, uint64_t *out) {
-    if (!cJSON_IsNumber(v)) return false;
-    double d = v->valuedouble;
-    if (!(d >= 0) || d > 9007199254740992.0 || d != (double)(uint64_t)d) return false;
-    *out = (uint64_t)d;
-    return true;
-}
-
-static int parse_meta(struct st_file *f, const cJSON *meta, const char *name, char *err, size_t n) {
+static int parse_meta(struct st_file *f, const cJSON *meta, const char *name, char *err,
+                      size_t n) {
     if (!cJSON_IsObject(meta)) return fail(err, n, name, "__metadata__ is not an object");
+    if (check_unique_keys(meta, "__metadata__", name, err, n)) return -1;
     int count = cJSON_GetArraySize(meta);
     f->meta_keys = xcalloc((size_t)count + 1, sizeof(char *));
     f->meta_values = xcalloc((size_t)count + 1, sizeof(char *));
     const cJSON *e;
     cJSON_ArrayForEach(e, meta) {
+        char pk[160];
         if (!cJSON_IsString(e))
-            return fail(err, n, name, "__metadata__ value of \"%s\" is not a string", e->string);
+            return fail(err, n, name, "__metadata__ value of \"%s\" is not a string",
+                        printable(pk, e->string));
         f->meta_keys[f->n_meta] = xstrdup(e->string);
         f->meta_values[f->n_meta] = xstrdup(e->valuestring);
         f->n_meta++;
@@ -145,73 +334,154 @@ static int parse_meta(struct st_file *f, const cJSON *meta, const char *name, ch
     return 0;
 }
 
+/* Reason-prefix for one tensor's messages. */
+struct entry_ctx {
+    const char *file;
+    char tensor[160]; /* printable name */
+    char *err;
+    size_t n;
+};
+
+static int entry_fail(const struct entry_ctx *c, const char *fmt, ...) INFLLM_PRINTF(2, 3);
+
+static int entry_fail(const struct entry_ctx *c, const char *fmt, ...) {
+    char reason[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    return fail(c->err, c->n, c->file, "tensor \"%s\": %s", c->tensor, reason);
+}
+
+/* The three keys of a tensor entry, each present once, nothing else. */
+static int entry_keys(const struct entry_ctx *c, const cJSON *e, const cJSON *out[3]) {
+    static const char *const keys[3] = {"dtype", "shape", "data_offsets"};
+    out[0] = out[1] = out[2] = NULL;
+    const cJSON *k;
+    cJSON_ArrayForEach(k, e) {
+        int i = 0;
+        while (i < 3 && strcmp(k->string, keys[i]) != 0) i++;
+        char pk[160];
+        if (i == 3)
+            return entry_fail(c, "unknown key \"%s\" (expected dtype, shape, data_offsets)",
+                              printable(pk, k->string));
+        if (out[i]) return entry_fail(c, "key \"%s\" appears twice", keys[i]);
+        out[i] = k;
+    }
+    for (int i = 0; i < 3; i++)
+        if (!out[i]) return entry_fail(c, "missing \"%s\"", keys[i]);
+    return 0;
+}
+
+static int entry_dtype(const struct entry_ctx *c, const cJSON *v, enum st_dtype *out) {
+    if (!cJSON_IsString(v)) return entry_fail(c, "dtype is not a string");
+    for (int d = 0; d < ST_N_DTYPES; d++) {
+        if (strcmp(v->valuestring, dtype_names[d]) == 0) {
+            *out = (enum st_dtype)d;
+            return 0;
+        }
+    }
+    char pv[160];
+    return entry_fail(c, "dtype \"%s\" is not supported (expected F32, BF16, F16, I64 or I32)",
+                      printable(pv, v->valuestring));
+}
+
+/* Shape entries: non-negative integers <= 2^53; the product of the non-zero entries (so every
+ * partial product and stride too) and the byte size must fit int64. A 0 entry gives 0 elements,
+ * no entry (a scalar) gives 1. */
+static int entry_shape(const struct entry_ctx *c, const cJSON *v, struct st_tensor *t) {
+    if (!cJSON_IsArray(v)) return entry_fail(c, "shape is not a list of integers");
+    int ndim = cJSON_GetArraySize(v);
+    if (ndim > SAFETENSORS_MAX_DIMS)
+        return entry_fail(c, "shape has %d dimensions, more than %d", ndim, SAFETENSORS_MAX_DIMS);
+    uint64_t prod = 1, limit = (uint64_t)INT64_MAX / dtype_sizes[t->dtype];
+    bool zero = false;
+    int d = 0;
+    const cJSON *s;
+    cJSON_ArrayForEach(s, v) {
+        uint64_t dim;
+        if (!json_count(s, &dim)) {
+            if (cJSON_IsNumber(s))
+                return entry_fail(c, "shape entry %d is %.17g, not a non-negative integer <= 2^53",
+                                  d, s->valuedouble);
+            return entry_fail(c, "shape entry %d is not a number", d);
+        }
+        if (dim == 0) zero = true;
+        else if (prod > limit / dim)
+            return entry_fail(c, "shape overflows: its byte size does not fit 63 bits");
+        else prod *= dim;
+        t->shape[d++] = (int64_t)dim;
+    }
+    t->ndim = ndim;
+    t->numel = zero ? 0 : (int64_t)prod;
+    return 0;
+}
+
+static int entry_offsets(const struct entry_ctx *c, const cJSON *v, uint64_t data_size,
+                         struct st_tensor *t) {
+    uint64_t b, e;
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 2)
+        return entry_fail(c, "data_offsets is not a list [begin, end]");
+    if (!json_count(v->child, &b) || !json_count(v->child->next, &e))
+        return entry_fail(c, "data_offsets entries must be non-negative integers <= 2^53");
+    if (e < b)
+        return entry_fail(c, "data_offsets [%llu, %llu] end before they begin",
+                          (unsigned long long)b, (unsigned long long)e);
+    uint64_t bytes = (uint64_t)t->numel * dtype_sizes[t->dtype];
+    char st[200];
+    if (e - b != bytes)
+        return entry_fail(c, "shape %s of %s is %llu bytes but data_offsets span %llu",
+                          shape_text(st, t->shape, t->ndim), dtype_names[t->dtype],
+                          (unsigned long long)bytes, (unsigned long long)(e - b));
+    if (e > data_size)
+        return entry_fail(c, "data_offsets [%llu, %llu] end past the data section of %llu bytes",
+                          (unsigned long long)b, (unsigned long long)e,
+                          (unsigned long long)data_size);
+    t->begin = b;
+    t->end = e;
+    return 0;
+}
+
 static int parse_tensor(struct st_tensor *t, const cJSON *e, uint64_t data_size, const char *name,
                         char *err, size_t n) {
-    if (!cJSON_IsObject(e)) return fail(err, n, name, "tensor \"%s\" is not an object", e->string);
-    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
-    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
-    const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
-    if (!cJSON_IsString(dt)) return fail(err, n, name, "tensor \"%s\": dtype missing", e->string);
-    int d = 0;
-    while (d < 5 && strcmp(dtype_names[d], dt->valuestring) != 0) d++;
-    if (d == 5)
-        return fail(err, n, name, "tensor \"%s\": dtype \"%s\" is not supported (F32, BF16, F16, "
-                    "I64, I32)", e->string, dt->valuestring);
-    t->dtype = (enum st_dtype)d;
-    if (!cJSON_IsArray(sh) || cJSON_GetArraySize(sh) > SAFETENSORS_MAX_DIMS)
-        return fail(err, n, name, "tensor \"%s\": shape is not a list of at most %d integers",
-                    e->string, SAFETENSORS_MAX_DIMS);
-    uint64_t numel = 1;
-    t->ndim = 0;
-    const cJSON *s;
-    cJSON_ArrayForEach(s, sh) {
-        uint64_t dim;
-        if (!json_uint(s, &dim))
-            return fail(err, n, name, "tensor \"%s\": shape entries must be non-negative integers",
-                        e->string);
-        if (dim != 0 && numel > UINT64_MAX / 16 / dim)
-            return fail(err, n, name, "tensor \"%s\": shape overflows", e->string);
-        numel *= dim;
-        t->shape[t->ndim++] = (int64_t)dim;
-    }
-    if (numel > (uint64_t)INT64_MAX / 16) return fail(err, n, name, "tensor \"%s\": too large", e->string);
-    t->numel = (int64_t)numel;
-    uint64_t b, en;
-    if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || !json_uint(off->child, &b) ||
-        !json_uint(off->child->next, &en))
-        return fail(err, n, name, "tensor \"%s\": data_offsets must be [begin, end]", e->string);
-    if (en < b || en > data_size)
-        return fail(err, n, name, "tensor \"%s\": data_offsets [%llu, %llu] outside the data "
-                    "section of %llu bytes", e->string, (unsigned long long)b,
-                    (unsigned long long)en, (unsigned long long)data_size);
-    uint64_t bytes = numel * dtype_sizes[d];
-    if (en - b != bytes)
-        return fail(err, n, name, "tensor \"%s\": shape of %s is %llu bytes but data_offsets span "
-                    "%llu", e->string, dtype_names[d], (unsigned long long)bytes,
-                    (unsigned long long)(en - b));
-    t->begin = b;
-    t->end = en;
+    struct entry_ctx c = {.file = name, .err = err, .n = n};
+    printable(c.tensor, e->string);
+    if (!cJSON_IsObject(e)) return entry_fail(&c, "entry is not an object");
+    const cJSON *v[3];
+    if (entry_keys(&c, e, v) || entry_dtype(&c, v[0], &t->dtype) || entry_shape(&c, v[1], t) ||
+        entry_offsets(&c, v[2], data_size, t))
+        return -1;
     t->name = xstrdup(e->string);
     return 0;
 }
 
 static int cmp_begin(const void *a, const void *b) {
-    const struct st_tensor *x = *(const struct st_tensor *const *)a, *y = *(const struct st_tensor *const *)b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end < y->end ? -1 : x->end > y->end);
+    const struct st_tensor *x = *(const struct st_tensor *const *)a;
+    const struct st_tensor *y = *(const struct st_tensor *const *)b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return 0;
 }
 
-/* Sorted by offset, the tensors must tile [0, data_size) exactly. */
-static int check_tiling(struct st_file *f, const char *name, char *err, size_t n) {
+/* Sorted by (begin, end), each tensor must start where the previous one ended, from 0 to the end
+ * of the data section: no overlap, no gap, no trailing bytes. */
+static int check_tiling(const struct st_file *f, const char *name, char *err, size_t n) {
     const struct st_tensor **v = xmalloc((size_t)(f->n ? f->n : 1) * sizeof *v);
     for (int i = 0; i < f->n; i++) v[i] = &f->tensors[i];
     qsort(v, (size_t)f->n, sizeof *v, cmp_begin);
     uint64_t at = 0;
     int rc = 0;
     for (int i = 0; i < f->n && rc == 0; i++) {
-        if (v[i]->begin != at)
-            rc = fail(err, n, name, "tensors overlap or leave a gap at data offset %llu (\"%s\" "
-                      "starts at %llu)", (unsigned long long)at, v[i]->name,
+        char pa[160], pb[160];
+        if (v[i]->begin != at && i == 0)
+            rc = fail(err, n, name, "tensors overlap or leave a gap at data offset 0 (the first "
+                      "tensor, \"%s\", starts at %llu)", printable(pb, v[i]->name),
                       (unsigned long long)v[i]->begin);
+        else if (v[i]->begin != at)
+            rc = fail(err, n, name, "tensors overlap or leave a gap at data offset %llu (\"%s\" "
+                      "ends at %llu, \"%s\" starts at %llu)", (unsigned long long)at,
+                      printable(pa, v[i - 1]->name), (unsigned long long)at,
+                      printable(pb, v[i]->name), (unsigned long long)v[i]->begin);
         at = v[i]->end;
     }
     if (rc == 0 && at != f->data_size)
@@ -221,89 +491,93 @@ static int check_tiling(struct st_file *f, const char *name, char *err, size_t n
     return rc;
 }
 
+/* Every entry of the root object: "__metadata__" or a tensor. */
+static int parse_entries(struct st_file *f, const cJSON *root, const char *name, char *err,
+                         size_t n) {
+    if (check_unique_keys(root, "header", name, err, n)) return -1;
+    f->tensors = xcalloc((size_t)cJSON_GetArraySize(root) + 1, sizeof *f->tensors);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, root) {
+        if (strcmp(e->string, "__metadata__") == 0) {
+            if (parse_meta(f, e, name, err, n)) return -1;
+        } else {
+            if (parse_tensor(&f->tensors[f->n], e, f->data_size, name, err, n)) return -1;
+            f->n++;
+        }
+    }
+    return check_tiling(f, name, err, n);
+}
+
 int st_parse(struct st_file *f, const char *name, const uint8_t *buf, size_t size, char *err,
              size_t err_len) {
     memset(f, 0, sizeof *f);
-    if (size < 8) return fail(err, err_len, name, "file is %zu bytes, shorter than the 8-byte header length", size);
+    if (!name) name = "(buffer)";
+    if (size < 8)
+        return fail(err, err_len, name, "file is %zu bytes, shorter than the 8-byte header length",
+                    size);
     uint64_t H = 0;
     for (int i = 7; i >= 0; i--) H = (H << 8) | buf[i];
     if (H > SAFETENSORS_MAX_HEADER)
-        return fail(err, err_len, name, "header length %llu exceeds the limit of %llu bytes",
-                    (unsigned long long)H, (unsigned long long)SAFETENSORS_MAX_HEADER);
-    if (H > size - 8)
+        return fail(err, err_len, name, "header length %llu exceeds SAFETENSORS_MAX_HEADER (%llu "
+                    "bytes)", (unsigned long long)H, (unsigned long long)SAFETENSORS_MAX_HEADER);
+    if (H > (uint64_t)size - 8)
         return fail(err, err_len, name, "header length %llu exceeds the file size %zu",
                     (unsigned long long)H, size);
-    char *text = xmalloc((size_t)H + 1);
-    memcpy(text, buf + 8, (size_t)H);
-    text[H] = '\0';
-    cJSON *root = cJSON_ParseWithLength(text, (size_t)H);
-    free(text);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return fail(err, err_len, name, "header is not a JSON object");
-    }
-    f->data = buf + 8 + H;
-    f->data_size = size - 8 - H;
+    cJSON *root = NULL;
+    if (check_header_bytes(buf + 8, H, name, err, err_len) ||
+        parse_json(&root, buf + 8, H, name, err, err_len))
+        return -1;
     f->map = buf;
     f->size = size;
-    int count = cJSON_GetArraySize(root);
-    f->tensors = xcalloc((size_t)count + 1, sizeof *f->tensors);
-    int rc = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, root) {
-        for (const cJSON *x = e->next; x && rc == 0; x = x->next)
-            if (strcmp(x->string, e->string) == 0)
-                rc = fail(err, err_len, name, "key \"%s\" appears twice", e->string);
-        if (rc) break;
-        if (strcmp(e->string, "__metadata__") == 0) {
-            rc = parse_meta(f, e, name, err, err_len);
-        } else {
-            rc = parse_tensor(&f->tensors[f->n], e, f->data_size, name, err, err_len);
-            if (rc == 0) f->n++;
-        }
-        if (rc) break;
-    }
+    f->data = buf + 8 + H;
+    f->data_size = (uint64_t)size - 8 - H;
+    int rc = parse_entries(f, root, name, err, err_len);
+    if (rc == 0) rc = check_integer_spelling(buf + 8, H, name, err, err_len);
     cJSON_Delete(root);
-    if (rc == 0) rc = check_tiling(f, name, err, err_len);
     if (rc) {
-        free_tensors(f);
+        free_entries(f);
         memset(f, 0, sizeof *f);
+        return -1;
     }
-    return rc;
+    f->path = xstrdup(name);
+    return 0;
 }
 
 int st_open(struct st_file *f, const char *path, char *err, size_t err_len) {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return fail(err, err_len, path, "cannot open: %s", strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
+        int e = errno;
         close(fd);
-        return fail(err, err_len, path, "cannot stat: %s", strerror(errno));
+        return fail(err, err_len, path, "cannot stat: %s", strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(err, err_len, path, "not a regular file");
     }
     size_t size = (size_t)st.st_size;
-    const uint8_t *map = NULL;
-    if (size > 0) {
-        void *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            close(fd);
-            return fail(err, err_len, path, "cannot map: %s", strerror(errno));
-        }
-        map = m;
+    if (size < 8) { /* nothing worth mapping; st_parse words the error */
+        close(fd);
+        uint8_t none[8] = {0};
+        return st_parse(f, path, none, size, err, err_len);
     }
+    void *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
     close(fd);
-    int rc = st_parse(f, path, map ? map : (const uint8_t *)"", size, err, err_len);
-    if (rc) {
-        if (map) munmap((void *)map, size);
-        return rc;
+    if (m == MAP_FAILED) return fail(err, err_len, path, "cannot map: %s", strerror(e));
+    if (st_parse(f, path, m, size, err, err_len) != 0) {
+        munmap(m, size);
+        return -1;
     }
-    f->path = xstrdup(path);
+    f->mapped = 1;
     return 0;
 }
 
 void st_close(struct st_file *f) {
-    free_tensors(f);
-    if (f->path && f->map && f->size) munmap((void *)f->map, f->size);
+    free_entries(f);
+    if (f->mapped) munmap((void *)f->map, f->size);
     free(f->path);
     memset(f, 0, sizeof *f);
 }
@@ -324,26 +598,36 @@ const void *st_data(const struct st_file *f, const struct st_tensor *t) {
     return f->data + t->begin;
 }
 
+/* Elementwise, so the OpenMP split cannot change a result. */
 void st_read_f32(const struct st_file *f, const struct st_tensor *t, float *out) {
-    const uint8_t *p = f->data + t->begin;
+    const uint8_t *p = f->data + t->begin; /* (numel) elements of t->dtype, maybe unaligned */
+    int64_t n = t->numel;
     switch (t->dtype) {
-    case ST_F32: memcpy(out, p, (size_t)t->numel * 4); return;
+    case ST_F32:
+        if (n) memcpy(out, p, (size_t)n * 4);
+        return;
     case ST_BF16:
-        for (int64_t i = 0; i < t->numel; i++) {
+#pragma omp parallel for schedule(static) if (n > (1 << 18))
+        for (int64_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, p + 2 * i, 2);
             out[i] = st_bf16_to_f32(h);
         }
         return;
     case ST_F16:
-        for (int64_t i = 0; i < t->numel; i++) {
+#pragma omp parallel for schedule(static) if (n > (1 << 18))
+        for (int64_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, p + 2 * i, 2);
             out[i] = st_f16_to_f32(h);
         }
         return;
-    default: CHECKF(0, "st_read_f32: tensor \"%s\" is %s, not a float dtype", t->name, dtype_names[t->dtype]);
+    case ST_I64:
+    case ST_I32:
+        break;
     }
+    CHECKF(0, "st_read_f32: tensor \"%s\" is %s, not a float dtype", t->name,
+           st_dtype_name(t->dtype));
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -354,40 +638,80 @@ struct st_item {
     enum st_dtype dtype;
     int ndim;
     int64_t shape[SAFETENSORS_MAX_DIMS];
-    const float *from_f32;
-    const void *raw;
+    const float *from_f32; /* (numel) fp32 source to convert, or NULL */
+    const void *raw;       /* (bytes) already in dtype, or NULL */
     uint64_t bytes;
 };
 
 struct st_writer {
     int n, cap;
-    struct st_item *items;
-    int n_meta;
-    char **keys, **values;
+    struct st_item *items; /* (n), in insertion order */
+    int n_meta, meta_cap;
+    char **keys, **values; /* (n_meta) owned */
 };
 
 struct st_writer *st_writer_new(void) { return xcalloc(1, sizeof(struct st_writer)); }
 
+static bool valid_utf8(const char *s) {
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq((const uint8_t *)s + i, n - i);
+        if (len == 0) return false;
+        i += len;
+    }
+    return true;
+}
+
+/* Contract violations are program errors: names must be UTF-8 (the reader rejects anything else),
+ * unique and not "__metadata__"; shapes non-negative with a byte size that fits; fp32 sources only
+ * for float dtypes; data present unless the tensor is empty. */
 void st_writer_add(struct st_writer *w, const char *name, enum st_dtype dtype, int ndim,
                    const int64_t *shape, const float *from_f32, const void *raw) {
-    CHECK(ndim >= 0 && ndim <= SAFETENSORS_MAX_DIMS);
-    CHECK(!from_f32 || dtype == ST_F32 || dtype == ST_BF16 || dtype == ST_F16);
-    if (w->n == w->cap) w->items = xrealloc(w->items, (size_t)(w->cap = w->cap ? 2 * w->cap : 16) * sizeof *w->items);
-    struct st_item *it = &w->items[w->n++];
+    CHECKF(name && valid_utf8(name), "st_writer_add: tensor name is not UTF-8");
+    CHECKF(strcmp(name, "__metadata__") != 0, "st_writer_add: \"__metadata__\" is reserved");
+    CHECKF((unsigned)dtype < ST_N_DTYPES, "st_writer_add: \"%s\": bad dtype %d", name, (int)dtype);
+    CHECKF(ndim >= 0 && ndim <= SAFETENSORS_MAX_DIMS, "st_writer_add: \"%s\": ndim %d", name, ndim);
+    CHECKF(!from_f32 || dtype == ST_F32 || dtype == ST_BF16 || dtype == ST_F16,
+           "st_writer_add: \"%s\": fp32 source for an integer dtype", name);
+    for (int i = 0; i < w->n; i++)
+        CHECKF(strcmp(w->items[i].name, name) != 0, "st_writer_add: \"%s\" added twice", name);
+    if (w->n == w->cap) {
+        w->cap = w->cap ? 2 * w->cap : 16;
+        w->items = xrealloc(w->items, (size_t)w->cap * sizeof *w->items);
+    }
+    struct st_item *it = &w->items[w->n];
     memset(it, 0, sizeof *it);
+    uint64_t prod = 1, limit = (uint64_t)INT64_MAX / dtype_sizes[dtype];
+    bool zero = false;
+    for (int d = 0; d < ndim; d++) {
+        CHECKF(shape[d] >= 0 && (double)shape[d] <= ST_MAX_JSON_INT,
+               "st_writer_add: \"%s\": shape[%d] = %lld", name, d, (long long)shape[d]);
+        uint64_t dim = (uint64_t)shape[d];
+        if (dim == 0) zero = true;
+        else CHECKF(prod <= limit / dim, "st_writer_add: \"%s\": shape overflows", name);
+        if (dim) prod *= dim;
+        it->shape[d] = shape[d];
+    }
+    it->bytes = zero ? 0 : prod * dtype_sizes[dtype];
+    CHECKF(it->bytes == 0 || from_f32 || raw, "st_writer_add: \"%s\": no data", name);
     it->name = xstrdup(name);
     it->dtype = dtype;
     it->ndim = ndim;
-    uint64_t numel = 1;
-    for (int i = 0; i < ndim; i++) numel *= (uint64_t)(it->shape[i] = shape[i]);
-    it->bytes = numel * dtype_sizes[dtype];
     it->from_f32 = from_f32;
-    it->raw = raw;
+    it->raw = from_f32 ? NULL : raw;
+    w->n++;
 }
 
 void st_writer_meta(struct st_writer *w, const char *key, const char *value) {
-    w->keys = xrealloc(w->keys, (size_t)(w->n_meta + 1) * sizeof(char *));
-    w->values = xrealloc(w->values, (size_t)(w->n_meta + 1) * sizeof(char *));
+    CHECKF(key && value && valid_utf8(key) && valid_utf8(value),
+           "st_writer_meta: key or value is not UTF-8");
+    for (int i = 0; i < w->n_meta; i++)
+        CHECKF(strcmp(w->keys[i], key) != 0, "st_writer_meta: \"%s\" set twice", key);
+    if (w->n_meta == w->meta_cap) {
+        w->meta_cap = w->meta_cap ? 2 * w->meta_cap : 8;
+        w->keys = xrealloc(w->keys, (size_t)w->meta_cap * sizeof(char *));
+        w->values = xrealloc(w->values, (size_t)w->meta_cap * sizeof(char *));
+    }
     w->keys[w->n_meta] = xstrdup(key);
     w->values[w->n_meta] = xstrdup(value);
     w->n_meta++;
@@ -406,91 +730,165 @@ void st_writer_free(struct st_writer *w) {
     free(w);
 }
 
-static char *header_json(const struct st_writer *w, size_t *len) {
-    cJSON *root = cJSON_CreateObject();
+/* A growing byte string for the header. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void sb_put(struct sbuf *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        while (b->len + n + 1 > b->cap) b->cap = b->cap ? 2 * b->cap : 4096;
+        b->p = xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) INFLLM_PRINTF(2, 3);
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) {
+    char tmp[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    CHECK(k >= 0 && (size_t)k < sizeof tmp);
+    sb_put(b, tmp, (size_t)k);
+}
+
+/* A JSON string: '"' and '\\' escaped, control bytes as \uXXXX, UTF-8 passed through. */
+static void sb_json_string(struct sbuf *b, const char *s) {
+    sb_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            sb_put(b, esc, 2);
+        } else if (c < 0x20) {
+            sb_printf(b, "\\u%04x", c);
+        } else {
+            sb_put(b, (const char *)&c, 1);
+        }
+    }
+    sb_put(b, "\"", 1);
+}
+
+/* {"__metadata__":{...},"name":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},...} padded
+ * with spaces to a multiple of 8 bytes. */
+static struct sbuf header_json(const struct st_writer *w) {
+    struct sbuf b = {0};
+    sb_put(&b, "{", 1);
     if (w->n_meta) {
-        cJSON *m = cJSON_AddObjectToObject(root, "__metadata__");
-        for (int i = 0; i < w->n_meta; i++) cJSON_AddStringToObject(m, w->keys[i], w->values[i]);
+        sb_put(&b, "\"__metadata__\":{", 16);
+        for (int i = 0; i < w->n_meta; i++) {
+            if (i) sb_put(&b, ",", 1);
+            sb_json_string(&b, w->keys[i]);
+            sb_put(&b, ":", 1);
+            sb_json_string(&b, w->values[i]);
+        }
+        sb_put(&b, "}", 1);
     }
     uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
         const struct st_item *it = &w->items[i];
-        cJSON *t = cJSON_AddObjectToObject(root, it->name);
-        cJSON_AddStringToObject(t, "dtype", dtype_names[it->dtype]);
-        cJSON *sh = cJSON_AddArrayToObject(t, "shape");
-        for (int d = 0; d < it->ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)it->shape[d]));
-        cJSON *o = cJSON_AddArrayToObject(t, "data_offsets");
-        cJSON_AddItemToArray(o, cJSON_CreateNumber((double)off));
-        cJSON_AddItemToArray(o, cJSON_CreateNumber((double)(off + it->bytes)));
+        if (i || w->n_meta) sb_put(&b, ",", 1);
+        sb_json_string(&b, it->name);
+        sb_printf(&b, ":{\"dtype\":\"%s\",\"shape\":[", dtype_names[it->dtype]);
+        for (int d = 0; d < it->ndim; d++)
+            sb_printf(&b, "%s%lld", d ? "," : "", (long long)it->shape[d]);
+        sb_printf(&b, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+                  (unsigned long long)(off + it->bytes));
         off += it->bytes;
     }
-    char *text = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    size_t n = strlen(text), padded = (n + 7) / 8 * 8; /* 8-byte aligned data, space padded */
-    text = xrealloc(text, padded + 1);
-    memset(text + n, ' ', padded - n);
-    text[padded] = '\0';
-    *len = padded;
-    return text;
+    sb_put(&b, "}", 1);
+    while (b.len % 8) sb_put(&b, " ", 1);
+    return b;
 }
 
-static int write_all(int fd, const void *p, size_t n) {
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        c += w;
-        n -= (size_t)w;
+/* Writes one tensor: raw bytes as they are, fp32 sources through a chunk buffer (ST_CHUNK
+ * elements), so a tensor of any size costs no second full copy. */
+static int write_item(FILE *fp, const struct st_item *it, uint16_t *chunk) {
+    if (it->bytes == 0) return 0;
+    if (!it->from_f32 || it->dtype == ST_F32) {
+        const void *src = it->from_f32 ? (const void *)it->from_f32 : it->raw;
+        return fwrite(src, 1, (size_t)it->bytes, fp) == (size_t)it->bytes ? 0 : -1;
     }
-    return 0;
-}
-
-/* Writes one item, converting from fp32 in bounded chunks (no second full copy). */
-static int write_item(int fd, const struct st_item *it) {
-    if (!it->from_f32 || it->dtype == ST_F32)
-        return write_all(fd, it->from_f32 ? (const void *)it->from_f32 : it->raw, it->bytes);
-    enum { CHUNK = 1 << 16 };
-    static __thread uint16_t buf[CHUNK];
     uint64_t numel = it->bytes / 2;
-    for (uint64_t off = 0; off < numel; off += CHUNK) {
-        uint64_t m = numel - off < CHUNK ? numel - off : CHUNK;
-        for (uint64_t i = 0; i < m; i++)
-            buf[i] = it->dtype == ST_BF16 ? st_f32_to_bf16(it->from_f32[off + i])
-                                          : st_f32_to_f16(it->from_f32[off + i]);
-        if (write_all(fd, buf, (size_t)m * 2)) return -1;
+    for (uint64_t at = 0; at < numel; at += ST_CHUNK) {
+        size_t m = (size_t)(numel - at < ST_CHUNK ? numel - at : ST_CHUNK);
+        const float *x = it->from_f32 + at;
+        if (it->dtype == ST_BF16)
+            for (size_t i = 0; i < m; i++) chunk[i] = st_f32_to_bf16(x[i]);
+        else
+            for (size_t i = 0; i < m; i++) chunk[i] = st_f32_to_f16(x[i]);
+        if (fwrite(chunk, 2, m, fp) != m) return -1;
     }
     return 0;
+}
+
+/* Header length, header, data; then fflush + fsync. Returns 0 or -1 with errno set. */
+static int write_stream(FILE *fp, const struct st_writer *w, const struct sbuf *h) {
+    uint8_t len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)h->len >> (8 * i));
+    if (fwrite(len8, 1, 8, fp) != 8 || fwrite(h->p, 1, h->len, fp) != h->len) return -1;
+    uint16_t *chunk = xmalloc(ST_CHUNK * sizeof *chunk);
+    int rc = 0;
+    for (int i = 0; i < w->n && rc == 0; i++) rc = write_item(fp, &w->items[i], chunk);
+    free(chunk);
+    if (rc == 0 && fflush(fp) != 0) rc = -1;
+    if (rc == 0 && fsync(fileno(fp)) != 0) rc = -1;
+    return rc;
+}
+
+/* fsync of the folder holding path, so the rename itself is durable. EINVAL (a file system that
+ * cannot sync folders) is not an error. */
+static int sync_parent(const char *path) {
+    char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    const char *d = slash == NULL ? "." : slash == dir ? "/" : (*slash = '\0', dir);
+    int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fd < 0 ? -1 : 0;
+    if (fd >= 0) {
+        if (fsync(fd) != 0 && errno != EINVAL) rc = -1;
+        close(fd);
+    }
+    free(dir);
+    return rc;
 }
 
 int st_writer_finish(struct st_writer *w, const char *path, char *err, size_t err_len) {
-    char tmp[4400];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return fail(err, err_len, tmp, "cannot create: %s", strerror(errno));
-    size_t hlen;
-    char *header = header_json(w, &hlen);
-    uint8_t len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
-    int rc = write_all(fd, len8, 8) || write_all(fd, header, hlen);
-    free(header);
-    for (int i = 0; i < w->n && !rc; i++) rc = write_item(fd, &w->items[i]);
-    if (!rc) rc = fsync(fd);
-    close(fd);
-    if (rc) {
-        unlink(tmp);
-        return fail(err, err_len, tmp, "write failed: %s", strerror(errno));
+    struct sbuf h = header_json(w);
+    if (h.len > SAFETENSORS_MAX_HEADER) {
+        free(h.p);
+        return fail(err, err_len, path, "header of %zu bytes exceeds SAFETENSORS_MAX_HEADER",
+                    h.len);
     }
-    if (rename(tmp, path) != 0) return fail(err, err_len, path, "cannot rename from %s: %s", tmp, strerror(errno));
-    /* The rename is durable once the folder is synced. */
-    char dir[4400];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash) *slash = '\0'; else snprintf(dir, sizeof dir, ".");
-    int dfd = open(dir, O_RDONLY);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
+    size_t plen = strlen(path);
+    char *tmp = xmalloc(plen + 5);
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    int rc = 0;
+    FILE *fp = fopen(tmp, "wb");
+    if (!fp) {
+        rc = fail(err, err_len, tmp, "cannot create: %s", strerror(errno));
+    } else {
+        int wrc = write_stream(fp, w, &h), e = errno;
+        if (fclose(fp) != 0 && wrc == 0) wrc = -1, e = errno;
+        if (wrc != 0) {
+            unlink(tmp);
+            rc = fail(err, err_len, tmp, "write failed: %s", strerror(e));
+        } else if (rename(tmp, path) != 0) {
+            e = errno;
+            unlink(tmp);
+            rc = fail(err, err_len, path, "cannot rename from %s: %s", tmp, strerror(e));
+        } else if (sync_parent(path) != 0) {
+            rc = fail(err, err_len, path, "written, but its folder cannot be synced: %s",
+                      strerror(errno));
+        }
     }
-    return 0;
+    free(tmp);
+    free(h.p);
+    return rc;
 }

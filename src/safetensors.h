@@ -43,17 +43,20 @@ struct st_file {
     struct st_tensor *tensors;             /* (n), in file order */
     int n_meta;
     char **meta_keys, **meta_values;       /* (n_meta) owned strings of __metadata__ */
+    int mapped;                            /* 1 when st_open mapped `map` (st_close unmaps it) */
 };
 
 /* Bytes per element of a dtype, and its name ("F32", ...). */
 size_t st_dtype_size(enum st_dtype t);
 const char *st_dtype_name(enum st_dtype t);
 
-/* Opens and validates; returns 0, or -1 with "<path>: <reason>" in err (f is then empty). */
+/* Opens (mmap, read-only) and validates; returns 0, or -1 with "<path>: <reason>" in err (f is
+ * then empty and needs no st_close). The data section is 8-byte aligned in files of our writer,
+ * not necessarily in others: read through st_read_f32 or memcpy, not by casting st_data. */
 int st_open(struct st_file *f, const char *path, char *err, size_t err_len);
 
-/* Validates a buffer already in memory (the fuzzer's entry point); the same rules as st_open.
- * The buffer must outlive f; st_close does not free it. */
+/* Validates a buffer already in memory (the fuzzer's entry point); the same rules as st_open,
+ * `name` standing for the path in messages. The buffer must outlive f; st_close does not free it. */
 int st_parse(struct st_file *f, const char *name, const uint8_t *buf, size_t size, char *err,
              size_t err_len);
 
@@ -65,7 +68,8 @@ const struct st_tensor *st_find(const struct st_file *f, const char *name);
 /* The value of __metadata__[key], or NULL. */
 const char *st_meta(const struct st_file *f, const char *key);
 
-/* Converts a tensor of any float dtype (F32, BF16, F16) to fp32 (t->numel values). */
+/* Converts a tensor of any float dtype (F32, BF16, F16) to fp32 (t->numel values); exact. An
+ * integer dtype is a program error (CHECK). */
 void st_read_f32(const struct st_file *f, const struct st_tensor *t, float *out);
 
 /* Raw bytes of a tensor (t->end - t->begin of them). */
@@ -75,7 +79,12 @@ const void *st_data(const struct st_file *f, const struct st_tensor *t);
  * metadata, then writes the file atomically: to "<path>.tmp", fsync, rename. Tensors are written
  * in the order added. A tensor added with from_f32 != NULL is converted from fp32 to its dtype
  * while writing (round to nearest even for BF16/F16); otherwise `raw` holds its bytes already in
- * its dtype. Returns 0, or -1 with the reason in err. */
+ * its dtype. Returns 0, or -1 with the reason in err. The header holds "__metadata__" first, then
+ * the tensors in insertion order with contiguous offsets, padded with spaces to a multiple of 8
+ * bytes; data are converted in chunks (no second copy of a tensor); after the rename the folder is
+ * fsynced. Program errors (CHECK): a name added twice, "__metadata__" as a tensor name, a name or
+ * metadata string that is not UTF-8, a negative or overflowing shape, an fp32 source for an integer
+ * dtype, no data for a non-empty tensor. */
 struct st_writer;
 struct st_writer *st_writer_new(void);
 void st_writer_add(struct st_writer *w, const char *name, enum st_dtype dtype, int ndim,
@@ -84,7 +93,9 @@ void st_writer_meta(struct st_writer *w, const char *key, const char *value);
 int st_writer_finish(struct st_writer *w, const char *path, char *err, size_t err_len);
 void st_writer_free(struct st_writer *w);
 
-/* fp32 <-> bf16 / f16 conversions (round to nearest even), shared with checkpoint and export. */
+/* fp32 <-> bf16 / f16 conversions (round to nearest even), shared with checkpoint and export.
+ * Overflow rounds to +-inf (f16 from 65520 up), f16 subnormals are rounded, not flushed, NaN stays
+ * NaN (quiet, sign kept); widening back to fp32 is exact. */
 uint16_t st_f32_to_bf16(float x);
 float st_bf16_to_f32(uint16_t x);
 uint16_t st_f32_to_f16(float x);

@@ -74,7 +74,14 @@ void trainer_init(struct trainer *tr, const struct config *c, struct grid *g, bo
     loader_init(&tr->val_data, c, 1);
     int64_t pad = (int64_t)g->world_size * ADAMW_ALIGN;
     model_init(&tr->model, c, &tr->be, g, pad, false);
-    if (g->world_rank == 0) model_print_plan(&tr->model, stdout);
+    if (g->world_rank == 0) {
+        model_print_plan(&tr->model, stdout);
+        double fwd, bwd;
+        attention_layer_comm_bytes(&tr->model.attn, &fwd, &bwd);
+        if (g->cp > 1)
+            printf("context parallelism: each rank sends %.2f MiB (forward) + %.2f MiB (backward) "
+                   "per layer per micro-batch in attention\n", fwd / 1048576.0, bwd / 1048576.0);
+    }
     if (plan_only) return;
     check_fits(tr);
     model_free(&tr->model);
@@ -189,6 +196,25 @@ double trainer_eval(struct trainer *tr) {
     return loss_sum / ((double)total * (double)c->data.seq_len);
 }
 
+/* The closing line: steps, time, mean step after the first, tokens/s, device memory in use. */
+static void log_summary(const struct trainer *tr, int64_t steps, double seconds, double after_first,
+                        int64_t timed) {
+    if (steps == 0) return;
+    const struct config *c = tr->cfg;
+    double tokens = (double)c->train.global_batch_size * (double)c->data.seq_len;
+    double mean = timed ? after_first / (double)timed : seconds;
+    char tps[32];
+    format_count(tps, sizeof tps, tokens / mean);
+    size_t free_b = 0, total_b = 0;
+    backend_mem_info(&tr->be, &free_b, &total_b);
+    char mem[96] = "";
+    if (total_b)
+        snprintf(mem, sizeof mem, ", device memory in use %.2f GiB of %.2f",
+                 (double)(total_b - free_b) / (1 << 30), (double)total_b / (1 << 30));
+    log_info(&tr->log, "done: %lld step(s) in %.1f s, %.0f ms per step after the first, %s tok/s%s\n",
+             (long long)steps, seconds, mean * 1e3, tps, mem);
+}
+
 static bool eval_due(const struct trainer *tr) {
     const struct config *c = tr->cfg;
     const struct train_config *t = &c->train;
@@ -214,6 +240,7 @@ int trainer_run(struct trainer *tr) {
     double tokens_per_step = (double)t->global_batch_size * (double)c->data.seq_len;
     double t_first = 0, elapsed_after_first = 0;
     int64_t timed_steps = 0;
+    double t_start = now_seconds();
     int width = snprintf(NULL, 0, "%lld", (long long)t->max_steps);
     while (tr->step < t->max_steps) {
         double lr = lr_at(t, tr->step);
@@ -253,11 +280,15 @@ int trainer_run(struct trainer *tr) {
                      stop ? "stop signal received" : "train.exit_after_steps reached",
                      (long long)tr->step);
             checkpoint_save(tr);
+            log_summary(tr, tr->step - first_step, now_seconds() - t_start, elapsed_after_first,
+                        timed_steps);
             return EXIT_CODE_OK;
         }
         bool last = tr->step == t->max_steps;
         if (last || (c->checkpoint.every > 0 && tr->step % c->checkpoint.every == 0))
             checkpoint_save(tr);
     }
+    log_summary(tr, tr->step - first_step, now_seconds() - t_start, elapsed_after_first,
+                timed_steps);
     return EXIT_CODE_OK;
 }

@@ -1,7 +1,7 @@
 /*
  * test_parallel.c: data and context parallelism give the single-rank result.
  *
- *   mpiexec -n N test_parallel CP
+ *   mpiexec -n N test_parallel CP [cuda]
  *
  * For dense and for sparse attention (a sequence long enough that top-k drops most blocks, and
  * compression windows that straddle chunk edges), rank 0 first trains the config alone (a grid over
@@ -14,6 +14,8 @@
  *     reduce-scatter), which moves the loss by ~1e-7 relative and the weights, after a few AdamW
  *     steps whose update is lr * m / sqrt(v), by at most a few ulps of lr; tolerances below.
  * The figures (max relative difference of loss and weights, bytes sent per layer) are printed.
+ * With `cuda` the same runs use the CUDA backend (several ranks share the GPU through MPI staged
+ * collectives) and bf16 tolerances; exit 77 without a GPU.
  */
 #include <math.h>
 #include <mpi.h>
@@ -23,6 +25,9 @@
 #include <unistd.h>
 
 #include "check.h"
+#ifdef INFLLM_CUDA
+#include <cuda_runtime_api.h>
+#endif
 #include "config.h"
 #include "grid.h"
 #include "testlib.h"
@@ -30,8 +35,11 @@
 
 #define STEPS 3
 
+static bool use_cuda;
+
 static void make_config(struct config *c, bool sparse, const char *run_dir) {
     config_defaults(c);
+    c->device = use_cuda ? DEVICE_CUDA : DEVICE_CPU;
     snprintf(c->run_dir, sizeof c->run_dir, "%s", run_dir);
     snprintf(c->resume, sizeof c->resume, "none");
     struct model_config *m = &c->model;
@@ -73,7 +81,28 @@ struct result {
     float *w; /* (n) weights after the last step */
     int64_t nsel;
     int32_t *sel; /* (L, T, Hkv, nsel) first-forward selection by global position, or NULL */
+    int n_entries;
+    struct param_entry *entries; /* the model's tensors, for per-tensor comparisons */
 };
+
+/* Largest per-tensor RMS(a - b) / RMS(b): AdamW's m / sqrt(v) can turn the reassociation noise of a
+ * near-zero gradient into a visible step for a handful of elements, which an RMS averages out and a
+ * real error does not. */
+static double worst_rms_rel(const struct result *a, const struct result *b) {
+    double worst = 0;
+    for (int e = 0; e < b->n_entries; e++) {
+        const struct param_entry *p = &b->entries[e];
+        double d = 0, w = 0;
+        for (int64_t i = p->offset; i < p->offset + p->numel; i++) {
+            double x = (double)a->w[i] - b->w[i];
+            d += x * x;
+            w += (double)b->w[i] * b->w[i];
+        }
+        double r = sqrt(d / (w > 0 ? w : 1));
+        worst = r > worst ? r : worst;
+    }
+    return worst;
+}
 
 /* Trains STEPS steps on grid g; the selection of the first forward is gathered by global position
  * onto every rank of the cp group (so rank 0 can compare). */
@@ -110,8 +139,11 @@ static void train(struct result *r, const struct config *c, struct grid *g) {
         tr.step++;
     }
     r->n = m->n_params;
-    r->w = xmalloc((size_t)r->n * sizeof(float));
-    memcpy(r->w, m->param_buf, (size_t)r->n * sizeof(float));
+    r->w = xmalloc((size_t)m->n_params_padded * sizeof(float));
+    backend_download_act(&tr.be, r->w, m->param_buf, m->n_params_padded);
+    r->n_entries = m->n_params_entries;
+    r->entries = xmalloc((size_t)m->n_params_entries * sizeof *r->entries);
+    memcpy(r->entries, m->params, (size_t)m->n_params_entries * sizeof *r->entries);
     double fwd, bwd;
     attention_layer_comm_bytes(&m->attn, &fwd, &bwd);
     if (g->world_rank == 0 && g->world_size > 1)
@@ -153,37 +185,64 @@ static void run_mode(bool sparse, int cp, const char *dir) {
             double d = fabs(par.loss[s] - ref.loss[s]) / fabs(ref.loss[s]);
             worst_loss = d > worst_loss ? d : worst_loss;
         }
-        /* Losses are means of ~1e3 fp32 terms: reassociation moves them by ~1e-7 relative. */
-        t_check(worst_loss < 2e-6, "%s dp %d cp %d: loss differs by %.3g relative", mode, g.dp,
+        /* Losses are means of ~1e3 fp32 terms: reassociation moves them by ~1e-7 relative
+         * (fp32). In bf16 (CUDA) the gathered K/V are exact copies but dK/dV sums and the
+         * gradient reduce-scatter round differently: 1e-3. */
+        double loss_tol = use_cuda ? 1e-3 : 2e-6, w_tol = use_cuda ? 2e-2 : 1e-4;
+        t_check(worst_loss < loss_tol, "%s dp %d cp %d: loss differs by %.3g relative", mode, g.dp,
                 cp, worst_loss);
-        /* Weights after 3 AdamW steps of lr 1e-2 move by ~3e-2; reassociated gradients change
-         * an update by at most a few ulps of it, except where a gradient is ~0 and its sign is
-         * noise: an absolute 1e-5 (1e-3 of lr) and relative 1e-4 bound both. */
+        double wrel = worst_rms_rel(&par, &ref);
+        t_check(wrel < w_tol, "%s dp %d cp %d: weights after %d steps differ by %.3g (RMS relative)",
+                mode, g.dp, cp, STEPS, wrel);
         char what[96];
-        snprintf(what, sizeof what, "%s dp %d cp %d weights after %d steps", mode, g.dp, cp, STEPS);
-        t_close(what, par.w, ref.w, ref.n, 1e-5, 1e-4);
-        printf("  %s dp %d x cp %d: max relative loss difference %.3g, max relative weight "
-               "difference %.3g (over max |w|)\n",
-               mode, g.dp, cp, worst_loss, t_max_rel_diff(par.w, ref.w, ref.n));
+        printf("  %s dp %d x cp %d: max relative loss difference %.3g, max per-tensor RMS "
+               "relative weight difference %.3g, max elementwise %.3g (over max |w|)\n",
+               mode, g.dp, cp, worst_loss, wrel, t_max_rel_diff(par.w, ref.w, ref.n));
         if (sparse) {
             int64_t total = (int64_t)c.model.num_hidden_layers * c.data.seq_len *
                             c.model.num_key_value_heads * par.nsel;
             snprintf(what, sizeof what, "%s dp %d cp %d: selected blocks of the first forward",
                      mode, g.dp, cp);
-            t_equal_i32(what, par.sel, ref.sel, total);
+            if (!use_cuda) {
+                t_equal_i32(what, par.sel, ref.sel, total);
+            } else {
+                /* cuBLAS may pick other GEMM algorithms for other row counts, so q and k can
+                 * differ in the last bf16 bit and flip near-tied blocks: allow 1% of entries. */
+                int64_t diff = 0;
+                for (int64_t i = 0; i < total; i++) diff += par.sel[i] != ref.sel[i];
+                t_check(diff * 100 <= total, "%s: %lld of %lld entries differ", what,
+                        (long long)diff, (long long)total);
+                printf("  %s: %lld of %lld entries differ\n", what, (long long)diff,
+                       (long long)total);
+            }
         }
     }
     grid_free(&g);
     free(ref.w);
     free(ref.sel);
+    free(ref.entries);
     free(par.w);
     free(par.sel);
+    free(par.entries);
     config_free(&c);
 }
 
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int cp = argc > 1 ? atoi(argv[1]) : 1;
+    use_cuda = argc > 2 && strcmp(argv[2], "cuda") == 0;
+#ifdef INFLLM_CUDA
+    int ndev = 0;
+    if (use_cuda && (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0)) {
+        MPI_Finalize();
+        return 77;
+    }
+#else
+    if (use_cuda) {
+        MPI_Finalize();
+        return 77;
+    }
+#endif
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     char dir[] = "/tmp/infllm-test-parallel-XXXXXX";

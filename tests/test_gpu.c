@@ -1,0 +1,551 @@
+/*
+ * test_gpu.c: every CUDA kernel, forward and backward, against the fp32 CPU reference on the same
+ * inputs, then a whole training step of a tiny model (loss and every gradient) and ten steps of
+ * loss, CUDA against CPU. Exits 77 (skipped) without a CUDA device or a CUDA build.
+ *
+ * Inputs are drawn in fp32 and rounded to bf16 once, so both backends start from identical
+ * values; the CPU then computes in fp32, the GPU in bf16 storage with fp32 accumulation.
+ * Comparison: relative L2 error ||gpu - cpu|| / ||cpu|| (METHOD.md). Storing a result in bf16
+ * alone costs ~2^-9 = 2e-3 relative; a chain of bf16 roundings (GEMM inputs, softmax
+ * probabilities in the attention backward) a few times that. Tolerances: 1e-2 for single ops,
+ * 3e-2 for attention backward and whole-model gradients; selections must be identical.
+ */
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testlib.h"
+
+#ifndef INFLLM_CUDA
+int main(void) {
+    printf("test_gpu: built without CUDA: skipped\n");
+    return 77;
+}
+#else
+
+#include <cuda_runtime_api.h>
+
+#include "adamw_update.h"
+#include "attention.h"
+#include "backend.h"
+#include "check.h"
+#include "config.h"
+#include "crossentropy.h"
+#include "elementwise.h"
+#include "embedding.h"
+#include "grid.h"
+#include "infllmv2.h"
+#include "matmul.h"
+#include "model.h"
+#include "rmsnorm.h"
+#include "rope.h"
+#include "safetensors.h"
+#include "swiglu.h"
+
+static struct backend be;
+static struct t_rng rng = {2024};
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Helpers: bf16-exact random host arrays, device copies, comparisons                              */
+
+static float *host_bf16_rand(int64_t n, float std) {
+    float *x = xmalloc((size_t)n * sizeof(float));
+    t_fill_normal(&rng, x, n, std);
+    for (int64_t i = 0; i < n; i++) x[i] = st_bf16_to_f32(st_f32_to_bf16(x[i]));
+    return x;
+}
+
+static void *dev_act(const float *host, int64_t n) {
+    void *d = backend_alloc(&be, (size_t)n * 2, "test");
+    backend_upload_act(&be, d, host, n);
+    return d;
+}
+
+static void *dev_bytes(const void *host, size_t bytes) {
+    void *d = backend_alloc(&be, bytes, "test");
+    if (host) backend_upload(&be, d, host, bytes);
+    return d;
+}
+
+static float *from_act(const void *d, int64_t n) {
+    float *h = xmalloc((size_t)n * sizeof(float));
+    backend_download_act(&be, h, d, n);
+    return h;
+}
+
+static float *from_f32(const void *d, int64_t n) {
+    float *h = xmalloc((size_t)n * sizeof(float));
+    backend_download(&be, h, d, (size_t)n * sizeof(float));
+    return h;
+}
+
+static double rel_l2(const float *got, const float *ref, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)got[i] - (double)ref[i];
+        if (isnan(got[i])) return INFINITY;
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return sqrt(num / (den > 1e-300 ? den : 1e-300));
+}
+
+static void check_rel(const char *what, const float *got, const float *ref, int64_t n, double tol) {
+    double e = rel_l2(got, ref, n);
+    t_check(e <= tol, "%s: relative L2 error %.3g > %.3g", what, e, tol);
+    printf("  %-44s rel L2 %.2e (tol %.0e)\n", what, e, tol);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Layer kernels                                                                                   */
+
+static void test_matmul(int64_t N, int IC, int OC) {
+    char what[96];
+    float *x = host_bf16_rand(N * IC, 1.0f), *w = host_bf16_rand((int64_t)OC * IC, 0.05f);
+    float *g = host_bf16_rand(N * OC, 1.0f);
+    void *dx = dev_act(x, N * IC), *dw = dev_act(w, (int64_t)OC * IC), *dg = dev_act(g, N * OC);
+    float *ref = xcalloc((size_t)(N * OC), sizeof(float));
+    matmul_forward_cpu(ref, x, w, N, IC, OC, 0.5f, false);
+    void *dout = backend_alloc(&be, (size_t)(N * OC) * 2, "t");
+    matmul_forward_cuda(dout, dx, dw, N, IC, OC, 0.5f, false, &be.gpu);
+    float *got = from_act(dout, N * OC);
+    snprintf(what, sizeof what, "matmul fwd %lldx%dx%d", (long long)N, IC, OC);
+    check_rel(what, got, ref, N * OC, 1e-2);
+    float *dlog = backend_alloc(&be, (size_t)(N * OC) * 4, "t");
+    matmul_forward_f32_cuda(dlog, dx, dw, N, IC, OC, 0.5f, &be.gpu);
+    free(got);
+    got = from_f32(dlog, N * OC);
+    snprintf(what, sizeof what, "matmul fwd fp32 out %lldx%dx%d", (long long)N, IC, OC);
+    check_rel(what, got, ref, N * OC, 5e-3);
+    /* backward: dinp (bf16, prefilled) and dw (fp32, prefilled) */
+    float *pre_in = host_bf16_rand(N * IC, 0.1f), *pre_w = host_bf16_rand((int64_t)OC * IC, 0.1f);
+    float *rin = xmalloc((size_t)(N * IC) * 4), *rw = xmalloc((size_t)OC * IC * 4);
+    memcpy(rin, pre_in, (size_t)(N * IC) * 4);
+    memcpy(rw, pre_w, (size_t)OC * IC * 4);
+    matmul_backward_cpu(rin, rw, g, x, w, N, IC, OC, 0.5f);
+    void *ddin = dev_act(pre_in, N * IC);
+    float *ddw = dev_bytes(pre_w, (size_t)OC * IC * 4);
+    matmul_backward_cuda(ddin, ddw, dg, dx, dw, N, IC, OC, 0.5f, &be.gpu);
+    float *gin = from_act(ddin, N * IC), *gw = from_f32(ddw, (int64_t)OC * IC);
+    snprintf(what, sizeof what, "matmul bwd dinp %lldx%dx%d", (long long)N, IC, OC);
+    check_rel(what, gin, rin, N * IC, 1e-2);
+    snprintf(what, sizeof what, "matmul bwd dw (fp32) %lldx%dx%d", (long long)N, IC, OC);
+    check_rel(what, gw, rw, (int64_t)OC * IC, 1e-2);
+    void *bufs[] = {dx, dw, dg, dout, dlog, ddin, ddw};
+    for (int i = 0; i < 7; i++) backend_release(&be, bufs[i]);
+    free(x), free(w), free(g), free(ref), free(got), free(pre_in), free(pre_w), free(rin), free(rw);
+    free(gin), free(gw);
+}
+
+static void test_norm_embed_rope_swiglu(void) {
+    const int64_t N = 301;
+    const int C = 200, V = 97, H = 3, D = 64;
+    void *ws = backend_alloc(&be, embedding_backward_workspace_bytes(N) +
+                                      rmsnorm_backward_workspace_bytes(C), "ws");
+    /* embedding */
+    int32_t *tok = xmalloc((size_t)N * 4);
+    for (int64_t i = 0; i < N; i++) tok[i] = (int32_t)(t_rng_u64(&rng) % 13); /* many repeats */
+    float *wte = host_bf16_rand((int64_t)V * C, 1.0f);
+    float *ref = xmalloc((size_t)(N * C) * 4);
+    embedding_forward_cpu(ref, tok, wte, N, C, 2.0f);
+    int32_t *dtok = dev_bytes(tok, (size_t)N * 4);
+    void *dwte = dev_act(wte, (int64_t)V * C), *dout = backend_alloc(&be, (size_t)(N * C) * 2, "t");
+    embedding_forward_cuda(dout, dtok, dwte, N, C, 2.0f, &be.gpu);
+    float *got = from_act(dout, N * C);
+    check_rel("embedding fwd", got, ref, N * C, 5e-3);
+    float *g = host_bf16_rand(N * C, 1.0f);
+    float *rgrad = xcalloc((size_t)V * C, 4);
+    embedding_backward_cpu(rgrad, g, tok, N, C, 2.0f);
+    void *dg = dev_act(g, N * C);
+    float *dgrad = dev_bytes(NULL, (size_t)V * C * 4);
+    embedding_backward_cuda(dgrad, dg, dtok, N, C, 2.0f, ws, &be.gpu);
+    float *ggrad = from_f32(dgrad, (int64_t)V * C);
+    check_rel("embedding bwd (sorted, deterministic)", ggrad, rgrad, (int64_t)V * C, 1e-5);
+    /* rmsnorm */
+    float *x = host_bf16_rand(N * C, 1.0f), *w = host_bf16_rand(C, 1.0f);
+    float *rst = xmalloc((size_t)N * 4);
+    rmsnorm_forward_cpu(ref, rst, x, w, N, C, 1e-5f);
+    void *dx = dev_act(x, N * C), *dw = dev_act(w, C);
+    float *drst = dev_bytes(NULL, (size_t)N * 4);
+    rmsnorm_forward_cuda(dout, drst, dx, dw, N, C, 1e-5f, &be.gpu);
+    free(got);
+    got = from_act(dout, N * C);
+    check_rel("rmsnorm fwd", got, ref, N * C, 1e-2);
+    float *rdx = xcalloc((size_t)(N * C), 4), *rdw = xcalloc((size_t)C, 4);
+    rmsnorm_backward_cpu(rdx, rdw, g, x, w, rst, N, C);
+    void *ddx = backend_alloc(&be, (size_t)(N * C) * 2, "t");
+    float *ddw = dev_bytes(NULL, (size_t)C * 4);
+    rmsnorm_backward_cuda(ddx, ddw, dg, dx, dw, drst, N, C, ws, &be.gpu);
+    float *gdx = from_act(ddx, N * C), *gdw = from_f32(ddw, C);
+    check_rel("rmsnorm bwd dx", gdx, rdx, N * C, 1e-2);
+    check_rel("rmsnorm bwd dw", gdw, rdw, C, 1e-2);
+    /* rope (row stride > H * D, two position ranges) */
+    int64_t stride = H * D + 8, T = 4096;
+    float *cs = xmalloc((size_t)(T * D / 2) * 4), *sn = xmalloc((size_t)(T * D / 2) * 4);
+    double factor[32];
+    for (int i = 0; i < D / 2; i++) factor[i] = 1.0 + 0.1 * i;
+    rope_table_init(cs, sn, T, D, 10000.0, factor, 1.2);
+    int32_t *pos = xmalloc((size_t)N * 4);
+    for (int64_t i = 0; i < N; i++) pos[i] = (int32_t)(i < N / 2 ? i : 3000 + i);
+    float *q = host_bf16_rand(N * stride, 1.0f), *qr = xmalloc((size_t)(N * stride) * 4);
+    memcpy(qr, q, (size_t)(N * stride) * 4);
+    rope_forward_cpu(qr, cs, sn, pos, N, H, D, stride);
+    void *dq = dev_act(q, N * stride);
+    float *dcs = dev_bytes(cs, (size_t)(T * D / 2) * 4), *dsn = dev_bytes(sn, (size_t)(T * D / 2) * 4);
+    int32_t *dpos = dev_bytes(pos, (size_t)N * 4);
+    rope_forward_cuda(dq, dcs, dsn, dpos, N, H, D, stride, &be.gpu);
+    float *gq = from_act(dq, N * stride);
+    check_rel("rope fwd", gq, qr, N * stride, 1e-2);
+    rope_backward_cpu(qr, cs, sn, pos, N, H, D, stride);
+    rope_backward_cuda(dq, dcs, dsn, dpos, N, H, D, stride, &be.gpu);
+    free(gq);
+    gq = from_act(dq, N * stride);
+    check_rel("rope bwd", gq, qr, N * stride, 1e-2);
+    /* swiglu */
+    float *a = host_bf16_rand(N * C, 2.0f), *b = host_bf16_rand(N * C, 1.0f);
+    swiglu_forward_cpu(ref, a, b, N * C);
+    void *da = dev_act(a, N * C), *db = dev_act(b, N * C);
+    swiglu_forward_cuda(dout, da, db, N * C, &be.gpu);
+    free(got);
+    got = from_act(dout, N * C);
+    check_rel("swiglu fwd", got, ref, N * C, 1e-2);
+    float *rga = xcalloc((size_t)(N * C), 4), *rgb = xcalloc((size_t)(N * C), 4);
+    swiglu_backward_cpu(rga, rgb, g, a, b, N * C);
+    void *dga = backend_alloc(&be, (size_t)(N * C) * 2, "t"), *dgb = backend_alloc(&be, (size_t)(N * C) * 2, "t");
+    swiglu_backward_cuda(dga, dgb, dg, da, db, N * C, &be.gpu);
+    float *gga = from_act(dga, N * C), *ggb = from_act(dgb, N * C);
+    check_rel("swiglu bwd dgate", gga, rga, N * C, 1e-2);
+    check_rel("swiglu bwd dup", ggb, rgb, N * C, 1e-2);
+    void *bufs[] = {ws, dtok, dwte, dout, dg, dgrad, dx, dw, drst, ddx, ddw, dq, dcs, dsn, dpos, da, db, dga, dgb};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) backend_release(&be, bufs[i]);
+    free(tok), free(wte), free(ref), free(got), free(g), free(rgrad), free(ggrad), free(x), free(w);
+    free(rst), free(rdx), free(rdw), free(gdx), free(gdw), free(cs), free(sn), free(pos), free(q);
+    free(qr), free(gq), free(a), free(b), free(rga), free(rgb), free(gga), free(ggb);
+}
+
+static void test_crossentropy(void) {
+    const int64_t N = 7, V = 50257;
+    float *logits = xmalloc((size_t)(N * V) * 4);
+    t_fill_normal(&rng, logits, N * V, 3.0f);
+    int32_t tg[7] = {0, 5, 50256, -1, 1234, 77, 40000};
+    float *rl = xmalloc((size_t)N * 4), *rd = xmalloc((size_t)(N * V) * 4);
+    crossentropy_forward_backward_cpu(rl, rd, logits, tg, N, V, 0.25f);
+    float *dlog = dev_bytes(logits, (size_t)(N * V) * 4);
+    int32_t *dtg = dev_bytes(tg, sizeof tg);
+    float *dl = dev_bytes(NULL, (size_t)N * 4);
+    void *dd = backend_alloc(&be, (size_t)(N * V) * 2, "t");
+    crossentropy_forward_backward_cuda(dl, dd, dlog, dtg, N, V, 0.25f, &be.gpu);
+    float *gl = from_f32(dl, N), *gd = from_act(dd, N * V);
+    check_rel("crossentropy loss (V=50257, a masked row)", gl, rl, N, 1e-5);
+    check_rel("crossentropy dlogits", gd, rd, N * V, 1e-2);
+    t_check(gl[3] == 0.0f, "masked row loss %g", gl[3]);
+    backend_release(&be, dlog), backend_release(&be, dtg), backend_release(&be, dl), backend_release(&be, dd);
+    free(logits), free(rl), free(rd), free(gl), free(gd);
+}
+
+static void test_adamw(void) {
+    const int64_t n = 100003;
+    float *w = host_bf16_rand(n, 1.0f), *g = host_bf16_rand(n, 0.1f);
+    float *m = xcalloc((size_t)n, 4), *v = xcalloc((size_t)n, 4);
+    float *dwm = dev_bytes(w, (size_t)n * 4), *dm = dev_bytes(NULL, (size_t)n * 4),
+          *dv = dev_bytes(NULL, (size_t)n * 4), *dg = dev_bytes(g, (size_t)n * 4);
+    void *dp = backend_alloc(&be, (size_t)n * 2, "t");
+    for (int t = 1; t <= 3; t++) {
+        adamw_update_cpu(w, m, v, g, n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, t);
+        adamw_update_cuda(dwm, dm, dv, dg, dp, n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, t, &be.gpu);
+    }
+    float *gw = from_f32(dwm, n), *gp = from_act(dp, n);
+    check_rel("adamw master weights after 3 steps", gw, w, n, 1e-6);
+    check_rel("adamw bf16 copy of the weights", gp, w, n, 5e-3);
+    void *ws = backend_alloc(&be, sumsq_workspace_bytes(), "t");
+    double a = sumsq_cpu(g, n), b = sumsq_cuda(dg, n, ws, &be.gpu);
+    double b2 = sumsq_cuda(dg, n, ws, &be.gpu);
+    t_check(fabs(a - b) <= 1e-9 * a, "sumsq %.12g vs %.12g", b, a);
+    t_check(b == b2, "sumsq is deterministic");
+    backend_release(&be, dwm), backend_release(&be, dm), backend_release(&be, dv), backend_release(&be, dg);
+    backend_release(&be, dp), backend_release(&be, ws);
+    free(w), free(g), free(m), free(v), free(gw), free(gp);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Attention                                                                                       */
+
+struct att_case {
+    int64_t Tq, q_pos0, Tk;
+    int Hq, Hkv, D;
+};
+
+static void test_dense_attention(const struct att_case *k) {
+    char what[128];
+    struct attn_shape s = {k->Tq, k->q_pos0, k->Tk, k->Hq, k->Hkv, k->D, (int64_t)k->Hq * k->D,
+                           (int64_t)k->Hkv * k->D, (float)(1.0 / sqrt((double)k->D))};
+    int64_t nq = s.Tq * s.q_stride, nk = s.Tk * s.kv_stride;
+    float *q = host_bf16_rand(nq, 1.0f), *kk = host_bf16_rand(nk, 1.0f), *v = host_bf16_rand(nk, 1.0f);
+    float *o = xmalloc((size_t)nq * 4), *lse = xmalloc((size_t)(s.Tq * s.Hq) * 4);
+    attention_forward_cpu(o, lse, q, kk, v, &s);
+    void *dq = dev_act(q, nq), *dk = dev_act(kk, nk), *dv = dev_act(v, nk);
+    void *dout = backend_alloc(&be, (size_t)nq * 2, "t");
+    float *dlse = dev_bytes(NULL, (size_t)(s.Tq * s.Hq) * 4);
+    attention_forward_cuda(dout, dlse, dq, dk, dv, &s, &be.gpu);
+    float *go = from_act(dout, nq), *gl = from_f32(dlse, s.Tq * s.Hq);
+    snprintf(what, sizeof what, "dense attn fwd Tq %lld q0 %lld G %d D %d", (long long)s.Tq,
+             (long long)s.q_pos0, s.Hq / s.Hkv, s.D);
+    check_rel(what, go, o, nq, 1e-2);
+    check_rel("  lse", gl, lse, s.Tq * s.Hq, 1e-3);
+    /* backward from the CPU's own out and lse (bf16-rounded), so both see the same inputs */
+    for (int64_t i = 0; i < nq; i++) o[i] = st_bf16_to_f32(st_f32_to_bf16(o[i]));
+    backend_upload_act(&be, dout, o, nq);
+    backend_upload(&be, dlse, lse, (size_t)(s.Tq * s.Hq) * 4);
+    float *g = host_bf16_rand(nq, 1.0f);
+    float *rdq = xcalloc((size_t)nq, 4), *rdk = xcalloc((size_t)nk, 4), *rdv = xcalloc((size_t)nk, 4);
+    attention_backward_cpu(rdq, rdk, rdv, g, q, kk, v, o, lse, &s);
+    void *dg = dev_act(g, nq);
+    void *ddq = backend_alloc(&be, (size_t)nq * 2, "t"), *ddk = backend_alloc(&be, (size_t)nk * 2, "t"),
+         *ddv = backend_alloc(&be, (size_t)nk * 2, "t");
+    attention_backward_cuda(ddq, ddk, ddv, dg, dq, dk, dv, dout, dlse, &s, &be.gpu);
+    float *gq = from_act(ddq, nq), *gk = from_act(ddk, nk), *gv = from_act(ddv, nk);
+    check_rel("  dq", gq, rdq, nq, 3e-2);
+    check_rel("  dk", gk, rdk, nk, 3e-2);
+    check_rel("  dv", gv, rdv, nk, 3e-2);
+    void *bufs[] = {dq, dk, dv, dout, dlse, dg, ddq, ddk, ddv};
+    for (int i = 0; i < 9; i++) backend_release(&be, bufs[i]);
+    free(q), free(kk), free(v), free(o), free(lse), free(go), free(gl), free(g), free(rdq), free(rdk);
+    free(rdv), free(gq), free(gk), free(gv);
+}
+
+/* Stages 0-3 on one sequence (q_pos0 = 0, Tq = Tk = T). With `ties`, every key of a few blocks is
+ * identical so their compressed keys and scores tie exactly. */
+static void test_sparse(int64_t T, int Hq, int Hkv, int D, const struct infllm_params *p,
+                        bool ties) {
+    char what[160];
+    struct attn_shape s = {T, 0, T, Hq, Hkv, D, (int64_t)Hq * D, (int64_t)Hkv * D,
+                           (float)(1.0 / sqrt((double)D))};
+    int64_t nq = T * s.q_stride, nk = T * s.kv_stride, KD = s.kv_stride;
+    float *q = host_bf16_rand(nq, 1.0f), *kk = host_bf16_rand(nk, 1.0f), *v = host_bf16_rand(nk, 1.0f);
+    if (ties)
+        for (int64_t j = 0; j < T; j++)
+            if ((j / p->block_size) % 3 == 1)
+                memcpy(kk + j * KD, kk + (p->block_size) * KD, (size_t)KD * 4);
+    int ks = p->kernel_size, st = p->kernel_stride;
+    int64_t L1 = infllm_num_windows(T, ks, st), L2 = p->lse_approx ? infllm_num_windows(T, 4 * ks, 4 * st) : 0;
+    /* stage 0 */
+    float *k1 = xmalloc((size_t)((L1 ? L1 : 1) * KD) * 4), *k2 = xmalloc((size_t)((L2 ? L2 : 1) * KD) * 4);
+    infllm_compress_cpu(k1, kk, L1, Hkv, D, KD, ks, st);
+    if (L2) infllm_compress_cpu(k2, kk, L2, Hkv, D, KD, 4 * ks, 4 * st);
+    void *dq = dev_act(q, nq), *dk = dev_act(kk, nk), *dv = dev_act(v, nk);
+    void *dk1 = backend_alloc(&be, (size_t)((L1 ? L1 : 1) * KD) * 2, "t");
+    void *dk2 = backend_alloc(&be, (size_t)((L2 ? L2 : 1) * KD) * 2, "t");
+    infllm_compress_cuda(dk1, dk, L1, Hkv, D, KD, ks, st, &be.gpu);
+    if (L2) infllm_compress_cuda(dk2, dk, L2, Hkv, D, KD, 4 * ks, 4 * st, &be.gpu);
+    float *gk1 = from_act(dk1, L1 * KD);
+    snprintf(what, sizeof what, "compress K1 T %lld%s", (long long)T, ties ? " (ties)" : "");
+    check_rel(what, gk1, k1, L1 * KD, 5e-3);
+    /* stages 1-2 from the same bf16 compressed keys on both sides */
+    float *k1b = from_act(dk1, L1 * KD), *k2b = L2 ? from_act(dk2, L2 * KD) : NULL;
+    int nsel = infllm_num_selected(p);
+    int32_t *rsel = xmalloc((size_t)(T * Hkv * nsel) * 4);
+    infllm_select_cpu(rsel, q, k1b, L1, k2b, L2, &s, p);
+    int32_t *dsel = dev_bytes(NULL, (size_t)(T * Hkv * nsel) * 4);
+    infllm_select_cuda(dsel, dq, dk1, L1, dk2, L2, &s, p, &be.gpu);
+    int32_t *gsel = xmalloc((size_t)(T * Hkv * nsel) * 4);
+    backend_download(&be, gsel, dsel, (size_t)(T * Hkv * nsel) * 4);
+    int64_t diff_rows = 0;
+    for (int64_t r = 0; r < T * Hkv; r++)
+        if (memcmp(gsel + r * nsel, rsel + r * nsel, (size_t)nsel * 4) != 0) diff_rows++;
+    snprintf(what, sizeof what, "selection T %lld G %d nsel %d lse_approx %d%s", (long long)T,
+             Hq / Hkv, nsel, p->lse_approx, ties ? " (ties)" : "");
+    t_check(diff_rows == 0, "%s: %lld of %lld (row, group) selections differ", what,
+            (long long)diff_rows, (long long)(T * Hkv));
+    printf("  %-44s %lld of %lld rows differ\n", what, (long long)diff_rows, (long long)(T * Hkv));
+    /* stage 3 with the CPU selection on both sides */
+    backend_upload(&be, dsel, rsel, (size_t)(T * Hkv * nsel) * 4);
+    float *o = xmalloc((size_t)nq * 4), *lse = xmalloc((size_t)(T * Hq) * 4);
+    sparse_attention_forward_cpu(o, lse, q, kk, v, rsel, nsel, p->block_size, &s);
+    void *dout = backend_alloc(&be, (size_t)nq * 2, "t");
+    float *dlse = dev_bytes(NULL, (size_t)(T * Hq) * 4);
+    sparse_attention_forward_cuda(dout, dlse, dq, dk, dv, dsel, nsel, p->block_size, &s, &be.gpu);
+    float *go = from_act(dout, nq);
+    check_rel("  sparse attn fwd", go, o, nq, 1e-2);
+    for (int64_t i = 0; i < nq; i++) o[i] = st_bf16_to_f32(st_f32_to_bf16(o[i]));
+    backend_upload_act(&be, dout, o, nq);
+    backend_upload(&be, dlse, lse, (size_t)(T * Hq) * 4);
+    float *g = host_bf16_rand(nq, 1.0f);
+    float *rdq = xcalloc((size_t)nq, 4), *rdk = xcalloc((size_t)nk, 4), *rdv = xcalloc((size_t)nk, 4);
+    sparse_attention_backward_cpu(rdq, rdk, rdv, g, q, kk, v, o, lse, rsel, nsel, p->block_size, &s);
+    void *dg = dev_act(g, nq);
+    void *ddq = backend_alloc(&be, (size_t)nq * 2, "t"), *ddk = backend_alloc(&be, (size_t)nk * 2, "t"),
+         *ddv = backend_alloc(&be, (size_t)nk * 2, "t");
+    int64_t nblk = (T + p->block_size - 1) / p->block_size;
+    void *ws = backend_alloc(&be, sparse_attention_backward_workspace_bytes(T, Hkv, nsel, nblk), "t");
+    sparse_attention_backward_cuda(ddq, ddk, ddv, dg, dq, dk, dv, dout, dlse, dsel, nsel,
+                                   p->block_size, &s, ws, &be.gpu);
+    float *gq = from_act(ddq, nq), *gk = from_act(ddk, nk), *gv = from_act(ddv, nk);
+    check_rel("  sparse dq", gq, rdq, nq, 3e-2);
+    check_rel("  sparse dk", gk, rdk, nk, 3e-2);
+    check_rel("  sparse dv", gv, rdv, nk, 3e-2);
+    void *bufs[] = {dq, dk, dv, dk1, dk2, dsel, dout, dlse, dg, ddq, ddk, ddv, ws};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) backend_release(&be, bufs[i]);
+    free(q), free(kk), free(v), free(k1), free(k2), free(gk1), free(k1b), free(k2b), free(rsel);
+    free(gsel), free(o), free(lse), free(go), free(g), free(rdq), free(rdk), free(rdv), free(gq);
+    free(gk), free(gv);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Whole model: one step of loss and gradients, then ten steps of loss                             */
+
+static void model_config(struct config *c, bool sparse) {
+    config_defaults(c);
+    struct model_config *m = &c->model;
+    m->model_type = MODEL_TYPE_MINICPM;
+    m->vocab_size = 300;
+    m->hidden_size = 128;
+    m->intermediate_size = 320;
+    m->num_hidden_layers = 2;
+    m->num_attention_heads = 4;
+    m->num_key_value_heads = 2;
+    m->head_dim = 64;
+    m->scale_emb = 4;
+    m->dim_model_base = 32;
+    m->initializer_range = 0.05;
+    c->data.seq_len = sparse ? 1024 : 256;
+    c->data.synthetic = (struct synthetic_config){.n_pairs = 4, .n_queries = 2, .n_keys = 32,
+                                                  .n_values = 32};
+    c->train.micro_batch_size = 2;
+    c->train.global_batch_size = 2;
+    struct attention_config *a = &c->attention;
+    a->kernel_size = 32, a->kernel_stride = 16, a->block_size = 64, a->window_size = 128;
+    a->topk = 3, a->init_blocks = 1, a->dense_len = sparse ? -1 : 1 << 20;
+    config_validate(c, 1);
+}
+
+static void test_model_step(bool sparse) {
+    static struct config c;
+    model_config(&c, sparse);
+    struct grid g;
+    grid_init(&g, MPI_COMM_SELF, 1);
+    struct backend cpu;
+    backend_init(&cpu, DEVICE_CPU, 0);
+    struct model mc, mg;
+    model_init(&mc, &c, &cpu, &g, 64, true);
+    model_init(&mg, &c, &be, &g, 64, true);
+    model_init_weights(&mc, 7);
+    /* bf16-exact weights on both */
+    float *w = mc.param_buf;
+    for (int64_t i = 0; i < mc.n_params_padded; i++) w[i] = st_bf16_to_f32(st_f32_to_bf16(w[i]));
+    backend_upload_act(&be, mg.param_buf, w, mg.n_params_padded);
+    int32_t *tok = xmalloc((size_t)mc.N * 4), *tgt = xmalloc((size_t)mc.N * 4);
+    for (int64_t i = 0; i < mc.N; i++) {
+        tok[i] = (int32_t)(t_rng_u64(&rng) % 300);
+        tgt[i] = (int32_t)(t_rng_u64(&rng) % 300);
+    }
+    model_zero_grad(&mc);
+    model_zero_grad(&mg);
+    float scale = (float)(1.0 / (double)mc.N);
+    double lc = model_forward(&mc, tok, tgt, true, scale) / (double)mc.N;
+    double lg = model_forward(&mg, tok, tgt, true, scale) / (double)mc.N;
+    model_backward(&mc);
+    model_backward(&mg);
+    char what[128];
+    snprintf(what, sizeof what, "%s model loss (cpu %.6f, cuda %.6f)", sparse ? "sparse" : "dense", lc, lg);
+    t_check(fabs(lc - lg) <= 5e-3 * fabs(lc), "%s", what);
+    printf("  %s\n", what);
+    if (sparse) {
+        int64_t n = (int64_t)mc.L * mc.N * mc.Hkv * mc.attn.nsel;
+        int32_t *sg = xmalloc((size_t)n * 4);
+        backend_download(&be, sg, mg.a.sel, (size_t)n * 4);
+        int64_t diff = 0;
+        for (int64_t i = 0; i < n; i++) diff += sg[i] != mc.a.sel[i];
+        printf("  sparse model: %lld of %lld selected-block entries differ between cpu and cuda\n",
+               (long long)diff, (long long)n);
+        free(sg);
+    }
+    float *gg = from_f32(mg.grad_buf, mg.n_params_padded);
+    for (int e = 0; e < mc.n_params_entries; e++) {
+        const struct param_entry *p = &mc.params[e];
+        snprintf(what, sizeof what, "grad %s", p->name);
+        check_rel(what, gg + p->offset, mc.grad_buf + p->offset, p->numel, 3e-2);
+    }
+    free(gg), free(tok), free(tgt);
+    model_free(&mc);
+    model_free(&mg);
+    backend_free(&cpu);
+    grid_free(&g);
+}
+
+#include "train.h"
+
+/* Ten optimizer steps on the synthetic task, CUDA against CPU, same seed and data. */
+static void test_ten_steps(void) {
+    static struct config c;
+    model_config(&c, false);
+    c.train.lr = 3e-3;
+    c.train.warmup_steps = 2;
+    c.train.max_steps = 10;
+    snprintf(c.resume, sizeof c.resume, "none");
+    double loss[2][10];
+    for (int dev = 0; dev < 2; dev++) {
+        c.device = dev ? DEVICE_CUDA : DEVICE_CPU;
+        snprintf(c.run_dir, sizeof c.run_dir, "/tmp/infllm-test-gpu-%d", dev);
+        struct grid g;
+        grid_init(&g, MPI_COMM_SELF, 1);
+        struct trainer tr;
+        trainer_init(&tr, &c, &g, false);
+        for (int s = 0; s < 10; s++) {
+            double norm;
+            loss[dev][s] = trainer_step(&tr, 3e-3, &norm);
+            tr.step++;
+        }
+        trainer_free(&tr);
+        grid_free(&g);
+    }
+    double worst = 0;
+    for (int s = 0; s < 10; s++) {
+        double d = fabs(loss[1][s] - loss[0][s]) / loss[0][s];
+        worst = d > worst ? d : worst;
+        printf("  step %2d loss cpu %.5f cuda %.5f\n", s + 1, loss[0][s], loss[1][s]);
+    }
+    t_check(worst < 2e-2, "ten steps: loss differs by %.3g relative", worst);
+    t_check(loss[1][9] < loss[1][0], "cuda loss falls over ten steps");
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+        printf("test_gpu: no CUDA device: skipped\n");
+        MPI_Finalize();
+        return 77;
+    }
+    backend_init(&be, DEVICE_CUDA, 0);
+    printf("layer kernels\n");
+    test_matmul(37, 19, 53);
+    test_matmul(1000, 256, 384);
+    test_norm_embed_rope_swiglu();
+    test_crossentropy();
+    test_adamw();
+    printf("dense attention\n");
+    const struct att_case cases[] = {
+        {300, 0, 300, 4, 2, 64}, {128, 200, 328, 8, 1, 128}, {77, 0, 77, 6, 3, 64}, {256, 0, 256, 2, 2, 96},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_dense_attention(&cases[i]);
+    printf("InfLLM-V2\n");
+    struct infllm_params small = {32, 16, 64, 1, 2, 4, true};
+    test_sparse(2048, 4, 2, 64, &small, false);
+    test_sparse(2048, 8, 1, 128, &small, true);
+    struct infllm_params exact = small;
+    exact.lse_approx = false;
+    test_sparse(1600, 4, 4, 64, &exact, false);
+    struct infllm_params defaults = {32, 16, 64, 1, 32, 64, true};
+    test_sparse(8192, 16, 2, 64, &defaults, false);
+    printf("model\n");
+    test_model_step(false);
+    test_model_step(true);
+    test_ten_steps();
+    backend_free(&be);
+    int rc = t_finish("test_gpu");
+    MPI_Finalize();
+    return rc;
+}
+#endif
