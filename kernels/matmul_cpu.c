@@ -113,8 +113,9 @@ static void pack_b(float *restrict bp, const struct strided *b, int64_t pc, int6
 
 /* c (MR, NR; row stride ldc) = alpha * acc (overwrite) or += alpha * acc, acc = ap^T @ bp over
  * kc steps: ap (kc, MR), bp (kc, NR), both packed and 64-byte aligned. */
-__attribute__((noinline)) static void kernel_tile(int64_t kc, const float *restrict ap, const float *restrict bp,
-                               float *restrict c, int64_t ldc, float alpha, bool overwrite) {
+__attribute__((noinline)) static void kernel_tile(int64_t kc, const float *restrict ap,
+                                                  const float *restrict bp, float *restrict c,
+                                                  int64_t ldc, float alpha, bool overwrite) {
     v16 acc[MR][2];
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++) {
@@ -212,7 +213,8 @@ static void gemm_run(const struct gemm *g) {
         int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
         int64_t t0 = tiles * t / nt, t1 = tiles * (t + 1) / nt;
         if (t0 < t1) {
-            void *abuf = xmalloc((size_t)MC * KC * 4 + 64), *bbuf = xmalloc((size_t)KC * NC * 4 + 64);
+            void *abuf = xmalloc((size_t)MC * KC * 4 + 64);
+            void *bbuf = xmalloc((size_t)KC * NC * 4 + 64);
             if (split_m)
                 gemm_range(g, t0 * MR, min64(t1 * MR, g->M), 0, g->Nc, align64(abuf),
                            align64(bbuf));

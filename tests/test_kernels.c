@@ -45,8 +45,9 @@
  *   about 2.5e-5 for K = 600; SUM_TOL_PER_TERM * K allows ~20x that. A lost or wrong term is O(1).
  * - Elementwise fp32 formulas of a few operations (and exp within 1.5 ulp): a few ulp, so
  *   relative 2e-6 (16 ulp), with an absolute floor where terms can cancel.
- * - Finite differences in float64 with h = 1e-6: truncation ~h^2 = 1e-12, rounding
- *   ~2e-16 * |L| / h <= 1e-8 for the |L| <= 50 used here: FD_ATOL = 2e-8 on top of fp32 tolerances.
+ * - Finite differences in float64 with h = 1e-6 (fd_grad): truncation ~h^2 |f'''| / 6, below
+ *   1e-8 relative here; rounding ~1e-16 |out| / h per output that depends on the perturbed input,
+ *   measured <= 1e-8 on these problems: FD_ATOL = 2e-8 on top of the fp32 tolerances.
  * - A prefill of O(1) adds one fp32 rounding, 6e-8 relative, inside every RTOL below. */
 #define SUM_TOL_PER_TERM 1e-6
 #define ELEM_RTOL 2e-6
@@ -60,20 +61,23 @@
 
 /* ---- helpers ---- */
 
+static float *falloc(int64_t n) { return xmalloc((size_t)n * sizeof(float)); }
+static double *dalloc(int64_t n) { return xmalloc((size_t)n * sizeof(double)); }
+
 static float *randn(struct t_rng *rng, int64_t n, float std) {
-    float *x = xmalloc((size_t)n * sizeof(float));
+    float *x = falloc(n);
     t_fill_normal(rng, x, n, std);
     return x;
 }
 
 static float *copy_f(const float *x, int64_t n) {
-    float *y = xmalloc((size_t)n * sizeof(float));
+    float *y = falloc(n);
     memcpy(y, x, (size_t)n * sizeof(float));
     return y;
 }
 
 static double *to_double(const float *x, int64_t n) {
-    double *y = xmalloc((size_t)n * sizeof(double));
+    double *y = dalloc(n);
     for (int64_t i = 0; i < n; i++) y[i] = x[i];
     return y;
 }
@@ -107,27 +111,23 @@ struct fd_problem {
     int64_t n_out;
 };
 
-static double fd_loss(const struct fd_problem *p, double *scratch) {
-    p->fwd(p->ctx, scratch);
-    double L = 0;
-    for (int64_t i = 0; i < p->n_out; i++) L += p->r[i] * scratch[i];
-    return L;
-}
-
 /* grad[i] = dL/dx[i] for i < n by central differences; x is an input of p->fwd, perturbed in place
- * and restored. */
+ * and restored. L(x+h) - L(x-h) is summed as r .* (out(x+h) - out(x-h)): outputs that do not
+ * depend on x[i] cancel exactly, so the noise is only that of the outputs that do. */
 static void fd_grad(double *grad, double *x, int64_t n, const struct fd_problem *p) {
-    double *scratch = xmalloc((size_t)p->n_out * sizeof(double));
+    double *outp = dalloc(p->n_out), *outm = dalloc(p->n_out);
     for (int64_t i = 0; i < n; i++) {
         double x0 = x[i], xp = x0 + FD_STEP, xm = x0 - FD_STEP;
         x[i] = xp;
-        double lp = fd_loss(p, scratch);
+        p->fwd(p->ctx, outp);
         x[i] = xm;
-        double lm = fd_loss(p, scratch);
+        p->fwd(p->ctx, outm);
         x[i] = x0;
-        grad[i] = (lp - lm) / (xp - xm);
+        double dl = 0;
+        for (int64_t j = 0; j < p->n_out; j++) dl += p->r[j] * (outp[j] - outm[j]);
+        grad[i] = dl / (xp - xm);
     }
-    free(scratch);
+    free(outp), free(outm);
 }
 
 /* Thread-count independence: run() restores its outputs' initial values, then calls the kernel;
@@ -173,7 +173,8 @@ static void mm64_forward(const void *ctx, double *out) {
     for (int64_t n = 0; n < m->N; n++)
         for (int o = 0; o < m->OC; o++) {
             double s = 0;
-            for (int i = 0; i < m->IC; i++) s += m->inp[n * m->IC + i] * m->w[(int64_t)o * m->IC + i];
+            const double *x = m->inp + n * m->IC, *w = m->w + (int64_t)o * m->IC;
+            for (int i = 0; i < m->IC; i++) s += x[i] * w[i];
             out[n * m->OC + o] = (m->prefill ? m->prefill[n * m->OC + o] : 0) + m->alpha * s;
         }
 }
@@ -202,7 +203,7 @@ static void test_matmul_shape(struct t_rng *rng, int64_t N, int IC, int OC, floa
     float *inp = randn(rng, nin, 1), *w = randn(rng, nw, 1), *dout = randn(rng, nout, 1);
     float *prefill = randn(rng, nout, 1);
     struct mm64 m = {to_double(inp, nin), to_double(w, nw), NULL, N, IC, OC, alpha};
-    double *ref = xmalloc((size_t)nout * sizeof(double));
+    double *ref = dalloc(nout);
     double fatol = SUM_TOL_PER_TERM * IC * fabs(alpha);
     for (int acc = 0; acc <= 1; acc++) {
         float *out = copy_f(prefill, nout);
@@ -217,7 +218,7 @@ static void test_matmul_shape(struct t_rng *rng, int64_t N, int IC, int OC, floa
         free(pd), free(out);
     }
 
-    double *gin = xmalloc((size_t)nin * sizeof(double)), *gw = xmalloc((size_t)nw * sizeof(double));
+    double *gin = dalloc(nin), *gw = dalloc(nw);
     double *r = to_double(dout, nout);
     if (fd) {
         struct fd_problem p = {mm64_forward, &m, r, nout};
@@ -281,9 +282,9 @@ static void test_matmul_threads(struct t_rng *rng, int64_t N, int IC, int OC) {
     d.inp = randn(rng, N * IC, 1), d.w = randn(rng, (int64_t)OC * IC, 1);
     d.dout = randn(rng, N * OC, 1), d.prefill_out = randn(rng, N * OC, 1);
     d.prefill_dinp = randn(rng, N * IC, 1), d.prefill_dw = randn(rng, (int64_t)OC * IC, 1);
-    d.out = xmalloc((size_t)(N * OC) * sizeof(float));
-    d.dinp = xmalloc((size_t)(N * IC) * sizeof(float));
-    d.dw = xmalloc((size_t)OC * IC * sizeof(float));
+    d.out = falloc(N * OC);
+    d.dinp = falloc(N * IC);
+    d.dw = falloc((int64_t)OC * IC);
     char name[96];
     snprintf(name, sizeof name, "matmul N=%lld IC=%d OC=%d", (long long)N, IC, OC);
     struct det_case c = {name, mm_det_run, &d, {d.out, d.dinp, d.dw},
@@ -302,7 +303,7 @@ static void test_matmul(struct t_rng *rng) {
     test_matmul_shape(rng, 40, 64, 3000, 1.5f, false);  /* lm-head-like: threads split OC */
     test_matmul_shape(rng, 1100, 48, 24, 1.0f, false);  /* dw reduces over 1100 rows */
     test_matmul_null_outputs(rng);
-    test_matmul_threads(rng, 37, 19, 53);
+    test_matmul_threads(rng, 97, 45, 263); /* just above the GEMM's 2^20-FMA parallel threshold */
     test_matmul_threads(rng, 333, 600, 530);
     test_matmul_threads(rng, 40, 64, 3000);
 }
@@ -345,23 +346,24 @@ static void rms64_backward(const struct rms64 *m, const double *g, double *dx, d
     }
 }
 
-static void test_rmsnorm_shape(struct t_rng *rng, int64_t N, int C, bool fd) {
+/* x ~ N(0, x_std^2): a small x_std makes eps matter. */
+static void test_rmsnorm_shape(struct t_rng *rng, int64_t N, int C, float x_std, bool fd) {
     char what[128];
     int64_t nx = N * C;
     float eps = 1e-5f;
-    float *x = randn(rng, nx, 3), *w = xmalloc((size_t)C * sizeof(float)), *g = randn(rng, nx, 1);
+    float *x = randn(rng, nx, x_std), *w = falloc(C), *g = randn(rng, nx, 1);
     t_fill_uniform(rng, w, C, 0.5f, 1.5f);
     struct rms64 m = {to_double(x, nx), to_double(w, C), N, C, eps};
-    double *ref = xmalloc((size_t)nx * sizeof(double)), *rref = xmalloc((size_t)N * sizeof(double));
+    double *ref = dalloc(nx), *rref = dalloc(N);
     rms64_eval(&m, ref, rref);
-    float *out = xmalloc((size_t)nx * sizeof(float)), *rstd = xmalloc((size_t)N * sizeof(float));
+    float *out = falloc(nx), *rstd = falloc(N);
     rmsnorm_forward_cpu(out, rstd, x, w, N, C, eps);
-    snprintf(what, sizeof what, "rmsnorm forward N=%lld C=%d", (long long)N, C);
+    snprintf(what, sizeof what, "rmsnorm forward N=%lld C=%d x_std=%g", (long long)N, C, x_std);
     check_d(what, out, ref, nx, 1e-12, ELEM_RTOL);
-    snprintf(what, sizeof what, "rmsnorm rstd N=%lld C=%d", (long long)N, C);
+    snprintf(what, sizeof what, "rmsnorm rstd N=%lld C=%d x_std=%g", (long long)N, C, x_std);
     check_d(what, rstd, rref, N, 0, ELEM_RTOL);
 
-    double *gx = xmalloc((size_t)nx * sizeof(double)), *gw = xmalloc((size_t)C * sizeof(double));
+    double *gx = dalloc(nx), *gw = dalloc(C);
     double *r = to_double(g, nx);
     if (fd) {
         struct fd_problem p = {rms64_forward, &m, r, nx};
@@ -375,11 +377,11 @@ static void test_rmsnorm_shape(struct t_rng *rng, int64_t N, int C, bool fd) {
     add_prefill(gw, dw, C);
     rmsnorm_backward_cpu(dx, dw, g, x, w, rstd, N, C);
     double fd_atol = fd ? FD_ATOL : 0;
-    /* dx: a difference of two O(1) terms, each with a few roundings; dw: a float64 sum over rows
-     * of fp32-rounded rstd (relative 6e-8 per term, N terms of size ~1/3). */
-    snprintf(what, sizeof what, "rmsnorm dx N=%lld C=%d", (long long)N, C);
-    check_d(what, dx, gx, nx, ELEM_ATOL + fd_atol, ELEM_RTOL);
-    snprintf(what, sizeof what, "rmsnorm dw N=%lld C=%d", (long long)N, C);
+    /* dx: a difference of two terms of size r |w g| (~1/x_std), each with a few roundings; dw: a
+     * float64 sum over rows of fp32-rounded rstd (relative 6e-8 per term, N terms of size ~1). */
+    snprintf(what, sizeof what, "rmsnorm dx N=%lld C=%d x_std=%g", (long long)N, C, x_std);
+    check_d(what, dx, gx, nx, 2 * ELEM_ATOL / x_std + fd_atol, ELEM_RTOL);
+    snprintf(what, sizeof what, "rmsnorm dw N=%lld C=%d x_std=%g", (long long)N, C, x_std);
     check_d(what, dw, gw, C, SUM_TOL_PER_TERM * N + fd_atol, ELEM_RTOL);
 
     free(x), free(w), free(g), free(m.x), free(m.w), free(ref), free(rref), free(out), free(rstd);
@@ -402,16 +404,17 @@ static void rms_det_run(void *ctx) {
 }
 
 static void test_rmsnorm(struct t_rng *rng) {
-    test_rmsnorm_shape(rng, 37, 67, true);
-    test_rmsnorm_shape(rng, 3, 5, true);
-    test_rmsnorm_shape(rng, 700, 1000, false);
+    test_rmsnorm_shape(rng, 37, 67, 3.0f, true);
+    test_rmsnorm_shape(rng, 3, 5, 1.0f, true);
+    test_rmsnorm_shape(rng, 20, 40, 0.004f, true); /* mean(x^2) ~ eps = 1e-5 */
+    test_rmsnorm_shape(rng, 700, 1000, 1.0f, false);
     int64_t N = 300;
     int C = 333;
     struct rms_det d = {.N = N, .C = C};
     d.x = randn(rng, N * C, 1), d.w = randn(rng, C, 1), d.g = randn(rng, N * C, 1);
     d.prefill_dx = randn(rng, N * C, 1), d.prefill_dw = randn(rng, C, 1);
-    d.out = xmalloc((size_t)(N * C) * sizeof(float)), d.rstd = xmalloc((size_t)N * sizeof(float));
-    d.dx = xmalloc((size_t)(N * C) * sizeof(float)), d.dw = xmalloc((size_t)C * sizeof(float));
+    d.out = falloc(N * C), d.rstd = falloc(N);
+    d.dx = falloc(N * C), d.dw = falloc(C);
     struct det_case c = {"rmsnorm", rms_det_run, &d, {d.out, d.dx, d.dw}, {N * C, N * C, C}};
     check_threads(&c);
     free((void *)d.x), free((void *)d.w), free((void *)d.g), free((void *)d.prefill_dx);
@@ -429,9 +432,9 @@ static void rope64_inv_freq(double *inv, int D, double theta, const double *fact
 static void test_rope_table(const char *what, int64_t T, int D, double theta,
                             const double *factor, double mscale) {
     int half = D / 2;
-    float *c = xmalloc((size_t)(T * half) * sizeof(float)), *s = xmalloc((size_t)(T * half) * sizeof(float));
-    double *cr = xmalloc((size_t)(T * half) * sizeof(double)), *sr = xmalloc((size_t)(T * half) * sizeof(double));
-    double *inv = xmalloc((size_t)half * sizeof(double));
+    float *c = falloc(T * half), *s = falloc(T * half);
+    double *cr = dalloc(T * half), *sr = dalloc(T * half);
+    double *inv = dalloc(half);
     rope64_inv_freq(inv, D, theta, factor);
     rope_table_init(c, s, T, D, theta, factor, mscale);
     for (int64_t p = 0; p < T; p++)
@@ -488,28 +491,29 @@ static bool rope_gaps_intact(const float *x, int64_t N, int H, int D, int64_t st
 
 /* A strided buffer: (N, H, D) unit normals, gaps SENTINEL. */
 static float *rope_buffer(struct t_rng *rng, int64_t N, int H, int D, int64_t stride) {
-    float *x = xmalloc((size_t)(N * stride) * sizeof(float));
+    float *x = falloc(N * stride);
     for (int64_t n = 0; n < N; n++)
         for (int64_t j = 0; j < stride; j++)
             x[n * stride + j] = j < (int64_t)H * D ? (float)t_rng_normal(rng) : SENTINEL;
     return x;
 }
 
-/* Forward against float64, backward against finite differences, roundtrip with mscale = 1. */
-static void test_rope_rows(struct t_rng *rng) {
-    int64_t N = 40, T = 3100;
-    int H = 3, D = 24, half = D / 2;
-    int64_t stride = (int64_t)H * D + 13; /* q inside a wider fused row */
-    double theta = 10000.0, mscale = 1.19;
-    double factor[12];
-    for (int i = 0; i < half; i++) factor[i] = 1.0 + 7.0 * t_rng_uniform(rng); /* LongRoPE */
+/* Forward against float64, backward against finite differences, roundtrip with mscale = 1, on N
+ * rows of H heads, row_stride = H * D + pad (q inside a wider fused row), LongRoPE factors in
+ * [1, 8], positions in two separate ranges: N/2 rows from 7, N - N/2 rows from 3000. */
+static void test_rope_rows(struct t_rng *rng, int64_t N, int H, int D, int pad, double mscale) {
+    int64_t T = 3000 + N, stride = (int64_t)H * D + pad;
+    int half = D / 2;
+    double theta = 10000.0;
+    double *factor = dalloc(half);
+    for (int i = 0; i < half; i++) factor[i] = 1.0 + 7.0 * t_rng_uniform(rng);
     int32_t *pos = xmalloc((size_t)N * sizeof(int32_t));
-    for (int64_t n = 0; n < N; n++) pos[n] = n < 20 ? (int32_t)(7 + n) : (int32_t)(3000 + n - 20);
-    float *ct = xmalloc((size_t)(T * half) * sizeof(float)), *st = xmalloc((size_t)(T * half) * sizeof(float));
+    for (int64_t n = 0; n < N; n++) pos[n] = n < N / 2 ? (int32_t)(7 + n) : (int32_t)(3000 + n);
+    float *ct = falloc(T * half), *st = falloc(T * half);
     rope_table_init(ct, st, T, D, theta, factor, mscale);
 
-    double *inv = xmalloc((size_t)half * sizeof(double));
-    double *cosd = xmalloc((size_t)(N * half) * sizeof(double)), *sind = xmalloc((size_t)(N * half) * sizeof(double));
+    double *inv = dalloc(half);
+    double *cosd = dalloc(N * half), *sind = dalloc(N * half);
     rope64_inv_freq(inv, D, theta, factor);
     for (int64_t n = 0; n < N; n++)
         for (int i = 0; i < half; i++) {
@@ -519,18 +523,19 @@ static void test_rope_rows(struct t_rng *rng) {
     int64_t nq = N * H * D;
     float *x = rope_buffer(rng, N, H, D, stride);
     struct rope64 m = {to_double(x, N * stride), cosd, sind, N, stride, H, D};
-    double *ref = xmalloc((size_t)nq * sizeof(double));
+    double *ref = dalloc(nq);
     rope64_forward(&m, ref);
     rope_forward_cpu(x, ct, st, pos, N, H, D, stride);
-    double *got = xmalloc((size_t)nq * sizeof(double));
+    double *got = dalloc(nq);
     /* y = a c - b s with fp32 c, s: ~4 roundings of terms of size mscale * |x| <= 5. */
     rope_gather(got, x, N, H, D, stride);
-    t_close_d("rope forward (LongRoPE, mscale 1.19, two position ranges)", got, ref, nq, ELEM_ATOL * 4,
-              ELEM_RTOL);
-    t_check(rope_gaps_intact(x, N, H, D, stride), "rope forward wrote between rows");
+    char what[128];
+    snprintf(what, sizeof what, "rope forward H=%d D=%d mscale=%g", H, D, mscale);
+    t_close_d(what, got, ref, nq, ELEM_ATOL * 4, ELEM_RTOL);
+    t_check(rope_gaps_intact(x, N, H, D, stride), "rope forward D=%d wrote between rows", D);
 
     float *dx = rope_buffer(rng, N, H, D, stride); /* dx = r, the loss weights */
-    double *r = xmalloc((size_t)nq * sizeof(double)), *gx = xmalloc((size_t)(N * stride) * sizeof(double));
+    double *r = dalloc(nq), *gx = dalloc(N * stride);
     rope_gather(r, dx, N, H, D, stride);
     struct fd_problem p = {rope64_forward, &m, r, nq};
     fd_grad(gx, m.x, N * stride, &p); /* the gaps get gradient 0 */
@@ -538,17 +543,21 @@ static void test_rope_rows(struct t_rng *rng) {
     rope_gather(got, dx, N, H, D, stride);
     for (int64_t n = 0; n < N; n++)
         for (int64_t j = 0; j < (int64_t)H * D; j++) ref[n * H * D + j] = gx[n * stride + j];
-    t_close_d("rope backward vs finite differences", got, ref, nq, ELEM_ATOL * 4 + FD_ATOL, ELEM_RTOL);
-    t_check(rope_gaps_intact(dx, N, H, D, stride), "rope backward wrote between rows");
+    snprintf(what, sizeof what, "rope backward H=%d D=%d vs finite differences", H, D);
+    t_close_d(what, got, ref, nq, ELEM_ATOL * 4 + FD_ATOL, ELEM_RTOL);
+    t_check(rope_gaps_intact(dx, N, H, D, stride), "rope backward D=%d wrote between rows", D);
 
     /* mscale = 1: the rotation is orthogonal, backward(forward(x)) = x up to ~4 roundings. */
     rope_table_init(ct, st, T, D, theta, factor, 1.0);
     float *y = rope_buffer(rng, N, H, D, stride), *y0 = copy_f(y, N * stride);
     rope_forward_cpu(y, ct, st, pos, N, H, D, stride);
     rope_backward_cpu(y, ct, st, pos, N, H, D, stride);
-    t_close("rope backward(forward(x)) = x at mscale 1", y, y0, N * stride, ELEM_ATOL * 4, ELEM_RTOL);
+    snprintf(what, sizeof what, "rope backward(forward(x)) = x at mscale 1, D=%d", D);
+    t_close(what, y, y0, N * stride, ELEM_ATOL * 4, ELEM_RTOL);
 
-    free(pos), free(ct), free(st), free(inv), free(cosd), free(sind), free(x), free(m.x), free(ref);
+    free(factor), free(pos), free(ct), free(st), free(inv), free(cosd), free(sind), free(x);
+    free(m.x);
+    free(ref);
     free(got), free(dx), free(r), free(gx), free(y), free(y0);
 }
 
@@ -573,16 +582,17 @@ static void test_rope(struct t_rng *rng) {
     for (int i = 0; i < 32; i++) factor[i] = 1.0 + 40.0 * t_rng_uniform(rng);
     test_rope_table("D=64 theta=1e4 LongRoPE mscale=1.2", 4100, 64, 10000.0, factor, 1.2);
     test_rope_table("D=22 theta=5e5 no factors", 70000, 22, 500000.0, NULL, 1.0);
-    test_rope_rows(rng);
+    test_rope_rows(rng, 40, 3, 24, 13, 1.19);
+    test_rope_rows(rng, 17, 2, 128, 64, 0.8);
 
     int64_t N = 257, T = 1000, stride = 4 * 40 + 5;
     int H = 4, D = 40;
-    float *ct = xmalloc((size_t)(T * D / 2) * sizeof(float)), *st = xmalloc((size_t)(T * D / 2) * sizeof(float));
+    float *ct = falloc(T * D / 2), *st = falloc(T * D / 2);
     rope_table_init(ct, st, T, D, 10000.0, NULL, 1.1);
     struct rope_det d = {.cosd = ct, .sind = st, .N = N, .stride = stride, .H = H, .D = D};
     d.x0 = rope_buffer(rng, N, H, D, stride);
     d.pos = rand_ids(rng, N, T);
-    d.x = xmalloc((size_t)(N * stride) * sizeof(float));
+    d.x = falloc(N * stride);
     struct det_case c = {"rope", rope_det_run, &d, {d.x}, {N * stride}};
     check_threads(&c);
     free(ct), free(st), free((void *)d.x0), free((void *)d.pos), free(d.x);
@@ -601,7 +611,8 @@ static void swiglu64_forward(const void *ctx, double *out) {
 }
 
 /* Gradients of sum(g .* out) (overwritten). */
-static void swiglu64_backward(const struct swiglu64 *m, const double *g, double *dgate, double *dup) {
+static void swiglu64_backward(const struct swiglu64 *m, const double *g, double *dgate,
+                              double *dup) {
     for (int64_t i = 0; i < m->n; i++) {
         double a = m->gate[i], sig = 1.0 / (1.0 + exp(-a));
         dgate[i] = g[i] * m->up[i] * (sig + a * sig * (1.0 - sig));
@@ -616,14 +627,14 @@ static void test_swiglu_shape(struct t_rng *rng, int64_t n, bool fd) {
     float extremes[] = {-100.0f, -88.5f, -87.2f, -30.0f, 30.0f, 88.0f, 100.0f, 0.0f};
     for (int k = 0; k < 8 && k < n; k++) gate[k * (n / 8)] = extremes[k];
     struct swiglu64 m = {to_double(gate, n), to_double(up, n), n};
-    double *ref = xmalloc((size_t)n * sizeof(double));
+    double *ref = dalloc(n);
     swiglu64_forward(&m, ref);
-    float *out = xmalloc((size_t)n * sizeof(float));
+    float *out = falloc(n);
     swiglu_forward_cpu(out, gate, up, n);
     snprintf(what, sizeof what, "swiglu forward n=%lld", (long long)n);
     check_d(what, out, ref, n, 1e-30, ELEM_RTOL);
 
-    double *ggate = xmalloc((size_t)n * sizeof(double)), *gup = xmalloc((size_t)n * sizeof(double));
+    double *ggate = dalloc(n), *gup = dalloc(n);
     double *r = to_double(g, n);
     if (fd) {
         struct fd_problem p = {swiglu64_forward, &m, r, n};
@@ -637,9 +648,10 @@ static void test_swiglu_shape(struct t_rng *rng, int64_t n, bool fd) {
     add_prefill(gup, dup, n);
     swiglu_backward_cpu(dgate, dup, g, gate, up, n);
     double fd_atol = fd ? FD_ATOL : 0;
-    /* dgate has the factor 1 + a (1 - s), which cancels near a = -1.28: absolute floor. */
+    /* dgate has the factor 1 + a (1 - s), which cancels near a = -1.28: an absolute floor of a
+     * few roundings of |dout up s| (1 + |a (1 - s)|) <= 16 * 2 for inputs within 4 sigma. */
     snprintf(what, sizeof what, "swiglu dgate n=%lld", (long long)n);
-    check_d(what, dgate, ggate, n, ELEM_ATOL + fd_atol, ELEM_RTOL);
+    check_d(what, dgate, ggate, n, 4 * ELEM_ATOL + fd_atol, ELEM_RTOL);
     snprintf(what, sizeof what, "swiglu dup n=%lld", (long long)n);
     check_d(what, dup, gup, n, ELEM_ATOL + fd_atol, ELEM_RTOL);
     free(gate), free(up), free(g), free(m.gate), free(m.up), free(ref), free(out), free(ggate);
@@ -668,8 +680,8 @@ static void test_swiglu(struct t_rng *rng) {
     struct swiglu_det d = {.n = n};
     d.gate = randn(rng, n, 3), d.up = randn(rng, n, 1), d.g = randn(rng, n, 1);
     d.prefill = randn(rng, n, 1);
-    d.out = xmalloc((size_t)n * sizeof(float));
-    d.dgate = xmalloc((size_t)n * sizeof(float)), d.dup = xmalloc((size_t)n * sizeof(float));
+    d.out = falloc(n);
+    d.dgate = falloc(n), d.dup = falloc(n);
     struct det_case c = {"swiglu", swiglu_det_run, &d, {d.out, d.dgate, d.dup}, {n, n, n}};
     check_threads(&c);
     free((void *)d.gate), free((void *)d.up), free((void *)d.g), free((void *)d.prefill);
@@ -700,11 +712,12 @@ static void test_embedding_shape(struct t_rng *rng, int64_t N, int C, int64_t V,
     float *wte = randn(rng, nw, 1), *g = randn(rng, nout, 1);
     int32_t *tok = rand_ids(rng, N, V); /* N >> V: ids repeat */
     struct emb64 m = {to_double(wte, nw), tok, N, C, scale};
-    double *ref = xmalloc((size_t)nout * sizeof(double));
+    double *ref = dalloc(nout);
     emb64_forward(&m, ref);
-    float *out = xmalloc((size_t)nout * sizeof(float));
+    float *out = falloc(nout);
     embedding_forward_cpu(out, tok, wte, N, C, scale);
-    snprintf(what, sizeof what, "embedding forward N=%lld C=%d V=%lld", (long long)N, C, (long long)V);
+    snprintf(what, sizeof what, "embedding forward N=%lld C=%d V=%lld", (long long)N, C,
+             (long long)V);
     check_d(what, out, ref, nout, 0, 1.2e-7); /* one fp32 product: half an ulp */
 
     double *gw = xcalloc((size_t)nw, sizeof(double)), *r = to_double(g, nout);
@@ -723,8 +736,8 @@ static void test_embedding_shape(struct t_rng *rng, int64_t N, int C, int64_t V,
     for (int64_t n = 0; n < N; n++) count[tok[n]]++;
     for (int64_t v = 0; v < V; v++) max_count = count[v] > max_count ? count[v] : max_count;
     snprintf(what, sizeof what, "embedding dwte N=%lld C=%d V=%lld", (long long)N, C, (long long)V);
-    check_d(what, dwte, gw, nw,
-            SUM_TOL_PER_TERM * fabs(scale) * (double)(max_count + 1) + (fd ? FD_ATOL : 0), ELEM_RTOL);
+    double atol = SUM_TOL_PER_TERM * fabs(scale) * (double)(max_count + 1) + (fd ? FD_ATOL : 0);
+    check_d(what, dwte, gw, nw, atol, ELEM_RTOL);
     free(count);
     free(wte), free(g), free(tok), free(m.wte), free(ref), free(out), free(gw), free(r), free(dwte);
 }
@@ -750,7 +763,7 @@ static void test_embedding(struct t_rng *rng) {
     int C = 83;
     struct emb_det d = {.N = N, .V = V, .C = C};
     d.g = randn(rng, N * C, 1), d.prefill = randn(rng, V * C, 1), d.tok = rand_ids(rng, N, V);
-    d.dwte = xmalloc((size_t)(V * C) * sizeof(float));
+    d.dwte = falloc(V * C);
     struct det_case c = {"embedding backward", emb_det_run, &d, {d.dwte}, {V * C}};
     check_threads(&c);
     free((void *)d.g), free((void *)d.prefill), free((void *)d.tok), free(d.dwte);
@@ -787,7 +800,7 @@ static void ce64_forward(const void *ctx, double *loss) {
 static void ce_run_all_ways(float *loss, float *dlogits, const float *logits, const int32_t *tg,
                             int64_t N, int64_t V, float dscale) {
     crossentropy_forward_backward_cpu(loss, dlogits, logits, tg, N, V, dscale);
-    float *buf = copy_f(logits, N * V), *loss2 = xmalloc((size_t)N * sizeof(float));
+    float *buf = copy_f(logits, N * V), *loss2 = falloc(N);
     crossentropy_forward_backward_cpu(loss2, buf, buf, tg, N, V, dscale);
     t_check(!memcmp(buf, dlogits, (size_t)(N * V) * sizeof(float)) &&
                 !memcmp(loss2, loss, (size_t)N * sizeof(float)),
@@ -808,13 +821,13 @@ static void test_crossentropy_fd(struct t_rng *rng) {
     tg[2] = -1;                                                /* no loss on row 2 */
     for (int64_t v = 0; v < V; v++) logits[4 * V + v] += 100.0f; /* needs the max subtracted */
     struct ce64 m = {to_double(logits, N * V), tg, N, V};
-    double *lref = xmalloc((size_t)N * sizeof(double)), *gref = xmalloc((size_t)(N * V) * sizeof(double));
+    double *lref = dalloc(N), *gref = dalloc(N * V);
     ce64_forward(&m, lref);
-    double *r = xmalloc((size_t)N * sizeof(double));
+    double *r = dalloc(N);
     for (int64_t n = 0; n < N; n++) r[n] = dscale;
     struct fd_problem p = {ce64_forward, &m, r, N};
     fd_grad(gref, m.logits, N * V, &p);
-    float *loss = xmalloc((size_t)N * sizeof(float)), *d = xmalloc((size_t)(N * V) * sizeof(float));
+    float *loss = falloc(N), *d = falloc(N * V);
     ce_run_all_ways(loss, d, logits, tg, N, V, dscale);
     check_d("crossentropy loss V=301", loss, lref, N, ELEM_ATOL, ELEM_RTOL);
     check_d("crossentropy dlogits V=301 vs finite differences", d, gref, N * V, FD_ATOL, CE_RTOL);
@@ -832,13 +845,13 @@ static void test_crossentropy_large(struct t_rng *rng) {
     int32_t *tg = rand_ids(rng, N, V);
     tg[1] = -1;
     struct ce64 m = {to_double(logits, N * V), tg, N, V};
-    double *lref = xmalloc((size_t)N * sizeof(double)), *gref = xmalloc((size_t)(N * V) * sizeof(double));
+    double *lref = dalloc(N), *gref = dalloc(N * V);
     for (int64_t n = 0; n < N; n++) {
         lref[n] = ce64_row(&m, n, gref + n * V);
         for (int64_t v = 0; v < V; v++)
             gref[n * V + v] = tg[n] < 0 ? 0 : dscale * (gref[n * V + v] - (v == tg[n]));
     }
-    float *loss = xmalloc((size_t)N * sizeof(float)), *d = xmalloc((size_t)(N * V) * sizeof(float));
+    float *loss = falloc(N), *d = falloc(N * V);
     ce_run_all_ways(loss, d, logits, tg, N, V, dscale);
     check_d("crossentropy loss V=50257", loss, lref, N, ELEM_ATOL, ELEM_RTOL);
     check_d("crossentropy dlogits V=50257 vs float64 softmax", d, gref, N * V, 1e-12, CE_RTOL);
@@ -881,7 +894,7 @@ static void test_crossentropy(struct t_rng *rng) {
     int64_t N = 37, V = 3001;
     struct ce_det c = {.N = N, .V = V};
     c.logits = randn(rng, N * V, 2), c.tg = rand_ids(rng, N, V);
-    c.loss = xmalloc((size_t)N * sizeof(float)), c.d = xmalloc((size_t)(N * V) * sizeof(float));
+    c.loss = falloc(N), c.d = falloc(N * V);
     struct det_case dc = {"crossentropy", ce_det_run, &c, {c.loss, c.d}, {N, N * V}};
     check_threads(&dc);
     free((void *)c.logits), free((void *)c.tg), free(c.loss), free(c.d);
@@ -910,12 +923,13 @@ static void bench_matmul(struct t_rng *rng) {
         int64_t N = shapes[s][0];
         int IC = shapes[s][1], OC = shapes[s][2];
         float *inp = randn(rng, N * IC, 1), *w = randn(rng, (int64_t)OC * IC, 1);
-        float *dout = randn(rng, N * OC, 1), *out = xmalloc((size_t)(N * OC) * sizeof(float));
-        float *dinp = xcalloc((size_t)(N * IC), sizeof(float)), *dw = xcalloc((size_t)OC * IC, sizeof(float));
+        float *dout = randn(rng, N * OC, 1), *out = falloc(N * OC);
+        float *dinp = randn(rng, N * IC, 1), *dw = randn(rng, (int64_t)OC * IC, 1);
         double gflop = 2.0 * (double)N * IC * OC * 1e-9, g[3];
-        for (int k = 0; k < 3; k++) g[k] = gflop / best_seconds(k, out, dinp, dw, inp, w, dout, N, IC, OC);
-        printf("timing: matmul N=%5lld IC=%4d OC=%5d, %d threads: forward %6.1f  dinp %6.1f  dw %6.1f "
-               "GFLOP/s\n",
+        for (int k = 0; k < 3; k++)
+            g[k] = gflop / best_seconds(k, out, dinp, dw, inp, w, dout, N, IC, OC);
+        printf("timing: matmul N=%5lld IC=%4d OC=%5d, %d threads: forward %6.1f  dinp %6.1f  "
+               "dw %6.1f GFLOP/s\n",
                (long long)N, IC, OC, omp_get_max_threads(), g[0], g[1], g[2]);
         free(inp), free(w), free(dout), free(out), free(dinp), free(dw);
     }

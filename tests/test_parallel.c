@@ -121,11 +121,16 @@ static void train(struct result *r, const struct config *c, struct grid *g) {
             tr.targets[i] = tr.seq[seq_shard_pos(&m->shard, i) + 1];
         }
         model_forward(m, tr.tokens, tr.targets, false, 0.0f);
+        /* the selection lives in backend memory: bring it to the host first */
+        int64_t nsel_all = (int64_t)m->L * m->N * per;
+        int32_t *local = xmalloc((size_t)nsel_all * sizeof(int32_t));
+        backend_download(&tr.be, local, m->a.sel, (size_t)nsel_all * sizeof(int32_t));
         r->sel = xcalloc((size_t)(m->L * m->T * per), sizeof(int32_t));
         for (int l = 0; l < m->L; l++)
             for (int64_t i = 0; i < n; i++)
                 memcpy(r->sel + ((int64_t)l * m->T + seq_shard_pos(&m->shard, i)) * per,
-                       m->a.sel + ((int64_t)l * m->N + i) * per, (size_t)per * sizeof(int32_t));
+                       local + ((int64_t)l * m->N + i) * per, (size_t)per * sizeof(int32_t));
+        free(local);
         /* Every position is written by exactly one cp rank: a sum gathers them. */
         int64_t total = (int64_t)m->L * m->T * per;
         int32_t *sum = xcalloc((size_t)total, sizeof(int32_t));

@@ -1,0 +1,223 @@
+/*
+ * bench/attention.c: times our CUDA attention kernels on the shapes of issue 7 (causal, bf16,
+ * batch 1, Hq = 32, Hkv = 2, D = 128 by default) and prints one table: dense forward and
+ * forward+backward, InfLLM-V2 selection (compression + stages 1-2), sparse forward and
+ * forward+backward including selection, with ms, achieved TFLOP/s and the attended keys.
+ *
+ *   bench_attention [--hq 32] [--hkv 2] [--d 128] [--dense-max 32768] T...
+ *
+ * FLOPs are counted honestly: dense causal forward = 4 * D * Hq * sum over rows of visible keys
+ * (2 T^2 D Hq for a full square), the backward 2.5 times the forward (dQ, dK, dV and the
+ * recomputed scores); sparse counts only the keys each row attends (its selected blocks cut at
+ * the row). Time: CUDA events around each call, 1 warm-up, median of 3 (the longest shapes take
+ * seconds, far past launch overheads). Inputs are random bf16, never zeros.
+ */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "backend.h"
+#include "check.h"
+#include "cuda_check.h"
+#include "infllmv2.h"
+
+static struct backend be;
+
+struct timer {
+    cudaEvent_t a, b;
+};
+
+static float elapsed(struct timer *t) {
+    float ms = 0;
+    CUDA_CHECK(cudaEventSynchronize(t->b));
+    CUDA_CHECK(cudaEventElapsedTime(&ms, t->a, t->b));
+    return ms;
+}
+
+static int cmp_float(const void *x, const void *y) {
+    float a = *(const float *)x, b = *(const float *)y;
+    return (a > b) - (a < b);
+}
+
+/* Random bf16 on the device (uploaded from fp32 normals). */
+static void *rand_bf16(int64_t n, uint64_t seed) {
+    float *h = xmalloc((size_t)n * sizeof(float));
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < n; i += 2) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        double u1 = ((s >> 11) + 0.5) * 0x1.0p-53;
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        double u2 = (s >> 11) * 0x1.0p-53, r = sqrt(-2 * log(u1));
+        h[i] = (float)(r * cos(6.283185307179586 * u2));
+        if (i + 1 < n) h[i + 1] = (float)(r * sin(6.283185307179586 * u2));
+    }
+    void *d = backend_alloc(&be, (size_t)n * 2, "bench");
+    backend_upload_act(&be, d, h, n);
+    free(h);
+    return d;
+}
+
+struct bench {
+    int64_t T;
+    int Hq, Hkv, D;
+    struct attn_shape s;
+    void *q, *k, *v, *out, *dout, *dq, *dk, *dv, *k1, *k2, *ws;
+    float *lse;
+    int32_t *sel;
+    struct infllm_params p;
+    int nsel;
+    int64_t L1, L2;
+};
+
+typedef void (*bench_fn)(struct bench *b);
+
+static float time_median(struct bench *b, bench_fn fn) {
+    struct timer t;
+    CUDA_CHECK(cudaEventCreate(&t.a));
+    CUDA_CHECK(cudaEventCreate(&t.b));
+    cudaStream_t st = (cudaStream_t)be.gpu.stream;
+    fn(b); /* warm-up */
+    float ms[3];
+    for (int r = 0; r < 3; r++) {
+        CUDA_CHECK(cudaEventRecord(t.a, st));
+        fn(b);
+        CUDA_CHECK(cudaEventRecord(t.b, st));
+        ms[r] = elapsed(&t);
+    }
+    qsort(ms, 3, sizeof(float), cmp_float);
+    cudaEventDestroy(t.a);
+    cudaEventDestroy(t.b);
+    return ms[1];
+}
+
+static void dense_fwd(struct bench *b) {
+    attention_forward_cuda(b->out, b->lse, b->q, b->k, b->v, &b->s, &be.gpu);
+}
+
+static void dense_fwd_bwd(struct bench *b) {
+    dense_fwd(b);
+    attention_backward_cuda(b->dq, b->dk, b->dv, b->dout, b->q, b->k, b->v, b->out, b->lse, &b->s,
+                            &be.gpu);
+}
+
+static void select_only(struct bench *b) {
+    int64_t KD = (int64_t)b->Hkv * b->D;
+    infllm_compress_cuda(b->k1, b->k, b->L1, b->Hkv, b->D, KD, b->p.kernel_size,
+                         b->p.kernel_stride, &be.gpu);
+    infllm_compress_cuda(b->k2, b->k, b->L2, b->Hkv, b->D, KD, 4 * b->p.kernel_size,
+                         4 * b->p.kernel_stride, &be.gpu);
+    infllm_select_cuda(b->sel, b->q, b->k1, b->L1, b->k2, b->L2, &b->s, &b->p, &be.gpu);
+}
+
+static void sparse_fwd(struct bench *b) {
+    sparse_attention_forward_cuda(b->out, b->lse, b->q, b->k, b->v, b->sel, b->nsel,
+                                  b->p.block_size, &b->s, &be.gpu);
+}
+
+static void sparse_step(struct bench *b) {
+    select_only(b);
+    sparse_fwd(b);
+    sparse_attention_backward_cuda(b->dq, b->dk, b->dv, b->dout, b->q, b->k, b->v, b->out, b->lse,
+                                   b->sel, b->nsel, b->p.block_size, &b->s, b->ws, &be.gpu);
+}
+
+/* Keys attended per (row, KV head), summed, from the selection (downloaded). */
+static double attended_keys(struct bench *b) {
+    int64_t n = b->T * b->Hkv * b->nsel;
+    int32_t *h = xmalloc((size_t)n * 4);
+    backend_download(&be, h, b->sel, (size_t)n * 4);
+    double keys = 0;
+    for (int64_t i = 0; i < b->T; i++)
+        for (int g = 0; g < b->Hkv; g++)
+            for (int k = 0; k < b->nsel; k++) {
+                int32_t j = h[(i * b->Hkv + g) * b->nsel + k];
+                if (j < 0) break;
+                int64_t lo = (int64_t)j * b->p.block_size, hi = lo + b->p.block_size;
+                if (hi > i + 1) hi = i + 1;
+                if (hi > lo) keys += (double)(hi - lo);
+            }
+    free(h);
+    return keys / b->Hkv; /* per row, averaged over KV heads, summed over rows */
+}
+
+static void row(const char *what, int64_t T, float ms, double flops, const char *note) {
+    printf("| %6lldk | %-28s | %10.2f | %8.1f | %s |\n", (long long)(T / 1024), what, ms,
+           flops / (ms * 1e-3) / 1e12, note);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+    int Hq = 32, Hkv = 2, D = 128;
+    int64_t dense_max = 32768;
+    int64_t Ts[16];
+    int nT = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--hq") && i + 1 < argc) Hq = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--hkv") && i + 1 < argc) Hkv = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--d") && i + 1 < argc) D = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--dense-max") && i + 1 < argc) dense_max = atoll(argv[++i]);
+        else if (nT < 16) Ts[nT++] = atoll(argv[i]);
+    }
+    if (nT == 0) Ts[nT++] = 8192;
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+        printf("bench_attention: no CUDA device\n");
+        return 77;
+    }
+    backend_init(&be, DEVICE_CUDA, 0);
+    printf("attention, causal, bf16, batch 1, Hq %d, Hkv %d, D %d; InfLLM-V2 defaults (kernel 32/16, "
+           "block 64, window 2048, topk 64, init 1)\n\n", Hq, Hkv, D);
+    printf("| T | kernel | ms | TFLOP/s | note |\n|---|---|---|---|---|\n");
+    for (int ti = 0; ti < nT; ti++) {
+        struct bench b;
+        memset(&b, 0, sizeof b);
+        int64_t T = b.T = Ts[ti];
+        b.Hq = Hq, b.Hkv = Hkv, b.D = D;
+        b.s = (struct attn_shape){T, 0, T, Hq, Hkv, D, (int64_t)Hq * D, (int64_t)Hkv * D,
+                                  (float)(1.0 / sqrt((double)D))};
+        b.p = (struct infllm_params){32, 16, 64, 1, 32, 64, true};
+        b.nsel = infllm_num_selected(&b.p);
+        b.L1 = infllm_num_windows(T, 32, 16);
+        b.L2 = infllm_num_windows(T, 128, 64);
+        int64_t nq = T * Hq * D, nk = T * Hkv * D, nblk = (T + 63) / 64;
+        b.q = rand_bf16(nq, 1), b.k = rand_bf16(nk, 2), b.v = rand_bf16(nk, 3);
+        b.dout = rand_bf16(nq, 4);
+        b.out = backend_alloc(&be, (size_t)nq * 2, "out");
+        b.dq = backend_alloc(&be, (size_t)nq * 2, "dq");
+        b.dk = backend_alloc(&be, (size_t)nk * 2, "dk");
+        b.dv = backend_alloc(&be, (size_t)nk * 2, "dv");
+        b.lse = backend_alloc(&be, (size_t)(T * Hq) * 4, "lse");
+        b.k1 = backend_alloc(&be, (size_t)(b.L1 * Hkv * D) * 2, "k1");
+        b.k2 = backend_alloc(&be, (size_t)(b.L2 * Hkv * D) * 2, "k2");
+        b.sel = backend_alloc(&be, (size_t)(T * Hkv * b.nsel) * 4, "sel");
+        b.ws = backend_alloc(&be, sparse_attention_backward_workspace_bytes(T, Hkv, b.nsel, nblk), "ws");
+        double dense_fwd_flops = 4.0 * D * Hq * ((double)T * (T + 1) / 2);
+        if (T <= dense_max) {
+            float f = time_median(&b, dense_fwd);
+            row("dense fwd", T, f, dense_fwd_flops, "");
+            float fb = time_median(&b, dense_fwd_bwd);
+            row("dense fwd+bwd", T, fb, 3.5 * dense_fwd_flops, "");
+        }
+        float sel_ms = time_median(&b, select_only);
+        double keys = attended_keys(&b);
+        char note[96];
+        snprintf(note, sizeof note, "%.0f keys per query (%.1f%% of causal)", keys / T,
+                 100.0 * keys / ((double)T * (T + 1) / 2));
+        /* selection FLOPs: the K2 normaliser and K1 scores over visible compressed keys */
+        double sel_flops = 2.0 * D * Hq * (double)T * (b.L1 + b.L2) / 2 * 2;
+        row("selection (stages 0-2)", T, sel_ms, sel_flops, note);
+        double sparse_fwd_flops = 4.0 * D * Hq * keys;
+        float sf = time_median(&b, sparse_fwd);
+        row("sparse fwd (stage 3)", T, sf, sparse_fwd_flops, "");
+        float sfb = time_median(&b, sparse_step);
+        snprintf(note, sizeof note, "selection %.0f%% of the step", 100.0 * sel_ms / sfb);
+        row("sparse fwd+bwd incl. selection", T, sfb, 3.5 * sparse_fwd_flops + sel_flops, note);
+        void *bufs[] = {b.q, b.k, b.v, b.dout, b.out, b.dq, b.dk, b.dv, b.lse, b.k1, b.k2, b.sel, b.ws};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) backend_release(&be, bufs[i]);
+    }
+    backend_free(&be);
+    return 0;
+}
