@@ -46,6 +46,9 @@ void comm_init(struct comm *c, MPI_Comm base);
  * stream joined by events (no host synchronisation); the staged kind waits for the stream. */
 void comm_init_device(struct comm *dev, const struct comm *host, enum comm_kind kind, void *stream);
 
+/* CUDA builds: the NCCL library version in use, e.g. "NCCL 2.28.3". */
+void comm_nccl_version(char *out, size_t n);
+
 /* A sub-communicator of the ranks with the same color, ordered by key (MPI_Comm_split). The child
  * has the parent's kind. */
 void comm_split(struct comm *child, const struct comm *parent, int color, int key);

@@ -10,6 +10,7 @@
  */
 #include <cuda_runtime_api.h>
 #include <nccl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,12 @@ static ncclDataType_t nccl_type(enum comm_dtype t) {
         if (r_ != ncclSuccess)                                                                \
             die_at(__FILE__, __LINE__, __func__, "%s failed: %s", #call, ncclGetErrorString(r_)); \
     } while (0)
+
+void comm_nccl_version(char *out, size_t n) {
+    int v = 0;
+    NCCL_CALL(ncclGetVersion(&v));
+    snprintf(out, n, "NCCL %d.%d.%d", v / 10000, (v / 100) % 100, v % 100);
+}
 
 void comm_init_device(struct comm *dev, const struct comm *host, enum comm_kind kind, void *stream) {
     CHECK(kind == COMM_KIND_NCCL || kind == COMM_KIND_MPI_STAGED);

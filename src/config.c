@@ -24,6 +24,7 @@
 
 #include "check.h"
 #include "fsutil.h"
+#include "hf.h"
 #include "synthetic.h"
 
 enum key_type {
@@ -672,6 +673,8 @@ void config_load(struct config *c, const char *path, int nset, char *const *sets
     apply_object(c, root, "", &o);
     cJSON_Delete(root);
     for (int i = 0; i < nset; i++) apply_set(c, sets[i]);
+    /* The imported folder's config.json sets the model shape before anything is checked. */
+    if (c->model.init_from[0]) hf_import_config(c);
     config_validate(c, 0);
 }
 

@@ -79,7 +79,6 @@ static int cmd_train(int argc, char **argv) {
     struct args a = parse_args(argc, argv);
     static struct config cfg; /* large (fixed-size strings): keep it off the stack */
     config_load(&cfg, a.config, a.nset, a.sets);
-    if (cfg.model.init_from[0]) hf_import_config(&cfg);
     int world = 1;
     MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
     config_validate(&cfg, world);
@@ -118,13 +117,13 @@ static void resolve_checkpoint_arg(const char *arg, char *out, size_t n) {
     char *name = read_file(arg, NULL, true);
     name[strcspn(name, "\r\n")] = '\0';
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s", arg);
+    snprintf(dir, sizeof dir, "%.4000s", arg);
     char *slash = strrchr(dir, '/');
     if (slash)
         *slash = '\0';
     else
         snprintf(dir, sizeof dir, ".");
-    snprintf(out, n, "%s/%s", dir, name);
+    if (snprintf(out, n, "%s/%s", dir, name) >= (int)n) die_user("%s: checkpoint path too long", arg);
     free(name);
 }
 

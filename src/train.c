@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "checkpoint.h"
@@ -36,6 +37,36 @@ static bool stop_requested(const struct trainer *tr) {
     int32_t flag = stop_signal != 0;
     comm_allreduce(&tr->g->world, &flag, 1, COMM_I32, COMM_MAX);
     return flag != 0;
+}
+
+/* Rank 0 prints which GPU of which host every rank drives, and how tensors travel. */
+static void print_gpu_map(const struct trainer *tr, int n_devices, enum comm_kind kind) {
+    const struct grid *g = tr->g;
+    char me[64];
+    if (gethostname(me, sizeof me) != 0) snprintf(me, sizeof me, "?");
+    me[sizeof me - 1] = '\0';
+    char *hosts = g->world_rank == 0 ? xcalloc((size_t)g->world_size, sizeof me) : NULL;
+    int32_t *devs = g->world_rank == 0 ? xcalloc((size_t)g->world_size, sizeof(int32_t)) : NULL;
+    int32_t dev = tr->be.device_id;
+    comm_gather(&g->world, hosts, me, sizeof me, COMM_U8, 0);
+    comm_gather(&g->world, devs, &dev, 1, COMM_I32, 0);
+    if (g->world_rank == 0) {
+        char nccl[32] = "";
+#ifdef INFLLM_CUDA
+        if (kind == COMM_KIND_NCCL) {
+            nccl[0] = ' ';
+            comm_nccl_version(nccl + 1, sizeof nccl - 1);
+        }
+#endif
+        printf("cuda: %d rank(s), %d GPU(s) on this node, tensor collectives through %s%s\n",
+               g->world_size, n_devices, kind == COMM_KIND_NCCL ? "NCCL" : "MPI staged via host (shared GPUs)",
+               nccl);
+        for (int r = 0; r < g->world_size; r++)
+            printf("  rank %d (dp %d, cp %d) -> %s GPU %d\n", r, r / g->cp, r % g->cp,
+                   hosts + (size_t)r * sizeof me, devs[r]);
+    }
+    free(hosts);
+    free(devs);
 }
 
 /* Refuses, before any allocation, a plan that does not fit the device's free memory. */
@@ -86,10 +117,7 @@ void trainer_init(struct trainer *tr, const struct config *c, struct grid *g, bo
     check_fits(tr);
     model_free(&tr->model);
     model_init(&tr->model, c, &tr->be, g, pad, true);
-    if (c->device == DEVICE_CUDA && g->world_rank == 0)
-        printf("cuda: %d rank(s) on %d GPU(s) per node, rank 0 on GPU %d, tensor collectives %s\n",
-               g->world_size, n_devices, tr->be.device_id,
-               kind == COMM_KIND_NCCL ? "through NCCL" : "through MPI (staged: GPUs are shared)");
+    if (c->device == DEVICE_CUDA) print_gpu_map(tr, n_devices, kind);
     if (c->model.init_from[0]) {
         float *host = xcalloc((size_t)tr->model.n_params_padded, sizeof(float));
         hf_import_weights(&tr->model, c->model.init_from, host);
