@@ -24,7 +24,7 @@
  *
  * Numerics, fp32 throughout: online softmax per piece (piece max, running max m, the piece's sum
  * of exponentials added to the running sum l, output accumulator rescaled when m grows);
- * exponentials by exp_f32 (below, <= 1.5 ulp); backward P and dS recomputed from lse
+ * exponentials by exp_f32 (cpu_math.h, <= 1.5 ulp); backward P and dS recomputed from lse
  * (flash-attention algebra, delta_i = dout_i . out_i). A row that reads no key (only possible
  * with a sparse selection) gets out = 0, lse = -INFINITY and contributes no gradient.
  */
@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "attn_cpu_impl.h"
+#include "cpu_math.h"
 #include "check.h"
 
 enum {
@@ -44,28 +45,6 @@ enum {
     KV_BATCH = 16, /* (row, head) pairs whose dk/dv updates are applied in one sweep */
 };
 
-/* e^x in fp32 for vector loops (glibc's expf does not vectorise): Cephes' range reduction and
- * degree-6 polynomial, max error 1.4 ulp on [-87.3, 10]; 0 below -87.3 (also for -INFINITY),
- * NaN propagated. Softmax arguments are <= 0, so the upper clamp only guards the bit trick. */
-static inline float exp_f32(float x) {
-    const float lo = -87.33654475f, hi = 88.0f;
-    float xc = x < lo ? lo : (x > hi ? hi : x);
-    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-    float r = xc - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    float y = p * two_n;
-    return x != x ? x : (x < lo ? 0.0f : y);
-}
 
 static float dot(const float *a, const float *b, int D) {
     float s = 0;

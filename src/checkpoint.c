@@ -267,9 +267,10 @@ static void load_optimizer(struct trainer *tr, const char *dir, int old_world) {
                      (long long)tm->numel, (long long)len);
         int64_t a = start > lo ? start : lo, b = start + len < hi ? start + len : hi;
         if (a < b) {
-            const float *sm = st_data(&f, tm), *sv = st_data(&f, tv);
-            memcpy(m + (a - lo), sm + (a - start), (size_t)(b - a) * sizeof(float));
-            memcpy(v + (a - lo), sv + (a - start), (size_t)(b - a) * sizeof(float));
+            /* st_data is byte-aligned only: copy bytes, never cast to float. */
+            const char *sm = st_data(&f, tm), *sv = st_data(&f, tv);
+            memcpy(m + (a - lo), sm + (size_t)(a - start) * 4, (size_t)(b - a) * sizeof(float));
+            memcpy(v + (a - lo), sv + (size_t)(a - start) * 4, (size_t)(b - a) * sizeof(float));
         }
         st_close(&f);
     }

@@ -705,7 +705,8 @@ static const char *const rules[] = {
     "head_dim / 2 positive numbers and original_max_position_embeddings is positive.",
     "`attention.block_size` and `attention.kernel_size` are multiples of "
     "`attention.kernel_stride`; `attention.window_size` is a multiple of `attention.block_size`; "
-    "topk + window_size / block_size >= 1.",
+    "topk + window_size / block_size >= 1; topk >= init_blocks + 1 (the forced blocks, init and "
+    "the local window with the query's own block, must fit in the topk + local_blocks budget).",
     "`data.seq_len` is a multiple of `attention.block_size`, and of 2 x parallel.cp x block_size "
     "when parallel.cp > 1 (each rank holds two equal chunks of whole blocks).",
     "The rank count is a multiple of `parallel.cp`; `train.global_batch_size` is a multiple of "
@@ -784,6 +785,10 @@ static void validate_attention(const struct config *c) {
     if ((int64_t)a->topk + a->window_size / a->block_size < 1)
         bad(c, "attention.topk", "0 with window_size 0 selects no block; expected topk + "
             "window_size / block_size >= 1");
+    if (a->topk < a->init_blocks + 1)
+        bad(c, "attention.topk", "%d cannot hold the %d forced init block(s) and the query's own "
+            "block besides the local window; expected topk >= init_blocks + 1", a->topk,
+            a->init_blocks);
     if (c->data.seq_len % a->block_size != 0)
         bad(c, "data.seq_len", "%lld is not a multiple of attention.block_size = %d",
             (long long)c->data.seq_len, a->block_size);

@@ -25,7 +25,9 @@
 #define ON_CUDA(be, call) ((void)0)
 #endif
 
+#ifdef INFLLM_CUDA
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+#endif
 
 size_t ops_workspace_bytes(const struct backend *be, int64_t N, int C, int64_t Tq, int Hkv,
                            int nsel, int64_t nblk) {

@@ -297,7 +297,7 @@ static void randomize(struct t_rng *r, struct config *c) {
     a->block_size = a->kernel_stride * (1 + (int)(t_rng_u64(r) % 8));
     a->init_blocks = (int)(t_rng_u64(r) % 4);
     a->window_size = a->block_size * (int)(t_rng_u64(r) % 40);
-    a->topk = 1 + (int)(t_rng_u64(r) % 100);
+    a->topk = a->init_blocks + 1 + (int)(t_rng_u64(r) % 100); /* at least init_blocks + 1 */
     a->dense_len = (int64_t)(t_rng_u64(r) % 100000) - 1;
     a->use_nope = t_rng_u64(r) % 2;
     a->lse_approx = t_rng_u64(r) % 2;
