@@ -533,6 +533,9 @@ static void test_rejections(void) {
                 "attention.window_size", "block_size = 64");
     REJECT_FILE("no block selected", "{\"attention\": {\"topk\": 0, \"window_size\": 0}}",
                 "attention.topk");
+    REJECT_FILE("topk below the forced blocks",
+                "{\"attention\": {\"topk\": 1, \"init_blocks\": 1}}", "attention.topk",
+                "init_blocks + 1");
     REJECT_FILE("batch not a multiple", "{\"train\": {\"global_batch_size\": 6}}",
                 "train.global_batch_size", "micro_batch_size");
     REJECT_FILE("warmup beyond max_steps", "{\"train\": {\"warmup_steps\": 300}}",
