@@ -329,43 +329,82 @@ static void *layer_at(const struct model *m, void *p, int l, int64_t per_layer) 
     return act_at(m->be, p, (int64_t)l * per_layer);
 }
 
+/* Everything layer l reads and writes: its saved activations, weights and weight gradients. */
+struct layer_views {
+    void *x, *xnext, *ln1, *q, *k, *v, *att, *xmid, *ln2, *gate, *up;
+    float *rstd1, *rstd2, *lse;
+    int32_t *sel;                                                    /* NULL in dense mode */
+    void *w_ln1, *wq, *wk, *wv, *wo, *w_ln2, *wgate, *wup, *wdown;
+    float *g_ln1, *gq, *gk, *gv, *go, *g_ln2, *ggate, *gup, *gdown;
+};
+
+static struct layer_views layer_views_of(const struct model *m, int l) {
+    const struct model_acts *a = &m->a;
+    int64_t N = m->N, C = m->C, I = m->I, QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
+    return (struct layer_views){
+        .x = layer_at(m, a->x, l, N * C),
+        .xnext = layer_at(m, a->x, l + 1, N * C),
+        .ln1 = layer_at(m, a->ln1, l, N * C),
+        .q = layer_at(m, a->q, l, N * QD),
+        .k = layer_at(m, a->k, l, N * KD),
+        .v = layer_at(m, a->v, l, N * KD),
+        .att = layer_at(m, a->att, l, N * QD),
+        .xmid = layer_at(m, a->xmid, l, N * C),
+        .ln2 = layer_at(m, a->ln2, l, N * C),
+        .gate = layer_at(m, a->gate, l, N * I),
+        .up = layer_at(m, a->up, l, N * I),
+        .rstd1 = a->rstd1 + l * N,
+        .rstd2 = a->rstd2 + l * N,
+        .lse = a->lse + l * N * m->Hq,
+        .sel = m->sparse ? a->sel + l * N * m->Hkv * m->attn.nsel : NULL,
+        .w_ln1 = layer_at(m, m->w.ln1, l, C),
+        .wq = layer_at(m, m->w.wq, l, QD * C),
+        .wk = layer_at(m, m->w.wk, l, KD * C),
+        .wv = layer_at(m, m->w.wv, l, KD * C),
+        .wo = layer_at(m, m->w.wo, l, C * QD),
+        .w_ln2 = layer_at(m, m->w.ln2, l, C),
+        .wgate = layer_at(m, m->w.wgate, l, I * C),
+        .wup = layer_at(m, m->w.wup, l, I * C),
+        .wdown = layer_at(m, m->w.wdown, l, C * I),
+        .g_ln1 = m->g.ln1 + l * C,
+        .gq = m->g.wq + l * QD * C,
+        .gk = m->g.wk + l * KD * C,
+        .gv = m->g.wv + l * KD * C,
+        .go = m->g.wo + l * C * QD,
+        .g_ln2 = m->g.ln2 + l * C,
+        .ggate = m->g.wgate + l * I * C,
+        .gup = m->g.wup + l * I * C,
+        .gdown = m->g.wdown + l * C * I,
+    };
+}
+
 static void layer_forward(struct model *m, int l) {
     const struct backend *be = m->be;
-    struct model_acts *a = &m->a;
-    int64_t N = m->N, C = m->C, I = m->I;
-    int QD = m->Hq * m->D, KD = m->Hkv * m->D;
+    struct layer_views y = layer_views_of(m, l);
+    int64_t N = m->N;
+    int C = m->C, I = m->I, QD = m->Hq * m->D, KD = m->Hkv * m->D;
     float eps = (float)m->cfg->model.rms_norm_eps;
-    void *x = layer_at(m, a->x, l, N * C), *xnext = layer_at(m, a->x, l + 1, N * C);
-    void *ln1 = layer_at(m, a->ln1, l, N * C), *ln2 = layer_at(m, a->ln2, l, N * C);
-    void *q = layer_at(m, a->q, l, N * QD), *k = layer_at(m, a->k, l, N * KD);
-    void *v = layer_at(m, a->v, l, N * KD), *att = layer_at(m, a->att, l, N * QD);
-    void *xmid = layer_at(m, a->xmid, l, N * C);
-    void *gate = layer_at(m, a->gate, l, N * I), *up = layer_at(m, a->up, l, N * I);
-    float *rstd1 = a->rstd1 + l * N, *rstd2 = a->rstd2 + l * N, *lse = a->lse + l * N * m->Hq;
-    int32_t *sel = m->sparse ? a->sel + l * N * m->Hkv * m->attn.nsel : NULL;
     bool select = m->sparse && !m->reuse_selection;
     bool nope = m->cfg->attention.use_nope;
 
-    op_rmsnorm_forward(be, ln1, rstd1, x, layer_at(m, m->w.ln1, l, C), N, C, eps);
-    op_matmul_forward(be, q, ln1, layer_at(m, m->w.wq, l, (int64_t)QD * C), N, C, QD, 1.0f, false);
-    op_matmul_forward(be, k, ln1, layer_at(m, m->w.wk, l, (int64_t)KD * C), N, C, KD, 1.0f, false);
-    op_matmul_forward(be, v, ln1, layer_at(m, m->w.wv, l, (int64_t)KD * C), N, C, KD, 1.0f, false);
-    if (select && nope) attention_layer_select(&m->attn, sel, q, k);
-    op_rope_forward(be, q, m->s.rope_cos, m->s.rope_sin, m->s.pos, N, m->Hq, m->D, QD);
-    op_rope_forward(be, k, m->s.rope_cos, m->s.rope_sin, m->s.pos, N, m->Hkv, m->D, KD);
-    if (select && !nope) attention_layer_select(&m->attn, sel, q, k);
-    attention_layer_forward(&m->attn, att, lse, sel, q, k, v);
+    op_rmsnorm_forward(be, y.ln1, y.rstd1, y.x, y.w_ln1, N, C, eps);
+    op_matmul_forward(be, y.q, y.ln1, y.wq, N, C, QD, 1.0f, false);
+    op_matmul_forward(be, y.k, y.ln1, y.wk, N, C, KD, 1.0f, false);
+    op_matmul_forward(be, y.v, y.ln1, y.wv, N, C, KD, 1.0f, false);
+    if (select && nope) attention_layer_select(&m->attn, y.sel, y.q, y.k);
+    op_rope_forward(be, y.q, m->s.rope_cos, m->s.rope_sin, m->s.pos, N, m->Hq, m->D, QD);
+    op_rope_forward(be, y.k, m->s.rope_cos, m->s.rope_sin, m->s.pos, N, m->Hkv, m->D, KD);
+    if (select && !nope) attention_layer_select(&m->attn, y.sel, y.q, y.k);
+    attention_layer_forward(&m->attn, y.att, y.lse, y.sel, y.q, y.k, y.v);
 
-    backend_copy(be, xmid, x, (size_t)(N * C) * be->act_size);
-    op_matmul_forward(be, xmid, att, layer_at(m, m->w.wo, l, (int64_t)C * QD), N, QD, C,
-                      m->res_scale, true);
-    op_rmsnorm_forward(be, ln2, rstd2, xmid, layer_at(m, m->w.ln2, l, C), N, C, eps);
-    op_matmul_forward(be, gate, ln2, layer_at(m, m->w.wgate, l, I * C), N, C, (int)I, 1.0f, false);
-    op_matmul_forward(be, up, ln2, layer_at(m, m->w.wup, l, I * C), N, C, (int)I, 1.0f, false);
-    op_swiglu_forward(be, m->s.act, gate, up, N * I);
-    backend_copy(be, xnext, xmid, (size_t)(N * C) * be->act_size);
-    op_matmul_forward(be, xnext, m->s.act, layer_at(m, m->w.wdown, l, C * I), N, (int)I, C,
-                      m->res_scale, true);
+    backend_copy(be, y.xmid, y.x, (size_t)(N * C) * be->act_size);
+    op_matmul_forward(be, y.xmid, y.att, y.wo, N, QD, C, m->res_scale, true);
+    op_rmsnorm_forward(be, y.ln2, y.rstd2, y.xmid, y.w_ln2, N, C, eps);
+    op_matmul_forward(be, y.gate, y.ln2, y.wgate, N, C, I, 1.0f, false);
+    op_matmul_forward(be, y.up, y.ln2, y.wup, N, C, I, 1.0f, false);
+    op_swiglu_forward(be, m->s.act, y.gate, y.up, N * I);
+    backend_copy(be, y.xnext, y.xmid, (size_t)(N * C) * be->act_size);
+    op_matmul_forward(be, y.xnext, m->s.act, y.wdown, N, I, C, m->res_scale, true);
 }
 
 /* The fused head over rows [0, N): loss per row into s.loss; with want_grad, d lnf into s.dlnf and
@@ -416,54 +455,39 @@ static void zero_act(const struct model *m, void *p, int64_t n) {
 /* On entry s.dres holds d x[l+1]; on exit d x[l]. */
 static void layer_backward(struct model *m, int l) {
     const struct backend *be = m->be;
-    struct model_acts *a = &m->a;
     struct model_scratch *s = &m->s;
-    int64_t N = m->N, C = m->C, I = m->I;
-    int QD = m->Hq * m->D, KD = m->Hkv * m->D;
-    void *x = layer_at(m, a->x, l, N * C);
-    void *ln1 = layer_at(m, a->ln1, l, N * C), *ln2 = layer_at(m, a->ln2, l, N * C);
-    void *q = layer_at(m, a->q, l, N * QD), *k = layer_at(m, a->k, l, N * KD);
-    void *v = layer_at(m, a->v, l, N * KD), *att = layer_at(m, a->att, l, N * QD);
-    void *xmid = layer_at(m, a->xmid, l, N * C);
-    void *gate = layer_at(m, a->gate, l, N * I), *up = layer_at(m, a->up, l, N * I);
-    float *rstd1 = a->rstd1 + l * N, *rstd2 = a->rstd2 + l * N, *lse = a->lse + l * N * m->Hq;
-    int32_t *sel = m->sparse ? a->sel + l * N * m->Hkv * m->attn.nsel : NULL;
+    struct layer_views y = layer_views_of(m, l);
+    int64_t N = m->N;
+    int C = m->C, I = m->I, QD = m->Hq * m->D, KD = m->Hkv * m->D;
 
     /* MLP branch: x[l+1] = xmid + rs * swiglu(gate, up) @ Wdown^T */
-    op_swiglu_forward(be, s->act, gate, up, N * I);
+    op_swiglu_forward(be, s->act, y.gate, y.up, N * I);
     zero_act(m, s->dact, N * I);
-    op_matmul_backward(be, s->dact, m->g.wdown + (int64_t)l * C * I, s->dres, s->act,
-                       layer_at(m, m->w.wdown, l, C * I), N, (int)I, C, m->res_scale);
+    op_matmul_backward(be, s->dact, y.gdown, s->dres, s->act, y.wdown, N, I, C, m->res_scale);
     zero_act(m, s->dgate, N * I);
     zero_act(m, s->dup, N * I);
-    op_swiglu_backward(be, s->dgate, s->dup, s->dact, gate, up, N * I);
+    op_swiglu_backward(be, s->dgate, s->dup, s->dact, y.gate, y.up, N * I);
     zero_act(m, s->dln, N * C);
-    op_matmul_backward(be, s->dln, m->g.wgate + (int64_t)l * I * C, s->dgate, ln2,
-                       layer_at(m, m->w.wgate, l, I * C), N, C, (int)I, 1.0f);
-    op_matmul_backward(be, s->dln, m->g.wup + (int64_t)l * I * C, s->dup, ln2,
-                       layer_at(m, m->w.wup, l, I * C), N, C, (int)I, 1.0f);
-    op_rmsnorm_backward(be, s->dres, m->g.ln2 + (int64_t)l * C, s->dln, xmid,
-                        layer_at(m, m->w.ln2, l, C), rstd2, N, C, s->workspace);
+    op_matmul_backward(be, s->dln, y.ggate, s->dgate, y.ln2, y.wgate, N, C, I, 1.0f);
+    op_matmul_backward(be, s->dln, y.gup, s->dup, y.ln2, y.wup, N, C, I, 1.0f);
+    op_rmsnorm_backward(be, s->dres, y.g_ln2, s->dln, y.xmid, y.w_ln2, y.rstd2, N, C,
+                        s->workspace);
 
     /* Attention branch: xmid = x + rs * att @ Wo^T */
     zero_act(m, s->datt, N * QD);
-    op_matmul_backward(be, s->datt, m->g.wo + (int64_t)l * C * QD, s->dres, att,
-                       layer_at(m, m->w.wo, l, (int64_t)C * QD), N, QD, C, m->res_scale);
+    op_matmul_backward(be, s->datt, y.go, s->dres, y.att, y.wo, N, QD, C, m->res_scale);
     zero_act(m, s->dq, N * QD);
     zero_act(m, s->dk, N * KD);
     zero_act(m, s->dv, N * KD);
-    attention_layer_backward(&m->attn, s->dq, s->dk, s->dv, s->datt, q, k, v, att, lse, sel);
+    attention_layer_backward(&m->attn, s->dq, s->dk, s->dv, s->datt, y.q, y.k, y.v, y.att, y.lse,
+                             y.sel);
     op_rope_backward(be, s->dq, s->rope_cos, s->rope_sin, s->pos, N, m->Hq, m->D, QD);
     op_rope_backward(be, s->dk, s->rope_cos, s->rope_sin, s->pos, N, m->Hkv, m->D, KD);
     zero_act(m, s->dln, N * C);
-    op_matmul_backward(be, s->dln, m->g.wq + (int64_t)l * QD * C, s->dq, ln1,
-                       layer_at(m, m->w.wq, l, (int64_t)QD * C), N, C, QD, 1.0f);
-    op_matmul_backward(be, s->dln, m->g.wk + (int64_t)l * KD * C, s->dk, ln1,
-                       layer_at(m, m->w.wk, l, (int64_t)KD * C), N, C, KD, 1.0f);
-    op_matmul_backward(be, s->dln, m->g.wv + (int64_t)l * KD * C, s->dv, ln1,
-                       layer_at(m, m->w.wv, l, (int64_t)KD * C), N, C, KD, 1.0f);
-    op_rmsnorm_backward(be, s->dres, m->g.ln1 + (int64_t)l * C, s->dln, x,
-                        layer_at(m, m->w.ln1, l, C), rstd1, N, C, s->workspace);
+    op_matmul_backward(be, s->dln, y.gq, s->dq, y.ln1, y.wq, N, C, QD, 1.0f);
+    op_matmul_backward(be, s->dln, y.gk, s->dk, y.ln1, y.wk, N, C, KD, 1.0f);
+    op_matmul_backward(be, s->dln, y.gv, s->dv, y.ln1, y.wv, N, C, KD, 1.0f);
+    op_rmsnorm_backward(be, s->dres, y.g_ln1, s->dln, y.x, y.w_ln1, y.rstd1, N, C, s->workspace);
 }
 
 void model_backward(struct model *m) {
