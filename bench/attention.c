@@ -4,7 +4,8 @@
  * forward+backward, InfLLM-V2 selection (compression + stages 1-2), sparse forward and
  * forward+backward including selection, with ms, achieved TFLOP/s and the attended keys.
  *
- *   bench_attention [--hq 32] [--hkv 2] [--d 128] [--dense-max 32768] [--selection-only] T...
+ *   bench_attention [--hq 32] [--hkv 2] [--d 128] [--dense-max 32768] [--selection-only]
+ *                   [--forward-only] T...
  *
  * FLOPs are counted honestly: dense causal forward = 4 * D * Hq * sum over rows of visible keys
  * (2 T^2 D Hq for a full square), the backward 2.5 times the forward (dQ, dK, dV and the
@@ -152,7 +153,7 @@ static void row(const char *what, int64_t T, float ms, double flops, const char 
 int main(int argc, char **argv) {
     int Hq = 32, Hkv = 2, D = 128;
     int64_t dense_max = 32768;
-    int selection_only = 0;
+    int selection_only = 0, forward_only = 0;
     int64_t Ts[16];
     int nT = 0;
     for (int i = 1; i < argc; i++) {
@@ -161,6 +162,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--d") && i + 1 < argc) D = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dense-max") && i + 1 < argc) dense_max = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--selection-only")) selection_only = 1;
+        else if (!strcmp(argv[i], "--forward-only")) forward_only = 1;
         else if (nT < 16) Ts[nT++] = atoll(argv[i]);
     }
     if (nT == 0) Ts[nT++] = 8192;
@@ -200,8 +202,10 @@ int main(int argc, char **argv) {
         if (T <= dense_max && !selection_only) {
             float f = time_median(&b, dense_fwd);
             row("dense fwd", T, f, dense_fwd_flops, "");
-            float fb = time_median(&b, dense_fwd_bwd);
-            row("dense fwd+bwd", T, fb, 3.5 * dense_fwd_flops, "");
+            if (!forward_only) {
+                float fb = time_median(&b, dense_fwd_bwd);
+                row("dense fwd+bwd", T, fb, 3.5 * dense_fwd_flops, "");
+            }
         }
         float sel_ms = time_median(&b, select_only);
         double keys = attended_keys(&b);
@@ -215,9 +219,12 @@ int main(int argc, char **argv) {
             double sparse_fwd_flops = 4.0 * D * Hq * keys;
             float sf = time_median(&b, sparse_fwd);
             row("sparse fwd (stage 3)", T, sf, sparse_fwd_flops, "");
-            float sfb = time_median(&b, sparse_step);
-            snprintf(note, sizeof note, "selection %.0f%% of the step", 100.0 * sel_ms / sfb);
-            row("sparse fwd+bwd incl. selection", T, sfb, 3.5 * sparse_fwd_flops + sel_flops, note);
+            if (!forward_only) {
+                float sfb = time_median(&b, sparse_step);
+                snprintf(note, sizeof note, "selection %.0f%% of the step", 100.0 * sel_ms / sfb);
+                row("sparse fwd+bwd incl. selection", T, sfb, 3.5 * sparse_fwd_flops + sel_flops,
+                    note);
+            }
         }
         void *bufs[] = {b.q, b.k, b.v, b.dout, b.out, b.dq, b.dk, b.dv, b.lse, b.k1, b.k2, b.sel, b.ws};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) backend_release(&be, bufs[i]);

@@ -17,28 +17,8 @@
 #include <cub/cub.cuh>
 
 #include "attention.h"
-#include "common.cuh"
+#include "attention_impl.cuh"
 #include "infllmv2.h"
-
-#define ATT_MAX_D 256
-#define ATT_DENSE_BLOCK 64
-#define ATT_WARPS 8            /* warps per block of the row kernels */
-#define DKDV_WARPS 8           /* warps (pairs per batch) of the dK/dV kernel */
-
-struct att_args {
-    const bf16 *q, *k, *v, *out, *dout;
-    bf16 *o, *dq, *dk, *dv;
-    float *lse;
-    const float *lse_in;
-    const int32_t *sel;        /* NULL: dense */
-    int nsel, bs;
-    int64_t Tq, q_pos0, Tk, q_stride, kv_stride;
-    int Hq, Hkv, D;
-    float scale;
-    const int32_t *pair_rows;  /* dK/dV of sparse mode: rows attending to each (g, block) ... */
-    const int32_t *pair_off;   /* ... in [pair_off[g * nblk + j], pair_off[g * nblk + j + 1]) */
-    int64_t nblk;
-};
 
 /* Number of key blocks of row i and the j-th of them. */
 static __device__ __forceinline__ int row_blocks(const struct att_args &a, int64_t i, int g,
@@ -305,6 +285,7 @@ static struct att_args args_of(const struct attn_shape *s, int bs) {
 
 static void forward(struct att_args a, const struct gpu_ctx *g) {
     if (a.Tq == 0) return;
+    if (attention_tc_forward(&a, g)) return; /* tensor cores where the shape allows */
     dim3 grid((unsigned)ceil_div(a.Tq, ATT_WARPS), (unsigned)a.Hq);
     att_forward_kernel<<<grid, ATT_WARPS * 32, 0, stream_of(g)>>>(a);
     CUDA_CHECK_LAST();

@@ -51,16 +51,12 @@ static void print_gpu_map(const struct trainer *tr, int n_devices, enum comm_kin
     comm_gather(&g->world, hosts, me, sizeof me, COMM_U8, 0);
     comm_gather(&g->world, devs, &dev, 1, COMM_I32, 0);
     if (g->world_rank == 0) {
-        char nccl[32] = "";
+        char via[64] = "MPI staged via host (shared GPUs)";
 #ifdef INFLLM_CUDA
-        if (kind == COMM_KIND_NCCL) {
-            nccl[0] = ' ';
-            comm_nccl_version(nccl + 1, sizeof nccl - 1);
-        }
+        if (kind == COMM_KIND_NCCL) comm_nccl_version(via, sizeof via);
 #endif
-        printf("cuda: %d rank(s), %d GPU(s) on this node, tensor collectives through %s%s\n",
-               g->world_size, n_devices, kind == COMM_KIND_NCCL ? "NCCL" : "MPI staged via host (shared GPUs)",
-               nccl);
+        printf("cuda: %d rank(s), %d GPU(s) on this node, tensor collectives through %s\n",
+               g->world_size, n_devices, via);
         for (int r = 0; r < g->world_size; r++)
             printf("  rank %d (dp %d, cp %d) -> %s GPU %d\n", r, r / g->cp, r % g->cp,
                    hosts + (size_t)r * sizeof me, devs[r]);
