@@ -42,3 +42,35 @@ extern "C" void crossentropy_forward_backward_cuda(float *loss, void *dlogits, c
                                                                       targets, V, dscale);
     CUDA_CHECK_LAST();
 }
+
+/* One block per row: each thread keeps its best (value, index), then a block-wide reduction that
+ * prefers the larger value and, on ties, the lower index. */
+static __global__ void argmax_kernel(int32_t *idx, const float *logits, int64_t V) {
+    __shared__ float bv[CE_THREADS];
+    __shared__ int64_t bi[CE_THREADS];
+    const float *row = logits + (int64_t)blockIdx.x * V;
+    float best = -INFINITY;
+    int64_t at = V; /* past the end: loses every comparison */
+    for (int64_t v = threadIdx.x; v < V; v += blockDim.x)
+        if (row[v] > best || (row[v] == best && v < at)) best = row[v], at = v;
+    bv[threadIdx.x] = best;
+    bi[threadIdx.x] = at;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) {
+            float ov = bv[threadIdx.x + s];
+            int64_t oi = bi[threadIdx.x + s];
+            if (ov > bv[threadIdx.x] || (ov == bv[threadIdx.x] && oi < bi[threadIdx.x]))
+                bv[threadIdx.x] = ov, bi[threadIdx.x] = oi;
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) idx[blockIdx.x] = (int32_t)(bi[0] < V ? bi[0] : 0);
+}
+
+extern "C" void argmax_rows_cuda(int32_t *idx, const float *logits, int64_t N, int64_t V,
+                                 const struct gpu_ctx *g) {
+    if (N == 0) return;
+    argmax_kernel<<<(unsigned)N, CE_THREADS, 0, stream_of(g)>>>(idx, logits, V);
+    CUDA_CHECK_LAST();
+}

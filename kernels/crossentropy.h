@@ -25,11 +25,16 @@ void crossentropy_forward_backward_cpu(float *loss,            /* (N) */
                                        const int32_t *targets, /* (N) */
                                        int64_t N, int64_t V, float dscale);
 
+/* idx[n] = the index of the largest logit of row n (the lowest index on ties): the model's
+ * prediction, for accuracies. */
+void argmax_rows_cpu(int32_t *idx, const float *logits, int64_t N, int64_t V);
 
 /* CUDA: fp32 logits and loss, bf16 dlogits (a separate buffer; NULL = loss only). */
 void crossentropy_forward_backward_cuda(float *loss, void *dlogits, const float *logits,
                                         const int32_t *targets, int64_t N, int64_t V, float dscale,
                                         const struct gpu_ctx *g);
+void argmax_rows_cuda(int32_t *idx, const float *logits, int64_t N, int64_t V,
+                      const struct gpu_ctx *g);
 
 #ifdef __cplusplus
 }

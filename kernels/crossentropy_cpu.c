@@ -78,3 +78,14 @@ void crossentropy_forward_backward_cpu(float *loss, float *dlogits, const float 
         loss[n] = row_loss(d, logits + n * V, t, V, dscale);
     }
 }
+
+void argmax_rows_cpu(int32_t *idx, const float *logits, int64_t N, int64_t V) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *row = logits + n * V;
+        int64_t best = 0;
+        for (int64_t v = 1; v < V; v++)
+            if (row[v] > row[best]) best = v;
+        idx[n] = (int32_t)best;
+    }
+}

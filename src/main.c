@@ -3,9 +3,11 @@
  *
  *   infllm-train CONFIG [--set key.path=value]... [--dry-run]   train (or only check and plan)
  *   infllm-train export CKPT OUT [--max-shard-bytes N]           Hugging Face folder from a checkpoint
+ *   infllm-train eval MODEL CONFIG [--set key.path=value]...     validation loss and retrieval accuracy
  *   infllm-train config-doc                                      print the config reference
  *   infllm-train --help | --version
  */
+#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,7 @@
 #include "checkpoint.h"
 #include "fsutil.h"
 #include "hf.h"
+#include "log.h"
 #include "config.h"
 #include "grid.h"
 #include "train.h"
@@ -26,6 +29,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: infllm-train CONFIG [--set key.path=value]... [--dry-run]\n"
             "       infllm-train export CHECKPOINT OUT_FOLDER [--max-shard-bytes N]\n"
+            "       infllm-train eval MODEL CONFIG [--set key.path=value]...\n"
             "       infllm-train config-doc\n"
             "       infllm-train --help | --version\n"
             "\n"
@@ -36,7 +40,11 @@ static void usage(FILE *f) {
             "  --dry-run             load and check the config, print it and the memory plan, exit\n"
             "\n"
             "export writes a Hugging Face folder (config.json, bf16 safetensors, tokenizer files of\n"
-            "the imported model) from a checkpoint folder or its `latest` pointer file.\n");
+            "the imported model) from a checkpoint folder or its `latest` pointer file.\n"
+            "eval measures the validation loss of MODEL (a checkpoint folder, its `latest` pointer,\n"
+            "or a Hugging Face folder) on train.eval_batches sequences of CONFIG's validation data,\n"
+            "and on the synthetic task the retrieval accuracy, at CONFIG's data.seq_len, in dense or\n"
+            "sparse attention by CONFIG's attention.dense_len (e.g. --set attention.dense_len=-1).\n");
 }
 
 struct args {
@@ -90,7 +98,7 @@ static int cmd_train(int argc, char **argv) {
     }
     int rc = EXIT_CODE_OK;
     struct trainer tr;
-    trainer_init(&tr, &cfg, &g, a.dry_run);
+    trainer_init(&tr, &cfg, &g, a.dry_run ? TRAINER_PLAN : TRAINER_TRAIN);
     if (!a.dry_run) {
         char ckpt[4096];
         if (checkpoint_resolve(&cfg, ckpt, sizeof ckpt)) checkpoint_load(&tr, ckpt);
@@ -163,6 +171,69 @@ static int cmd_export(int argc, char **argv) {
     return EXIT_CODE_OK;
 }
 
+static bool has_file(const char *dir, const char *name) {
+    char path[4400];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return stat(path, &st) == 0;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    if (argc < 4) {
+        usage(stderr);
+        die_user("eval needs MODEL and CONFIG");
+    }
+    char model_dir[4096];
+    resolve_checkpoint_arg(argv[2], model_dir, sizeof model_dir);
+    bool checkpoint = has_file(model_dir, "state.json");
+    if (!checkpoint && !has_file(model_dir, "config.json"))
+        die_user("%s: neither a checkpoint (state.json) nor a Hugging Face folder (config.json)",
+                 model_dir);
+    struct args a = parse_args(argc - 2, argv + 2); /* CONFIG and --set options */
+    static char init_from[4200];
+    if (!checkpoint) { /* the folder's config.json gives the shape, its weights are imported */
+        snprintf(init_from, sizeof init_from, "model.init_from=%s", model_dir);
+        a.sets[a.nset++] = init_from;
+    }
+    static struct config cfg;
+    config_load(&cfg, a.config, a.nset, a.sets);
+    int world = 1;
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
+    config_validate(&cfg, world);
+    struct grid g;
+    grid_init(&g, MPI_COMM_WORLD, cfg.parallel.cp);
+    struct trainer tr;
+    trainer_init(&tr, &cfg, &g, TRAINER_EVAL);
+    if (checkpoint) {
+        float *host = xcalloc((size_t)tr.model.n_params_padded, sizeof(float));
+        checkpoint_read_weights(&tr.model, model_dir, host);
+        backend_upload_act(&tr.be, tr.model.param_buf, host, tr.model.n_params_padded);
+        free(host);
+    }
+    double t0 = now_seconds();
+    struct eval_result r = trainer_eval(&tr);
+    if (g.world_rank == 0) {
+        printf("eval: %s, %d sequences of %lld tokens, %s attention: loss %.4f (perplexity %.3f)",
+               model_dir, cfg.train.eval_batches, (long long)cfg.data.seq_len,
+               tr.model.sparse ? "InfLLM-V2 sparse" : "dense", r.loss, exp(r.loss));
+        if (r.answers)
+            printf(", retrieval accuracy %.2f%% (%lld of %lld)",
+                   100.0 * (double)r.correct / (double)r.answers, (long long)r.correct,
+                   (long long)r.answers);
+        printf(" [%.1f s]\n", now_seconds() - t0);
+        printf("eval_json: {\"model\": \"%s\", \"seq_len\": %lld, \"sparse\": %s, \"loss\": %.6f, "
+               "\"answers\": %lld, \"correct\": %lld, \"accuracy\": %.6f}\n",
+               model_dir, (long long)cfg.data.seq_len, tr.model.sparse ? "true" : "false", r.loss,
+               (long long)r.answers, (long long)r.correct,
+               r.answers ? (double)r.correct / (double)r.answers : 0.0);
+    }
+    trainer_free(&tr);
+    grid_free(&g);
+    config_free(&cfg);
+    free(a.sets);
+    return EXIT_CODE_OK;
+}
+
 int main(int argc, char **argv) {
     MPI_CHECK(MPI_Init(&argc, &argv));
     int rc = EXIT_CODE_OK;
@@ -172,6 +243,8 @@ int main(int argc, char **argv) {
         rc = argc < 2 ? EXIT_CODE_USER : EXIT_CODE_OK;
     } else if (strcmp(cmd, "--version") == 0) {
         printf("infllm-train %s\n", INFLLM_VERSION);
+    } else if (strcmp(cmd, "eval") == 0) {
+        rc = cmd_eval(argc, argv);
     } else if (strcmp(cmd, "export") == 0) {
         rc = cmd_export(argc, argv);
     } else if (strcmp(cmd, "config-doc") == 0) {

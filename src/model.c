@@ -164,6 +164,7 @@ static void alloc_scratch(struct model *m) {
     s->tokens = plan_alloc(m, "batch: tokens", (size_t)N * sizeof(int32_t));
     s->targets = plan_alloc(m, "batch: targets", (size_t)N * sizeof(int32_t));
     s->pos = plan_alloc(m, "batch: positions", (size_t)N * sizeof(int32_t));
+    s->argmax = plan_alloc(m, "batch: predicted tokens", (size_t)N * sizeof(int32_t));
     s->rope_cos = plan_alloc(m, "rope cos table (fp32)", (size_t)(m->T * m->D / 2) * sizeof(float));
     s->rope_sin = plan_alloc(m, "rope sin table (fp32)", (size_t)(m->T * m->D / 2) * sizeof(float));
 }
@@ -250,7 +251,7 @@ void model_free(struct model *m) {
                     m->a.gate, m->a.up, m->a.lnf, m->a.rstdf, m->s.act, m->s.dact, m->s.dgate,
                     m->s.dup, m->s.dres, m->s.dln, m->s.datt, m->s.dq, m->s.dk, m->s.dv,
                     m->s.dlnf, m->s.logits, m->be->device == DEVICE_CPU ? NULL : m->s.dlogits,
-                    m->s.workspace, m->s.loss, m->s.tokens, m->s.targets, m->s.pos,
+                    m->s.workspace, m->s.loss, m->s.tokens, m->s.targets, m->s.pos, m->s.argmax,
                     m->s.rope_cos, m->s.rope_sin};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) backend_release(be, bufs[i]);
@@ -417,6 +418,7 @@ static double head_forward(struct model *m, bool want_grad, float grad_scale) {
         int64_t rows = N - r0 < m->head_rows ? N - r0 : m->head_rows;
         const void *h = act_at(be, m->a.lnf, r0 * C);
         op_matmul_forward_f32(be, m->s.logits, h, m->w.lm_head, rows, C, (int)V, m->logit_scale);
+        if (m->keep_argmax) op_argmax_rows(be, m->s.argmax + r0, m->s.logits, rows, V);
         op_crossentropy(be, m->s.loss + r0, want_grad ? m->s.dlogits : NULL, m->s.logits,
                         m->s.targets + r0, rows, V, grad_scale);
         if (want_grad)
@@ -443,6 +445,11 @@ double model_forward(struct model *m, const int32_t *tokens, const int32_t *targ
                        (float)m->cfg->model.rms_norm_eps);
     if (want_grad) backend_zero(be, m->s.dlnf, (size_t)(N * C) * be->act_size);
     return head_forward(m, want_grad, grad_scale);
+}
+
+void model_download_argmax(const struct model *m, int32_t *host) {
+    CHECK(m->keep_argmax);
+    backend_download(m->be, host, m->s.argmax, (size_t)m->N * sizeof(int32_t));
 }
 
 /* ---------------------------------------------------------------------------------------------- */

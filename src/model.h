@@ -102,6 +102,7 @@ struct model_scratch {
     int32_t *tokens; /* (N) inputs of the micro-batch */
     int32_t *targets;/* (N) next tokens, -1 = no loss */
     int32_t *pos;    /* (N) global positions */
+    int32_t *argmax; /* (N) predicted next token of each row (kept when model.keep_argmax) */
     float *rope_cos; /* (T, D/2) */
     float *rope_sin; /* (T, D/2) */
 };
@@ -130,6 +131,7 @@ struct model {
     bool allocated;         /* buffers exist (false after a plan-only model_init) */
     bool reuse_selection;   /* forward keeps a.sel from the previous forward instead of selecting
                                (recomputation, and gradient checks that hold the selection fixed) */
+    bool keep_argmax;       /* forward records each row's predicted token in s.argmax (accuracy) */
 
     int n_params_entries;
     struct param_entry *params;  /* (n_params_entries) */
@@ -174,6 +176,10 @@ void model_init_weights(struct model *m, uint64_t seed);
  * so summed gradients over micro-batches and ranks are the gradient of the mean loss). */
 double model_forward(struct model *m, const int32_t *tokens, const int32_t *targets,
                      bool want_grad, float grad_scale);
+
+/* The predicted next token of each row of the last forward (N, host), which must have run with
+ * keep_argmax set. */
+void model_download_argmax(const struct model *m, int32_t *host);
 
 /* Backward of the last model_forward(want_grad = true): accumulates into grad_buf. */
 void model_backward(struct model *m);

@@ -115,6 +115,12 @@ void op_crossentropy(const struct backend *be, float *loss, void *dlogits, const
     crossentropy_forward_backward_cpu(loss, dlogits, logits, targets, N, V, dscale);
 }
 
+void op_argmax_rows(const struct backend *be, int32_t *idx, const float *logits, int64_t N,
+                    int64_t V) {
+    ON_CUDA(be, argmax_rows_cuda(idx, logits, N, V, &be->gpu));
+    argmax_rows_cpu(idx, logits, N, V);
+}
+
 void op_add_inplace(const struct backend *be, void *dst, const void *src, int64_t n) {
     ON_CUDA(be, add_inplace_cuda(dst, src, n, &be->gpu));
     add_inplace_cpu(dst, src, n);

@@ -55,6 +55,10 @@ void op_swiglu_backward(const struct backend *be, void *dgate, void *dup, const 
 void op_crossentropy(const struct backend *be, float *loss, void *dlogits, const float *logits,
                      const int32_t *targets, int64_t N, int64_t V, float dscale);
 
+/* idx (N) = argmax of each row of fp32 logits (lowest index on ties). */
+void op_argmax_rows(const struct backend *be, int32_t *idx, const float *logits, int64_t N,
+                    int64_t V);
+
 /* dst += src (n elements of the compute dtype). */
 void op_add_inplace(const struct backend *be, void *dst, const void *src, int64_t n);
 

@@ -83,12 +83,14 @@ static void check_fits(const struct trainer *tr) {
     }
 }
 
-void trainer_init(struct trainer *tr, const struct config *c, struct grid *g, bool plan_only) {
+void trainer_init(struct trainer *tr, const struct config *c, struct grid *g,
+                  enum trainer_mode mode) {
+    bool plan_only = mode == TRAINER_PLAN;
     memset(tr, 0, sizeof *tr);
     tr->cfg = c;
     tr->g = g;
-    tr->plan_only = plan_only;
-    log_init(&tr->log, c->run_dir, g->world_rank == 0 && !plan_only);
+    tr->mode = mode;
+    log_init(&tr->log, c->run_dir, g->world_rank == 0 && mode == TRAINER_TRAIN);
     tr->log.root = g->world_rank == 0;
     backend_init(&tr->be, c->device, g->local_rank);
     int n_devices = 0;
@@ -123,12 +125,15 @@ void trainer_init(struct trainer *tr, const struct config *c, struct grid *g, bo
     } else {
         model_init_weights(&tr->model, c->seed);
     }
-    adamw_init(&tr->opt, &tr->be, &tr->model, g->world_rank, g->world_size);
+    if (mode == TRAINER_TRAIN) adamw_init(&tr->opt, &tr->be, &tr->model, g->world_rank, g->world_size);
     int per_micro = c->train.micro_batch_size * g->dp;
     tr->accum = c->train.global_batch_size / per_micro;
     tr->seq = xmalloc((size_t)(c->data.seq_len + 1) * sizeof(int32_t));
     tr->tokens = xmalloc((size_t)tr->model.N * sizeof(int32_t));
     tr->targets = xmalloc((size_t)tr->model.N * sizeof(int32_t));
+    tr->answer = xmalloc((size_t)(c->data.seq_len + 1));
+    tr->scored = xmalloc((size_t)tr->model.N);
+    tr->argmax = xmalloc((size_t)tr->model.N * sizeof(int32_t));
     log_info(&tr->log,
              "run: %lld parameters, %d rank(s) (dp %d x cp %d), %s, %s attention, %d micro-step(s) "
              "of %d x %lld tokens per step\n",
@@ -142,9 +147,12 @@ void trainer_free(struct trainer *tr) {
     free(tr->seq);
     free(tr->tokens);
     free(tr->targets);
+    free(tr->answer);
+    free(tr->scored);
+    free(tr->argmax);
     loader_free(&tr->val_data);
     loader_free(&tr->train_data);
-    if (!tr->plan_only) adamw_free(&tr->opt);
+    if (tr->mode == TRAINER_TRAIN) adamw_free(&tr->opt);
     model_free(&tr->model);
     backend_free(&tr->be);
     log_close(&tr->log);
@@ -158,14 +166,17 @@ static void fill_batch(struct trainer *tr, struct loader *l, int64_t first, int6
     for (int b = 0; b < m->B; b++) {
         int64_t gseq = first + b;
         bool masked = limit >= 0 && gseq >= limit;
-        if (masked)
+        if (masked) {
             memset(tr->seq, 0, (size_t)(m->T + 1) * sizeof(int32_t));
-        else
-            loader_read(l, gseq, tr->seq, NULL);
+            memset(tr->answer, 0, (size_t)(m->T + 1));
+        } else {
+            loader_read(l, gseq, tr->seq, tr->answer);
+        }
         for (int64_t i = 0; i < n; i++) {
             int64_t p = seq_shard_pos(&m->shard, i);
             tr->tokens[b * n + i] = tr->seq[p];
             tr->targets[b * n + i] = masked ? -1 : tr->seq[p + 1];
+            tr->scored[b * n + i] = !masked && tr->answer[p + 1]; /* row p predicts token p + 1 */
         }
     }
 }
@@ -205,19 +216,36 @@ double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
     return loss;
 }
 
-double trainer_eval(struct trainer *tr) {
+struct eval_result trainer_eval(struct trainer *tr) {
     const struct config *c = tr->cfg;
     struct model *m = &tr->model;
     int64_t total = c->train.eval_batches;
     int64_t per_micro = (int64_t)c->train.micro_batch_size * tr->g->dp;
     int64_t micros = (total + per_micro - 1) / per_micro;
     double loss_sum = 0;
+    int64_t counts[2] = {0, 0}; /* answers, correct */
+    m->keep_argmax = true;
     for (int64_t micro = 0; micro < micros; micro++) {
         fill_batch(tr, &tr->val_data, micro_first(tr, 0, (int)micro), total);
         loss_sum += model_forward(m, tr->tokens, tr->targets, false, 0.0f);
+        model_download_argmax(m, tr->argmax);
+        for (int64_t i = 0; i < m->N; i++) {
+            if (!tr->scored[i]) continue;
+            counts[0]++;
+            counts[1] += tr->argmax[i] == tr->targets[i];
+        }
     }
+    m->keep_argmax = false;
     comm_allreduce(&tr->g->world, &loss_sum, 1, COMM_F64, COMM_SUM);
-    return loss_sum / ((double)total * (double)c->data.seq_len);
+    comm_allreduce(&tr->g->world, counts, 2, COMM_I64, COMM_SUM);
+    /* cp ranks of a group hold different rows of the same sequences: every answer counts once */
+    struct eval_result r = {
+        .tokens = total * c->data.seq_len,
+        .answers = counts[0],
+        .correct = counts[1],
+    };
+    r.loss = loss_sum / (double)r.tokens;
+    return r;
 }
 
 /* The closing line: steps, time, mean step after the first, tokens/s, device memory in use. */
@@ -249,14 +277,21 @@ static bool eval_due(const struct trainer *tr) {
 
 static void run_eval(struct trainer *tr) {
     double t0 = now_seconds();
-    double val = trainer_eval(tr);
-    log_info(&tr->log, "eval step %lld | val loss %.4f | %.1f s\n", (long long)tr->step, val,
-             now_seconds() - t0);
-    log_metrics(&tr->log, "\"step\": %lld, \"val_loss\": %.6f", (long long)tr->step, val);
+    struct eval_result r = trainer_eval(tr);
+    char acc[96] = "";
+    if (r.answers)
+        snprintf(acc, sizeof acc, " | retrieval accuracy %.1f%% (%lld of %lld)",
+                 100.0 * (double)r.correct / (double)r.answers, (long long)r.correct,
+                 (long long)r.answers);
+    log_info(&tr->log, "eval step %lld | val loss %.4f%s | %.1f s\n", (long long)tr->step, r.loss,
+             acc, now_seconds() - t0);
+    log_metrics(&tr->log, "\"step\": %lld, \"val_loss\": %.6f, \"val_accuracy\": %.6f",
+                (long long)tr->step, r.loss,
+                r.answers ? (double)r.correct / (double)r.answers : 0.0);
 }
 
 int trainer_run(struct trainer *tr) {
-    CHECK(!tr->plan_only);
+    CHECK(tr->mode == TRAINER_TRAIN);
     const struct config *c = tr->cfg;
     const struct train_config *t = &c->train;
     install_stop_handlers();

@@ -20,6 +20,12 @@
 #include "log.h"
 #include "model.h"
 
+enum trainer_mode {
+    TRAINER_TRAIN = 0,  /* everything: model, optimizer, data */
+    TRAINER_PLAN = 1,   /* --dry-run: data opened, plan printed, nothing allocated */
+    TRAINER_EVAL = 2,   /* model and validation data, no optimizer, no metrics file */
+};
+
 struct trainer {
     const struct config *cfg;
     struct grid *g;
@@ -34,12 +40,25 @@ struct trainer {
     int32_t *seq;         /* (T + 1) one sequence from the loader */
     int32_t *tokens;      /* (N) inputs of this rank's micro-batch */
     int32_t *targets;     /* (N) */
-    bool plan_only;       /* made by --dry-run: cannot train */
+    uint8_t *answer;      /* (T + 1) retrieval positions of one sequence (synthetic task) */
+    uint8_t *scored;      /* (N) rows whose target is a retrieval answer */
+    int32_t *argmax;      /* (N) predicted tokens, host copy */
+    enum trainer_mode mode;
 };
 
-/* Sets up the backend, model, optimizer and loaders, and prints the plan. With plan_only the data
- * is opened and checked and the plan printed, but nothing is allocated (--dry-run). */
-void trainer_init(struct trainer *tr, const struct config *c, struct grid *g, bool plan_only);
+/* What one evaluation measured over all ranks. */
+struct eval_result {
+    double loss;          /* mean per-token loss */
+    int64_t tokens;       /* scored tokens */
+    int64_t answers;      /* retrieval answers among them (synthetic task; 0 for shards) */
+    int64_t correct;      /* answers the model predicted exactly (argmax) */
+};
+
+/* Sets up the backend, model, optimizer and loaders for `mode`, and prints the plan. TRAINER_PLAN
+ * opens and checks the data and prints the plan but allocates nothing (--dry-run); TRAINER_EVAL
+ * allocates the model but no optimizer. */
+void trainer_init(struct trainer *tr, const struct config *c, struct grid *g,
+                  enum trainer_mode mode);
 void trainer_free(struct trainer *tr);
 
 /* Trains from tr->step to train.max_steps. Returns the process exit code. */
@@ -49,7 +68,8 @@ int trainer_run(struct trainer *tr);
  * message) when the loss or the gradient is not finite, before touching the weights. */
 double trainer_step(struct trainer *tr, double lr, double *grad_norm);
 
-/* Mean validation loss over train.eval_batches sequences of the validation stream (global). */
-double trainer_eval(struct trainer *tr);
+/* Validation loss, and retrieval accuracy on the synthetic task, over train.eval_batches sequences
+ * of the validation stream (all ranks together). */
+struct eval_result trainer_eval(struct trainer *tr);
 
 #endif

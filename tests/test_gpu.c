@@ -241,6 +241,17 @@ static void test_crossentropy(void) {
     check_rel("crossentropy loss (V=50257, a masked row)", gl, rl, N, 1e-5);
     check_rel("crossentropy dlogits", gd, rd, N * V, 1e-2);
     t_check(gl[3] == 0.0f, "masked row loss %g", gl[3]);
+    /* argmax: the same index as the CPU, lowest index on a tie (row 2 gets a planted tie) */
+    logits[2 * V + 7] = logits[2 * V + 900] = 1e3f;
+    backend_upload(&be, dlog, logits, (size_t)(N * V) * 4);
+    int32_t ridx[7], gidx[7];
+    argmax_rows_cpu(ridx, logits, N, V);
+    int32_t *didx = dev_bytes(NULL, sizeof gidx);
+    argmax_rows_cuda(didx, dlog, N, V, &be.gpu);
+    backend_download(&be, gidx, didx, sizeof gidx);
+    t_equal_i32("argmax rows (a tie resolved to the lower index)", gidx, ridx, N);
+    t_check(gidx[2] == 7, "argmax tie -> %d, expected 7", gidx[2]);
+    backend_release(&be, didx);
     backend_release(&be, dlog), backend_release(&be, dtg), backend_release(&be, dl), backend_release(&be, dd);
     free(logits), free(rl), free(rd), free(gl), free(gd);
 }
@@ -491,7 +502,7 @@ static void test_ten_steps(void) {
         struct grid g;
         grid_init(&g, MPI_COMM_SELF, 1);
         struct trainer tr;
-        trainer_init(&tr, &c, &g, false);
+        trainer_init(&tr, &c, &g, TRAINER_TRAIN);
         for (int s = 0; s < 10; s++) {
             double norm;
             loss[dev][s] = trainer_step(&tr, 3e-3, &norm);

@@ -108,7 +108,7 @@ static double worst_rms_rel(const struct result *a, const struct result *b) {
  * onto every rank of the cp group (so rank 0 can compare). */
 static void train(struct result *r, const struct config *c, struct grid *g) {
     struct trainer tr;
-    trainer_init(&tr, c, g, false);
+    trainer_init(&tr, c, g, TRAINER_TRAIN);
     struct model *m = &tr.model;
     memset(r, 0, sizeof *r);
     if (m->sparse) {
