@@ -1,7 +1,8 @@
 /*
- * config.c: the key table and everything built from it (see config.h).
+ * config.c: the key table, loading and validation (see config.h); config_output.c writes the
+ * config out (JSON, start-up table, docs/CONFIG.md) from the same table.
  *
- * Each row of `keys` names a dotted key path, its type, its field in struct config (offsetof), its
+ * Each row of `config_keys` names a dotted key path, its type, its field in struct config (offsetof), its
  * default (JSON text, parsed by the same setter as a user's value: a bad default fails at start),
  * its bounds and one line of documentation. The loader walks the JSON object and looks each member
  * up in the table; the --set parser, config_defaults, the start-up table, config_to_json and
@@ -23,33 +24,10 @@
 #include <sys/stat.h>
 
 #include "check.h"
+#include "config_keys.h"
 #include "fsutil.h"
 #include "hf.h"
 #include "synthetic.h"
-
-enum key_type {
-    KT_INT,     /* int */
-    KT_INT64,   /* int64_t */
-    KT_U64,     /* uint64_t (seed) */
-    KT_DOUBLE,  /* double */
-    KT_BOOL,    /* bool */
-    KT_STRING,  /* char[cap] */
-    KT_ENUM,    /* an enum stored as int; names[value] */
-    KT_STRLIST, /* struct string_list */
-    KT_NUMLIST, /* struct float_list */
-};
-
-struct key_desc {
-    const char *path;          /* dotted key path, e.g. "model.hidden_size" */
-    enum key_type type;
-    size_t offset;             /* of the field in struct config */
-    const char *def;           /* default, JSON text */
-    double min, max;           /* numeric bounds (KT_INT, KT_INT64, KT_U64, KT_DOUBLE) */
-    bool min_open, max_open;   /* bound excluded (KT_DOUBLE only) */
-    const char *const *names;  /* KT_ENUM: value names, NULL-terminated */
-    size_t cap;                /* KT_STRING: capacity of the field, NUL included */
-    const char *doc;           /* meaning, unit, constraints: one line */
-};
 
 static const char *const device_names[] = {"cpu", "cuda", NULL};
 static const char *const model_type_names[] = {"llama", "minicpm", NULL};
@@ -73,7 +51,7 @@ static const char *const recompute_names[] = {"none", "attention", "full", NULL}
 #define ROW_LIST(p, t, f, doc) {p, t, F(f), "[]", 0, 0, false, false, NULL, 0, doc}
 #define NUM_ANY -DBL_MAX, DBL_MAX
 
-static const struct key_desc keys[] = {
+const struct key_desc config_keys[] = {
     /* top level */
     ROW_STR("run_dir", run_dir, "\"runs/default\"",
             "Folder of the run: metrics.jsonl and ckpt/ (checkpoints) live here; not empty."),
@@ -223,8 +201,9 @@ static const struct key_desc keys[] = {
             "Steps between printed lines (metrics.jsonl gets every step)."),
 };
 
-#define NKEYS ((int)(sizeof keys / sizeof keys[0]))
-_Static_assert(sizeof keys / sizeof keys[0] <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
+#define NKEYS ((int)(sizeof config_keys / sizeof config_keys[0]))
+_Static_assert(sizeof config_keys / sizeof config_keys[0] <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
+const int config_nkeys = NKEYS;
 
 /* Other spellings accepted in files and --set (never written). */
 static const struct {
@@ -240,8 +219,7 @@ static const char *const nullable_sections[] = {"model.rope_scaling", NULL};
 /* What a key expects, in words                                                                    */
 
 /* Appends printf output to buf (of size n). */
-static void append(char *buf, size_t n, const char *fmt, ...) INFLLM_PRINTF(3, 4);
-static void append(char *buf, size_t n, const char *fmt, ...) {
+void config_append(char *buf, size_t n, const char *fmt, ...) {
     size_t used = strlen(buf);
     if (used + 1 >= n) return;
     va_list ap;
@@ -257,45 +235,45 @@ static bool is_integer_type(enum key_type t) {
 /* The noun phrase of what the key holds ("positive integer", "number in [0, 1)", ...), without an
  * article; show_max adds the upper limit (of an integer, a string's length, a list's length) even
  * when it is only the type's own. */
-static void describe(const struct key_desc *k, bool show_max, char *buf, size_t n) {
+void config_describe(const struct key_desc *k, bool show_max, char *buf, size_t n) {
     buf[0] = '\0';
     if (is_integer_type(k->type)) {
         if (k->min == 1)
-            append(buf, n, "positive integer");
+            config_append(buf, n, "positive integer");
         else if (k->min == 0)
-            append(buf, n, "non-negative integer");
+            config_append(buf, n, "non-negative integer");
         else
-            append(buf, n, "integer >= %.0f", k->min);
+            config_append(buf, n, "integer >= %.0f", k->min);
         double natural = k->type == KT_INT ? INT_TOP : INT64_TOP;
-        if (show_max || k->max < natural) append(buf, n, " <= %.0f", k->max);
+        if (show_max || k->max < natural) config_append(buf, n, " <= %.0f", k->max);
         return;
     }
     switch (k->type) {
     case KT_DOUBLE:
         if (k->min == -DBL_MAX && k->max == DBL_MAX)
-            append(buf, n, "number");
+            config_append(buf, n, "number");
         else if (k->max == DBL_MAX && k->min == 0 && k->min_open)
-            append(buf, n, "positive number");
+            config_append(buf, n, "positive number");
         else if (k->max == DBL_MAX)
-            append(buf, n, "number %s %g", k->min_open ? ">" : ">=", k->min);
+            config_append(buf, n, "number %s %g", k->min_open ? ">" : ">=", k->min);
         else
-            append(buf, n, "number in %c%g, %g%c", k->min_open ? '(' : '[', k->min, k->max,
+            config_append(buf, n, "number in %c%g, %g%c", k->min_open ? '(' : '[', k->min, k->max,
                    k->max_open ? ')' : ']');
         return;
-    case KT_BOOL: append(buf, n, "true or false"); return;
+    case KT_BOOL: config_append(buf, n, "true or false"); return;
     case KT_STRING:
-        append(buf, n, "string");
-        if (show_max) append(buf, n, " of at most %zu bytes", k->cap - 1);
+        config_append(buf, n, "string");
+        if (show_max) config_append(buf, n, " of at most %zu bytes", k->cap - 1);
         return;
     case KT_ENUM:
-        append(buf, n, "one of");
-        for (int i = 0; k->names[i]; i++) append(buf, n, "%s \"%s\"", i ? "," : "", k->names[i]);
+        config_append(buf, n, "one of");
+        for (int i = 0; k->names[i]; i++) config_append(buf, n, "%s \"%s\"", i ? "," : "", k->names[i]);
         return;
     case KT_STRLIST:
     case KT_NUMLIST:
-        append(buf, n, "list of ");
-        if (show_max) append(buf, n, "at most %d ", CONFIG_LIST_MAX);
-        append(buf, n, "%s", k->type == KT_STRLIST ? "strings" : "numbers");
+        config_append(buf, n, "list of ");
+        if (show_max) config_append(buf, n, "at most %d ", CONFIG_LIST_MAX);
+        config_append(buf, n, "%s", k->type == KT_STRLIST ? "strings" : "numbers");
         return;
     default: return;
     }
@@ -332,7 +310,7 @@ static void die_field(const struct origin *o, const struct key_desc *k, bool sho
 static void die_field(const struct origin *o, const struct key_desc *k, bool show_max,
                       const cJSON *got) {
     char what[200], expected[220];
-    describe(k, show_max, what, sizeof what);
+    config_describe(k, show_max, what, sizeof what);
     bool vowel = strchr("aeiou", what[0]) != NULL;
     bool article = k->type != KT_BOOL && k->type != KT_ENUM;
     snprintf(expected, sizeof expected, "%s%s", article ? (vowel ? "an " : "a ") : "", what);
@@ -417,7 +395,7 @@ static const char *canonical(const char *path) {
 static int find_key(const char *path) {
     path = canonical(path);
     for (int i = 0; i < NKEYS; i++)
-        if (strcmp(keys[i].path, path) == 0) return i;
+        if (strcmp(config_keys[i].path, path) == 0) return i;
     return -1;
 }
 
@@ -425,7 +403,7 @@ static int find_key(const char *path) {
 static bool is_section(const char *prefix) {
     size_t n = strlen(prefix);
     for (int i = 0; i < NKEYS; i++)
-        if (strncmp(keys[i].path, prefix, n) == 0 && keys[i].path[n] == '.') return true;
+        if (strncmp(config_keys[i].path, prefix, n) == 0 && config_keys[i].path[n] == '.') return true;
     return false;
 }
 
@@ -462,7 +440,7 @@ static void suggest(const char *path, char *out, size_t n) {
     out[0] = '\0';
     for (int i = 0; i < NKEYS; i++) {
         /* the key itself and each section above it ("data", "data.synthetic") */
-        const char *p = keys[i].path;
+        const char *p = config_keys[i].path;
         for (size_t len = 1; p[len - 1] != '\0'; len++) {
             if (p[len] != '.' && p[len] != '\0') continue;
             char cand[128];
@@ -473,8 +451,8 @@ static void suggest(const char *path, char *out, size_t n) {
     }
     if (best_d <= 1) return;
     for (int i = 0; i < NKEYS; i++)
-        if (strcmp(leaf_of(keys[i].path), leaf_of(path)) == 0) {
-            snprintf(out, n, "%s", keys[i].path);
+        if (strcmp(leaf_of(config_keys[i].path), leaf_of(path)) == 0) {
+            snprintf(out, n, "%s", config_keys[i].path);
             return;
         }
     int limit = strlen(path) < 8 ? 2 : 3;
@@ -538,7 +516,7 @@ static void apply_object(struct config *c, const cJSON *obj, const char *prefix,
         }
         int idx = find_key(path);
         if (idx >= 0) {
-            set_value(c, &keys[idx], m, o);
+            set_value(c, &config_keys[idx], m, o);
             c->given[idx] = 1;
         } else if (is_section(path) && cJSON_IsObject(m)) {
             apply_object(c, m, path, o);
@@ -559,9 +537,9 @@ void config_defaults(struct config *c) {
     memset(c, 0, sizeof *c);
     struct origin o = {"(built-in defaults)", NULL};
     for (int i = 0; i < NKEYS; i++) {
-        cJSON *v = cJSON_Parse(keys[i].def);
-        CHECKF(v != NULL, "bad default for %s", keys[i].path);
-        set_value(c, &keys[i], v, &o);
+        cJSON *v = cJSON_Parse(config_keys[i].def);
+        CHECKF(v != NULL, "bad default for %s", config_keys[i].path);
+        set_value(c, &config_keys[i], v, &o);
         cJSON_Delete(v);
     }
 }
@@ -644,8 +622,8 @@ static void apply_set(struct config *c, const char *arg) {
     path[n] = '\0';
     int idx = find_key(path);
     if (idx >= 0) {
-        cJSON *v = set_value_json(&keys[idx], eq + 1);
-        set_value(c, &keys[idx], v, &o);
+        cJSON *v = set_value_json(&config_keys[idx], eq + 1);
+        set_value(c, &config_keys[idx], v, &o);
         c->given[idx] = 1;
         cJSON_Delete(v);
     } else if (is_section(path)) {
@@ -680,8 +658,8 @@ void config_load(struct config *c, const char *path, int nset, char *const *sets
 
 void config_free(struct config *c) {
     for (int i = 0; i < NKEYS; i++) {
-        if (keys[i].type != KT_STRLIST) continue;
-        struct string_list *l = field(c, &keys[i]);
+        if (config_keys[i].type != KT_STRLIST) continue;
+        struct string_list *l = field(c, &config_keys[i]);
         for (int j = 0; j < l->n; j++) free(l->items[j]);
         l->n = 0;
     }
@@ -696,7 +674,7 @@ bool config_is_set(const struct config *c, const char *key) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Validation: derived defaults and checks across keys (each listed in `rules` for the docs)       */
 
-static const char *const rules[] = {
+const char *const config_rules[] = {
     "`model.head_dim` 0 becomes hidden_size / num_attention_heads (which must divide); the head "
     "dim must be even (RoPE pairs).",
     "`model.max_position_embeddings` 0 becomes data.seq_len.",
@@ -718,6 +696,7 @@ static const char *const rules[] = {
     "4 tokens per record); `shards`: at least one `data.train_files` entry.",
     "`device` `cuda` needs a binary built with the CUDA backend.",
     "`run_dir` and `resume` are not empty.",
+    NULL,
 };
 
 static void bad(const struct config *c, const char *key, const char *fmt, ...)
@@ -866,176 +845,3 @@ int config_local_blocks(const struct config *c) {
 bool config_sparse(const struct config *c, int64_t seq_len) {
     return c->attention.dense_len < 0 || seq_len >= c->attention.dense_len;
 }
-
-/* ---------------------------------------------------------------------------------------------- */
-/* Output: JSON, table, documentation                                                              */
-
-/* A JSON number that reads back as exactly d: the shortest of %.15g, %.16g, %.17g that does
- * (cJSON's own printing accepts a 1-ulp difference, and a checkpoint's config must be exact). */
-static cJSON *exact_number(double d) {
-    char buf[40];
-    for (int digits = 15; digits <= 17; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, d);
-        if (strtod(buf, NULL) == d) break;
-    }
-    return cJSON_CreateRaw(buf);
-}
-
-static cJSON *integer_json(long long v) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "%lld", v);
-    return cJSON_CreateRaw(buf);
-}
-
-static cJSON *value_json(const struct config *c, const struct key_desc *k) {
-    const void *f = (const char *)c + k->offset;
-    switch (k->type) {
-    case KT_INT: return integer_json(*(const int *)f);
-    case KT_INT64: return integer_json((long long)*(const int64_t *)f);
-    case KT_U64: return integer_json((long long)*(const uint64_t *)f); /* <= 2^53 */
-    case KT_DOUBLE: return exact_number(*(const double *)f);
-    case KT_BOOL: return cJSON_CreateBool(*(const bool *)f);
-    case KT_STRING: return cJSON_CreateString((const char *)f);
-    case KT_ENUM: return cJSON_CreateString(k->names[*(const int *)f]);
-    case KT_STRLIST: {
-        const struct string_list *l = f;
-        cJSON *a = cJSON_CreateArray();
-        for (int i = 0; i < l->n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(l->items[i]));
-        return a;
-    }
-    case KT_NUMLIST: {
-        const struct float_list *l = f;
-        cJSON *a = cJSON_CreateArray();
-        for (int i = 0; i < l->n; i++) cJSON_AddItemToArray(a, exact_number(l->items[i]));
-        return a;
-    }
-    }
-    return cJSON_CreateNull();
-}
-
-char *config_to_json(const struct config *c) {
-    cJSON *root = cJSON_CreateObject();
-    for (int i = 0; i < NKEYS; i++) {
-        /* find or create the objects of the dotted path, then add the leaf */
-        char path[256];
-        snprintf(path, sizeof path, "%s", keys[i].path);
-        cJSON *obj = root;
-        char *part = path, *dot;
-        while ((dot = strchr(part, '.'))) {
-            *dot = '\0';
-            cJSON *sub = cJSON_GetObjectItemCaseSensitive(obj, part);
-            if (!sub) sub = cJSON_AddObjectToObject(obj, part);
-            obj = sub;
-            part = dot + 1;
-        }
-        cJSON_AddItemToObject(obj, part, value_json(c, &keys[i]));
-    }
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    return text;
-}
-
-void config_print(const struct config *c, FILE *f) {
-    fprintf(f, "config (%s):\n  %-54s %s\n", c->path[0] ? c->path : "defaults", "key", "value");
-    for (int i = 0; i < NKEYS; i++) {
-        cJSON *v = value_json(c, &keys[i]);
-        char *text = cJSON_PrintUnformatted(v);
-        size_t n = strlen(text);
-        fprintf(f, "  %-54s %.*s%s\n", keys[i].path, n > 60 ? 57 : (int)n, text,
-                n > 60 ? "..." : "");
-        free(text);
-        cJSON_Delete(v);
-    }
-}
-
-static const struct {
-    const char *prefix, *title, *intro;
-} sections[] = {
-    {"", "Top level", "Where the run lives, which backend runs it, and where it resumes from."},
-    {"model.", "model",
-     "The transformer's shape, with the key names of a Hugging Face config.json (`rope_scaling` "
-     "is an object, as there). With `model.init_from`, the imported folder's config.json supplies "
-     "them. The three MiniCPM keys (muP scales) are ignored by `llama` (any value in range is "
-     "accepted)."},
-    {"attention.", "attention",
-     "InfLLM-V2 dense-sparse switchable attention (arXiv 2509.24663). Defaults are those of "
-     "MiniCPM4.1. No key adds parameters: a model trained dense runs unchanged in sparse mode."},
-    {"data.", "data",
-     "The token stream: the built-in synthetic retrieval task (`data.synthetic`) or token shards "
-     "(docs/DATA.md). configs/finetune_64k.json names placeholder shards (`data/shards/...`) and "
-     "a placeholder model folder (`models/MiniCPM4-0.5B`): replace them with your own before "
-     "running it."},
-    {"train.", "train", "Optimisation: batch, schedule, AdamW, evaluation, stopping."},
-    {"parallel.", "parallel", "How ranks share the work: cp ranks per sequence, dp = ranks / cp."},
-    {"checkpoint.", "checkpoint", "Checkpoints in <run_dir>/ckpt (format: docs/FORMATS.md)."},
-    {"log.", "log", "Progress output."},
-};
-
-/* Markdown table cell text: pipes escaped. */
-static void doc_cell(FILE *f, const char *s) {
-    for (; *s; s++) {
-        if (*s == '|') fputc('\\', f);
-        fputc(*s, f);
-    }
-}
-
-static void doc_row(FILE *f, const struct key_desc *k) {
-    char what[200];
-    if (k->type == KT_BOOL)
-        snprintf(what, sizeof what, "bool");
-    else if (k->type == KT_ENUM) {
-        what[0] = '\0';
-        for (int e = 0; k->names[e]; e++)
-            append(what, sizeof what, "%s`%s`", e ? ", " : "", k->names[e]);
-    } else
-        describe(k, false, what, sizeof what);
-    fprintf(f, "| `%s` | ", k->path);
-    doc_cell(f, what);
-    fprintf(f, " | `%s` | ", k->def);
-    doc_cell(f, k->doc);
-    fprintf(f, " |\n");
-}
-
-void config_write_doc(FILE *f) {
-    fprintf(f, "# Configuration reference\n\n"
-               "This file is the output of `infllm-train config-doc`: regenerate it with\n"
-               "`build/infllm-train config-doc > docs/CONFIG.md` after changing the key table in\n"
-               "src/config.c.\n\n"
-               "A config is a JSON object of the sections below. A key left out keeps its\n"
-               "default. An unknown key (with the closest known one suggested), a wrong type, a\n"
-               "number out of range or an impossible combination stops the run before any work\n"
-               "with one line naming the file, the key path and what was expected (exit code "
-               "2):\n\n"
-               "    error: configs/x.json: unknown key \"train.max_step\" (did you mean "
-               "\"train.max_steps\"?)\n"
-               "    error: configs/x.json: model.hidden_size: expected a positive integer, "
-               "got 3.5\n\n");
-    fprintf(f, "Any key can be overridden on the command line with `--set key.path=value`,\n"
-               "repeatable and applied in order after the file. The value is JSON when it parses\n"
-               "as JSON, else a bare string: `--set train.lr=1e-4`,\n"
-               "`--set model.tie_word_embeddings=false`, `--set 'data.train_files=[\"a.tok\"]'`,\n"
-               "`--set device=cuda`, `--set run_dir=runs/x`,\n"
-               "`--set model.rope_scaling.rope_type=longrope`. A section takes a JSON object:\n"
-               "`--set 'data.synthetic={\"n_pairs\": 4}'`.\n\n"
-               "Integers must be whole numbers within the range shown (JSON numbers hold integers\n"
-               "exactly up to 2^53). Checkpoints store the whole config in this format\n"
-               "(`train_config.json`), every key written.\n");
-    for (size_t s = 0; s < sizeof sections / sizeof sections[0]; s++) {
-        fprintf(f, "\n## %s\n\n%s\n\n| key | type | default | meaning |\n|---|---|---|---|\n",
-                sections[s].title, sections[s].intro);
-        size_t pn = strlen(sections[s].prefix);
-        for (int i = 0; i < NKEYS; i++) {
-            const char *p = keys[i].path;
-            bool top = strchr(p, '.') == NULL;
-            if (pn == 0 ? top : strncmp(p, sections[s].prefix, pn) == 0) doc_row(f, &keys[i]);
-        }
-    }
-    fprintf(f, "\n## Derived values and checks across keys\n\n"
-               "Applied after the file and the --set options (and again by the trainer once the\n"
-               "rank count is known); each failure names the key to change.\n\n");
-    for (size_t r = 0; r < sizeof rules / sizeof rules[0]; r++) fprintf(f, "- %s\n", rules[r]);
-}
-
-int config_key_count(void) { return NKEYS; }
-
-const char *config_key_name(int i) { return i >= 0 && i < NKEYS ? keys[i].path : NULL; }

@@ -1,0 +1,51 @@
+/*
+ * config_keys.h: the key table of the config, private to config.c (loading, validation) and
+ * config_output.c (JSON, start-up table, documentation).
+ */
+#ifndef INFLLM_CONFIG_KEYS_H
+#define INFLLM_CONFIG_KEYS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "check.h"
+
+enum key_type {
+    KT_INT,     /* int */
+    KT_INT64,   /* int64_t */
+    KT_U64,     /* uint64_t (seed) */
+    KT_DOUBLE,  /* double */
+    KT_BOOL,    /* bool */
+    KT_STRING,  /* char[cap] */
+    KT_ENUM,    /* an enum stored as int; names[value] */
+    KT_STRLIST, /* struct string_list */
+    KT_NUMLIST, /* struct float_list */
+};
+
+struct key_desc {
+    const char *path;          /* dotted key path, e.g. "model.hidden_size" */
+    enum key_type type;
+    size_t offset;             /* of the field in struct config */
+    const char *def;           /* default, JSON text */
+    double min, max;           /* numeric bounds (KT_INT, KT_INT64, KT_U64, KT_DOUBLE) */
+    bool min_open, max_open;   /* bound excluded (KT_DOUBLE only) */
+    const char *const *names;  /* KT_ENUM: value names, NULL-terminated */
+    size_t cap;                /* KT_STRING: capacity of the field, NUL included */
+    const char *doc;           /* meaning, unit, constraints: one line */
+};
+
+/* Every key, and their count. */
+extern const struct key_desc config_keys[];
+extern const int config_nkeys;
+
+/* The cross-key rules config_validate enforces, one sentence each (for the documentation),
+ * NULL-terminated. */
+extern const char *const config_rules[];
+
+/* What key k expects, in words ("an integer in [1, 2147483647]", ...); show_max adds the bound. */
+void config_describe(const struct key_desc *k, bool show_max, char *buf, size_t n);
+
+/* Appends printf output to buf (of size n). */
+void config_append(char *buf, size_t n, const char *fmt, ...) INFLLM_PRINTF(3, 4);
+
+#endif
