@@ -7,10 +7,10 @@
  * Layout of one sequence:
  *   [0]                 BOS
  *   [1, L - 4Q)         the body: F = L - 1 - 4Q - 4P filler tokens with the P records
- *                       "KEY k VAL v" inserted; record j starts at 1 + 4j + o_j, where o_j is uniform
+ *                       "KEY VAL k v" inserted; record j starts at 1 + 4j + o_j, where o_j is uniform
  *                       in [floor(jF/P), floor((j+1)F/P)] (stratified, so records cover the body
  *                       evenly and never overlap)
- *   [L - 4Q, L)         Q records "QUERY k VAL v"; k is a key stored in the body, v its value
+ *   [L - 4Q, L)         Q records "QUERY VAL k v"; k is a key stored in the body, v its value
  *                       (answer[] = 1 exactly at these v). Queries ask distinct pairs, in random
  *                       order; only when Q > P does a pair get asked again (after all were asked).
  * Keys within a sequence are distinct (sampled without replacement); values are independent uniform.
@@ -133,10 +133,14 @@ static void write_filler(struct synth_rng *r, int32_t *tokens, int64_t from, int
     }
 }
 
+/* "head VAL k v": the value right after its key, in the records and in the queries alike, so the
+ * value is predicted at the query's key by finding that key earlier and copying what followed it
+ * (one induction step). With "head k VAL v" every VAL looks alike and retrieval needs a two-hop
+ * match. */
 static void write_record(int32_t *tokens, int64_t at, int32_t head, int32_t key, int32_t value) {
     tokens[at] = head;
-    tokens[at + 1] = key;
-    tokens[at + 2] = SYNTH_VAL;
+    tokens[at + 1] = SYNTH_VAL;
+    tokens[at + 2] = key;
     tokens[at + 3] = value;
 }
 

@@ -3,7 +3,7 @@
  *
  * Key-value retrieval over filler text. Each sequence starts with BOS, then filler drawn from a
  * fixed order-1 Markov chain (learnable, so the loss falls early), with n_pairs records
- * "KEY k VAL v" scattered through it; it ends with n_queries records "QUERY k VAL v" asking for
+ * "KEY VAL k v" scattered through it; it ends with n_queries records "QUERY VAL k v" asking for
  * keys placed earlier (the farther the better), so predicting v needs attention across the whole
  * sequence. Everything is a pure function of (seed, sequence index): any rank can produce any
  * sequence, and a resumed run sees the same data.

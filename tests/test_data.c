@@ -473,8 +473,8 @@ static int parse_synthetic(const struct synthetic_task *task, const int32_t *t, 
     for (int64_t i = 1; i < qstart; i++) {
         if (t[i] >= fill0 && t[i] < task->vocab_size) continue;
         if (t[i] != SYNTH_KEY || i + 3 >= qstart || j >= np) return bad + 1000;
-        int32_t k = t[i + 1] - key0, v = t[i + 3] - val0;
-        bad += k < 0 || k >= task->n_keys || t[i + 2] != SYNTH_VAL || v < 0 || v >= task->n_values;
+        int32_t k = t[i + 2] - key0, v = t[i + 3] - val0;
+        bad += k < 0 || k >= task->n_keys || t[i + 1] != SYNTH_VAL || v < 0 || v >= task->n_values;
         if (k < 0 || k >= task->n_keys) return bad + 1000;
         bad += value_of[k] != -1; /* keys distinct within the sequence */
         value_of[k] = v;
@@ -487,8 +487,8 @@ static int parse_synthetic(const struct synthetic_task *task, const int32_t *t, 
     for (int q = 0; q < nq; q++) {
         const int32_t *rec = t + qstart + 4 * q;
         const uint8_t *a = answer + qstart + 4 * q;
-        int32_t k = rec[1] - key0;
-        bad += rec[0] != SYNTH_QUERY || rec[2] != SYNTH_VAL || k < 0 || k >= task->n_keys;
+        int32_t k = rec[2] - key0;
+        bad += rec[0] != SYNTH_QUERY || rec[1] != SYNTH_VAL || k < 0 || k >= task->n_keys;
         if (k < 0 || k >= task->n_keys) continue;
         bad += value_of[k] < 0 || rec[3] - val0 != value_of[k];
         bad += a[0] != 0 || a[1] != 0 || a[2] != 0 || a[3] != 1;
