@@ -152,6 +152,10 @@ const struct key_desc config_keys[] = {
     ROW_INT("data.synthetic.n_values", data.synthetic.n_values, "64", 1,
             "Synthetic task: distinct value tokens. The vocabulary must hold 4 + n_keys + n_values "
             "+ 16 filler tokens."),
+    ROW_BOOL("data.synthetic.answers_only", data.synthetic.answers_only, "false",
+             "Synthetic task: the loss covers only the retrieval answers (the queried values): the "
+             "retrieval skill gets the whole training signal instead of a few percent of it; false "
+             "trains a language model on every token."),
     /* train */
     ROW_I64("train.max_steps", train.max_steps, "200", 1, INT64_TOP,
             "Optimizer steps of the whole run."),

@@ -79,6 +79,7 @@ struct synthetic_config {
     int n_queries;        /* queries asked at the end of each sequence */
     int n_keys;           /* distinct key tokens */
     int n_values;         /* distinct value tokens */
+    bool answers_only;    /* the loss covers only the queried values, not every token */
 };
 
 struct data_config {

@@ -172,13 +172,22 @@ static void fill_batch(struct trainer *tr, struct loader *l, int64_t first, int6
         } else {
             loader_read(l, gseq, tr->seq, tr->answer);
         }
+        bool answers_only = tr->cfg->data.source == DATA_SOURCE_SYNTHETIC &&
+                            tr->cfg->data.synthetic.answers_only;
         for (int64_t i = 0; i < n; i++) {
             int64_t p = seq_shard_pos(&m->shard, i);
+            bool answer = !masked && tr->answer[p + 1]; /* row p predicts token p + 1 */
             tr->tokens[b * n + i] = tr->seq[p];
-            tr->targets[b * n + i] = masked ? -1 : tr->seq[p + 1];
-            tr->scored[b * n + i] = !masked && tr->answer[p + 1]; /* row p predicts token p + 1 */
+            tr->targets[b * n + i] = masked || (answers_only && !answer) ? -1 : tr->seq[p + 1];
+            tr->scored[b * n + i] = answer;
         }
     }
+}
+
+/* Scored targets per sequence: every token, or with answers_only the queried values (one each). */
+static int64_t targets_per_sequence(const struct config *c) {
+    bool answers_only = c->data.source == DATA_SOURCE_SYNTHETIC && c->data.synthetic.answers_only;
+    return answers_only ? c->data.synthetic.n_queries : c->data.seq_len;
 }
 
 /* First global sequence of micro-step `micro` of this rank's dp group in a batch starting at base. */
@@ -191,7 +200,7 @@ double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
     const struct config *c = tr->cfg;
     struct model *m = &tr->model;
     int64_t base = tr->step * c->train.global_batch_size;
-    double tokens_in_step = (double)c->train.global_batch_size * (double)c->data.seq_len;
+    double tokens_in_step = (double)c->train.global_batch_size * (double)targets_per_sequence(c);
     float grad_scale = (float)(1.0 / tokens_in_step);
     double loss_sum = 0;
     model_zero_grad(m);
@@ -240,7 +249,7 @@ struct eval_result trainer_eval(struct trainer *tr) {
     comm_allreduce(&tr->g->world, counts, 2, COMM_I64, COMM_SUM);
     /* cp ranks of a group hold different rows of the same sequences: every answer counts once */
     struct eval_result r = {
-        .tokens = total * c->data.seq_len,
+        .tokens = total * targets_per_sequence(c),
         .answers = counts[0],
         .correct = counts[1],
     };

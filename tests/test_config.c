@@ -321,6 +321,7 @@ static void randomize(struct t_rng *r, struct config *c) {
     s->n_queries = (int)(t_rng_u64(r) % 8);
     s->n_keys = s->n_pairs + (int)(t_rng_u64(r) % 100);
     s->n_values = 1 + (int)(t_rng_u64(r) % 100);
+    s->answers_only = t_rng_u64(r) % 2;
 
     struct train_config *t = &c->train;
     t->max_steps = 1 + (int64_t)(t_rng_u64(r) % 100000);
@@ -379,7 +380,7 @@ static const char *first_difference(const struct config *a, const struct config 
     SAME(attention.dense_len); SAME(attention.use_nope); SAME(attention.lse_approx);
     SAME(data.seq_len); SAME(data.source); SAME_STRS(data.train_files); SAME_STRS(data.val_files);
     SAME(data.synthetic.n_pairs); SAME(data.synthetic.n_queries); SAME(data.synthetic.n_keys);
-    SAME(data.synthetic.n_values);
+    SAME(data.synthetic.n_values); SAME(data.synthetic.answers_only);
     SAME(train.max_steps); SAME(train.micro_batch_size); SAME(train.global_batch_size);
     SAME(train.lr); SAME(train.min_lr); SAME(train.warmup_steps); SAME(train.schedule);
     SAME(train.decay_fraction); SAME(train.weight_decay); SAME(train.beta1); SAME(train.beta2);
@@ -394,7 +395,7 @@ static const char *first_difference(const struct config *a, const struct config 
 }
 
 /* The hand-written comparison above covers this many keys (rope_scaling counted as four). */
-enum { FIELDS_COMPARED = 63 };
+enum { FIELDS_COMPARED = 64 };
 
 static void test_round_trip(struct t_rng *r) {
     static struct config a, b;
