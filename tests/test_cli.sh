@@ -13,12 +13,7 @@ if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_RO
 failed=0
 fail() { echo "FAIL $*"; failed=1; }
 
-# Until the trainer has the config-doc command, this test cannot run (CTest: skipped).
 if ! "$bin" config-doc >"$dir/doc.md" 2>"$dir/doc.err"; then
-  if grep -qiE "unknown command|config-doc: cannot read" "$dir/doc.err"; then
-    echo "SKIP: $bin has no config-doc command yet"
-    exit 77
-  fi
   fail "config-doc exited non-zero: $(cat "$dir/doc.err")"
 fi
 if diff -u docs/CONFIG.md "$dir/doc.md" >"$dir/doc.diff"; then
