@@ -185,8 +185,12 @@ const struct key_desc config_keys[] = {
     ROW_INT("train.eval_batches", train.eval_batches, "8", 0,
             "Sequences per validation run; at least 1 when eval_every > 0."),
     ROW_ENUM("train.recompute", train.recompute, "\"none\"", recompute_names,
-             "Activation recomputation in the backward: only `none` is implemented; `attention` "
-             "and `full` are refused until they exist."),
+             "Activation recomputation: `none` keeps every activation of every layer; `attention` "
+             "keeps the attention branch (ln1, q, k, v, attention output, lse) of one layer only "
+             "and recomputes it in the backward (the selection is kept, never recomputed); `full` "
+             "keeps only each layer's input (and selection) and recomputes the whole layer. Same "
+             "results bit for bit; costs about one more attention forward (`attention`) or one "
+             "more layer forward (`full`) per layer."),
     ROW_I64("train.exit_after_steps", train.exit_after_steps, "0", 0, INT64_TOP,
             "Checkpoint and exit 0 after this many steps of this invocation (time-sliced jobs); "
             "0 = run to max_steps."),
@@ -802,9 +806,6 @@ static void validate_train(const struct config *c) {
     if (t->eval_every > 0 && t->eval_batches == 0)
         bad(c, "train.eval_batches", "0 with eval_every = %lld; expected at least 1 (or set "
             "eval_every to 0)", (long long)t->eval_every);
-    if (t->recompute != RECOMPUTE_NONE)
-        bad(c, "train.recompute", "\"%s\" is not implemented yet; expected \"none\"",
-            recompute_names[t->recompute]);
 }
 
 static void validate_data(const struct config *c) {

@@ -113,24 +113,25 @@ static void *plan_alloc(struct model *m, const char *what, size_t bytes) {
 static void alloc_acts(struct model *m) {
     size_t as = m->be->act_size;
     int64_t N = m->N, L = m->L, C = m->C, I = m->I;
+    int64_t La = m->keep_attn ? L : 1, Lm = m->keep_mlp ? L : 1; /* layers held (recompute) */
     int64_t QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
     struct model_acts *a = &m->a;
     a->x = plan_alloc(m, "acts: residual x", (size_t)((L + 1) * N * C) * as);
-    a->ln1 = plan_alloc(m, "acts: ln1", (size_t)(L * N * C) * as);
-    a->rstd1 = plan_alloc(m, "acts: rstd1 (fp32)", (size_t)(L * N) * sizeof(float));
-    a->q = plan_alloc(m, "acts: q", (size_t)(L * N * QD) * as);
-    a->k = plan_alloc(m, "acts: k", (size_t)(L * N * KD) * as);
-    a->v = plan_alloc(m, "acts: v", (size_t)(L * N * KD) * as);
-    a->att = plan_alloc(m, "acts: attention out", (size_t)(L * N * QD) * as);
-    a->lse = plan_alloc(m, "acts: lse (fp32)", (size_t)(L * N * m->Hq) * sizeof(float));
+    a->ln1 = plan_alloc(m, "acts: ln1", (size_t)(La * N * C) * as);
+    a->rstd1 = plan_alloc(m, "acts: rstd1 (fp32)", (size_t)(La * N) * sizeof(float));
+    a->q = plan_alloc(m, "acts: q", (size_t)(La * N * QD) * as);
+    a->k = plan_alloc(m, "acts: k", (size_t)(La * N * KD) * as);
+    a->v = plan_alloc(m, "acts: v", (size_t)(La * N * KD) * as);
+    a->att = plan_alloc(m, "acts: attention out", (size_t)(La * N * QD) * as);
+    a->lse = plan_alloc(m, "acts: lse (fp32)", (size_t)(La * N * m->Hq) * sizeof(float));
     if (m->sparse)
         a->sel = plan_alloc(m, "acts: selected blocks (int32)",
                             (size_t)(L * N * m->Hkv * m->attn.nsel) * sizeof(int32_t));
-    a->xmid = plan_alloc(m, "acts: residual xmid", (size_t)(L * N * C) * as);
-    a->ln2 = plan_alloc(m, "acts: ln2", (size_t)(L * N * C) * as);
-    a->rstd2 = plan_alloc(m, "acts: rstd2 (fp32)", (size_t)(L * N) * sizeof(float));
-    a->gate = plan_alloc(m, "acts: gate", (size_t)(L * N * I) * as);
-    a->up = plan_alloc(m, "acts: up", (size_t)(L * N * I) * as);
+    a->xmid = plan_alloc(m, "acts: residual xmid", (size_t)(Lm * N * C) * as);
+    a->ln2 = plan_alloc(m, "acts: ln2", (size_t)(Lm * N * C) * as);
+    a->rstd2 = plan_alloc(m, "acts: rstd2 (fp32)", (size_t)(Lm * N) * sizeof(float));
+    a->gate = plan_alloc(m, "acts: gate", (size_t)(Lm * N * I) * as);
+    a->up = plan_alloc(m, "acts: up", (size_t)(Lm * N * I) * as);
     a->lnf = plan_alloc(m, "acts: final norm", (size_t)(N * C) * as);
     a->rstdf = plan_alloc(m, "acts: rstd final (fp32)", (size_t)N * sizeof(float));
 }
@@ -221,6 +222,8 @@ void model_init(struct model *m, const struct config *c, const struct backend *b
     m->res_scale = minicpm ? (float)(mc->scale_depth / sqrt((double)m->L)) : 1.0f;
     m->logit_scale = minicpm ? (float)(mc->dim_model_base / (double)m->C) : 1.0f;
     m->sparse = config_sparse(c, m->T);
+    m->keep_attn = c->train.recompute == RECOMPUTE_NONE;
+    m->keep_mlp = c->train.recompute != RECOMPUTE_FULL;
     int64_t rows = HEAD_CHUNK_BYTES / (m->V * (int64_t)sizeof(float));
     m->head_rows = rows < 1 ? 1 : rows > m->N ? m->N : rows;
 
@@ -267,10 +270,12 @@ size_t model_plan_bytes(const struct model *m) {
 }
 
 void model_print_plan(const struct model *m, FILE *f) {
+    static const char *const recompute[] = {"none", "attention", "full"};
     fprintf(f, "memory plan (per rank, %s): %lld parameters (%lld padded), %lld rows per "
-               "micro-batch, %s attention\n",
+               "micro-batch, %s attention, recompute %s\n",
             m->be->device == DEVICE_CPU ? "host" : "device", (long long)m->n_params,
-            (long long)m->n_params_padded, (long long)m->N, m->sparse ? "sparse" : "dense");
+            (long long)m->n_params_padded, (long long)m->N, m->sparse ? "sparse" : "dense",
+            recompute[m->cfg->train.recompute]);
     for (int i = 0; i < m->n_plan; i++)
         fprintf(f, "  %-34s %12.2f MiB\n", m->plan[i].what, (double)m->plan[i].bytes / 1048576.0);
     fprintf(f, "  %-34s %12.2f MiB\n", "total", (double)model_plan_bytes(m) / 1048576.0);
@@ -330,7 +335,8 @@ static void *layer_at(const struct model *m, void *p, int l, int64_t per_layer) 
     return act_at(m->be, p, (int64_t)l * per_layer);
 }
 
-/* Everything layer l reads and writes: its saved activations, weights and weight gradients. */
+/* Everything layer l reads and writes: its saved activations (in slot 0 of the buffers that hold
+ * one layer under recomputation), weights and weight gradients. */
 struct layer_views {
     void *x, *xnext, *ln1, *q, *k, *v, *att, *xmid, *ln2, *gate, *up;
     float *rstd1, *rstd2, *lse;
@@ -342,21 +348,22 @@ struct layer_views {
 static struct layer_views layer_views_of(const struct model *m, int l) {
     const struct model_acts *a = &m->a;
     int64_t N = m->N, C = m->C, I = m->I, QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
+    int la = m->keep_attn ? l : 0, lm = m->keep_mlp ? l : 0;
     return (struct layer_views){
         .x = layer_at(m, a->x, l, N * C),
         .xnext = layer_at(m, a->x, l + 1, N * C),
-        .ln1 = layer_at(m, a->ln1, l, N * C),
-        .q = layer_at(m, a->q, l, N * QD),
-        .k = layer_at(m, a->k, l, N * KD),
-        .v = layer_at(m, a->v, l, N * KD),
-        .att = layer_at(m, a->att, l, N * QD),
-        .xmid = layer_at(m, a->xmid, l, N * C),
-        .ln2 = layer_at(m, a->ln2, l, N * C),
-        .gate = layer_at(m, a->gate, l, N * I),
-        .up = layer_at(m, a->up, l, N * I),
-        .rstd1 = a->rstd1 + l * N,
-        .rstd2 = a->rstd2 + l * N,
-        .lse = a->lse + l * N * m->Hq,
+        .ln1 = layer_at(m, a->ln1, la, N * C),
+        .q = layer_at(m, a->q, la, N * QD),
+        .k = layer_at(m, a->k, la, N * KD),
+        .v = layer_at(m, a->v, la, N * KD),
+        .att = layer_at(m, a->att, la, N * QD),
+        .xmid = layer_at(m, a->xmid, lm, N * C),
+        .ln2 = layer_at(m, a->ln2, lm, N * C),
+        .gate = layer_at(m, a->gate, lm, N * I),
+        .up = layer_at(m, a->up, lm, N * I),
+        .rstd1 = a->rstd1 + la * N,
+        .rstd2 = a->rstd2 + lm * N,
+        .lse = a->lse + la * N * m->Hq,
         .sel = m->sparse ? a->sel + l * N * m->Hkv * m->attn.nsel : NULL,
         .w_ln1 = layer_at(m, m->w.ln1, l, C),
         .wq = layer_at(m, m->w.wq, l, QD * C),
@@ -379,30 +386,44 @@ static struct layer_views layer_views_of(const struct model *m, int l) {
     };
 }
 
+/* ln1, q, k, v, the selection (when select), RoPE and the attention output of layer y. */
+static void attention_branch_forward(struct model *m, const struct layer_views *y, bool select) {
+    const struct backend *be = m->be;
+    int64_t N = m->N;
+    int C = m->C, QD = m->Hq * m->D, KD = m->Hkv * m->D;
+    bool nope = m->cfg->attention.use_nope;
+    op_rmsnorm_forward(be, y->ln1, y->rstd1, y->x, y->w_ln1, N, C,
+                       (float)m->cfg->model.rms_norm_eps);
+    op_matmul_forward(be, y->q, y->ln1, y->wq, N, C, QD, 1.0f, false);
+    op_matmul_forward(be, y->k, y->ln1, y->wk, N, C, KD, 1.0f, false);
+    op_matmul_forward(be, y->v, y->ln1, y->wv, N, C, KD, 1.0f, false);
+    if (select && nope) attention_layer_select(&m->attn, y->sel, y->q, y->k);
+    op_rope_forward(be, y->q, m->s.rope_cos, m->s.rope_sin, m->s.pos, N, m->Hq, m->D, QD);
+    op_rope_forward(be, y->k, m->s.rope_cos, m->s.rope_sin, m->s.pos, N, m->Hkv, m->D, KD);
+    if (select && !nope) attention_layer_select(&m->attn, y->sel, y->q, y->k);
+    attention_layer_forward(&m->attn, y->att, y->lse, y->sel, y->q, y->k, y->v);
+}
+
+/* xmid = x + rs * att @ Wo^T, ln2, gate and up of layer y: what the MLP's backward reads. */
+static void mlp_inputs_forward(struct model *m, const struct layer_views *y) {
+    const struct backend *be = m->be;
+    int64_t N = m->N;
+    int C = m->C, I = m->I, QD = m->Hq * m->D;
+    backend_copy(be, y->xmid, y->x, (size_t)(N * C) * be->act_size);
+    op_matmul_forward(be, y->xmid, y->att, y->wo, N, QD, C, m->res_scale, true);
+    op_rmsnorm_forward(be, y->ln2, y->rstd2, y->xmid, y->w_ln2, N, C,
+                       (float)m->cfg->model.rms_norm_eps);
+    op_matmul_forward(be, y->gate, y->ln2, y->wgate, N, C, I, 1.0f, false);
+    op_matmul_forward(be, y->up, y->ln2, y->wup, N, C, I, 1.0f, false);
+}
+
 static void layer_forward(struct model *m, int l) {
     const struct backend *be = m->be;
     struct layer_views y = layer_views_of(m, l);
     int64_t N = m->N;
-    int C = m->C, I = m->I, QD = m->Hq * m->D, KD = m->Hkv * m->D;
-    float eps = (float)m->cfg->model.rms_norm_eps;
-    bool select = m->sparse && !m->reuse_selection;
-    bool nope = m->cfg->attention.use_nope;
-
-    op_rmsnorm_forward(be, y.ln1, y.rstd1, y.x, y.w_ln1, N, C, eps);
-    op_matmul_forward(be, y.q, y.ln1, y.wq, N, C, QD, 1.0f, false);
-    op_matmul_forward(be, y.k, y.ln1, y.wk, N, C, KD, 1.0f, false);
-    op_matmul_forward(be, y.v, y.ln1, y.wv, N, C, KD, 1.0f, false);
-    if (select && nope) attention_layer_select(&m->attn, y.sel, y.q, y.k);
-    op_rope_forward(be, y.q, m->s.rope_cos, m->s.rope_sin, m->s.pos, N, m->Hq, m->D, QD);
-    op_rope_forward(be, y.k, m->s.rope_cos, m->s.rope_sin, m->s.pos, N, m->Hkv, m->D, KD);
-    if (select && !nope) attention_layer_select(&m->attn, y.sel, y.q, y.k);
-    attention_layer_forward(&m->attn, y.att, y.lse, y.sel, y.q, y.k, y.v);
-
-    backend_copy(be, y.xmid, y.x, (size_t)(N * C) * be->act_size);
-    op_matmul_forward(be, y.xmid, y.att, y.wo, N, QD, C, m->res_scale, true);
-    op_rmsnorm_forward(be, y.ln2, y.rstd2, y.xmid, y.w_ln2, N, C, eps);
-    op_matmul_forward(be, y.gate, y.ln2, y.wgate, N, C, I, 1.0f, false);
-    op_matmul_forward(be, y.up, y.ln2, y.wup, N, C, I, 1.0f, false);
+    int C = m->C, I = m->I;
+    attention_branch_forward(m, &y, m->sparse && !m->reuse_selection);
+    mlp_inputs_forward(m, &y);
     op_swiglu_forward(be, m->s.act, y.gate, y.up, N * I);
     backend_copy(be, y.xnext, y.xmid, (size_t)(N * C) * be->act_size);
     op_matmul_forward(be, y.xnext, m->s.act, y.wdown, N, I, C, m->res_scale, true);
@@ -459,11 +480,15 @@ static void zero_act(const struct model *m, void *p, int64_t n) {
     backend_zero(m->be, p, (size_t)n * m->be->act_size);
 }
 
-/* On entry s.dres holds d x[l+1]; on exit d x[l]. */
+/* On entry s.dres holds d x[l+1]; on exit d x[l]. Under recomputation the activations the forward
+ * did not keep are rebuilt first from x[l], with the saved selection: the same ops on the same
+ * inputs, so the same values bit for bit. */
 static void layer_backward(struct model *m, int l) {
     const struct backend *be = m->be;
     struct model_scratch *s = &m->s;
     struct layer_views y = layer_views_of(m, l);
+    if (!m->keep_attn) attention_branch_forward(m, &y, false);
+    if (!m->keep_mlp) mlp_inputs_forward(m, &y);
     int64_t N = m->N;
     int C = m->C, I = m->I, QD = m->Hq * m->D, KD = m->Hkv * m->D;
 

@@ -16,6 +16,11 @@
  * attention output and its lse, the selected blocks (sparse mode), the mid residual, ln2 and its
  * rstd, gate and up. SwiGLU's output is recomputed in the backward. Everything is allocated once by
  * model_init from the config.
+ *
+ * Recomputation (train.recompute) changes how many layers a saved buffer holds, not the code that
+ * fills it: under "attention" the attention branch's buffers (ln1, rstd1, q, k, v, att, lse) hold one
+ * layer, under "full" every buffer but the residual x and the selection does; the backward re-runs
+ * the forward of that part of layer l (selection reused) right before layer l's backward.
  */
 #ifndef INFLLM_MODEL_H
 #define INFLLM_MODEL_H
@@ -62,7 +67,8 @@ struct model_grads {
     float *wte, *ln1, *wq, *wk, *wv, *wo, *ln2, *wgate, *wup, *wdown, *lnf, *lm_head;
 };
 
-/* Saved activations of one micro-batch (compute dtype unless fp32 is said). */
+/* Saved activations of one micro-batch (compute dtype unless fp32 is said). L is the number of
+ * layers a buffer holds: all of them, or 1 for the buffers that recomputation rebuilds. */
 struct model_acts {
     void *x;         /* (L + 1, N, C) residual stream entering each layer; x[L] enters the final norm */
     void *ln1;       /* (L, N, C) */
@@ -132,6 +138,8 @@ struct model {
     bool reuse_selection;   /* forward keeps a.sel from the previous forward instead of selecting
                                (recomputation, and gradient checks that hold the selection fixed) */
     bool keep_argmax;       /* forward records each row's predicted token in s.argmax (accuracy) */
+    bool keep_attn;         /* the attention branch's activations are kept for every layer */
+    bool keep_mlp;          /* xmid, ln2, rstd2, gate and up are kept for every layer */
 
     int n_params_entries;
     struct param_entry *params;  /* (n_params_entries) */

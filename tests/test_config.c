@@ -544,8 +544,8 @@ static void test_rejections(void) {
     REJECT_FILE("min_lr above lr", "{\"train\": {\"min_lr\": 0.1}}", "train.min_lr");
     REJECT_FILE("eval without batches", "{\"train\": {\"eval_batches\": 0}}",
                 "train.eval_batches");
-    REJECT_FILE("recompute not implemented", "{\"train\": {\"recompute\": \"attention\"}}",
-                "train.recompute", "not implemented");
+    REJECT_FILE("recompute unknown", "{\"train\": {\"recompute\": \"selective\"}}",
+                "train.recompute", "\"none\", \"attention\", \"full\"");
     REJECT_FILE("longrope factor count",
                 "{\"model\": {\"rope_scaling\": {\"rope_type\": \"longrope\", "
                 "\"long_factor\": [1, 2], \"short_factor\": [1, 2], "

@@ -13,6 +13,8 @@
  * scale, a sign, a dropped branch) moves them by tens of percent.
  * In sparse mode the selection is held fixed across the perturbed forwards (reuse_selection), as
  * the method defines the backward: selection is a constant of the step.
+ * Recomputation (train.recompute "attention" and "full") must give the same loss and the same
+ * gradient bit for bit as keeping every activation: it re-runs the same ops on the same inputs.
  */
 #include <math.h>
 #include <stdio.h>
@@ -94,6 +96,33 @@ static double richardson(struct model *m, const int32_t *tok, const int32_t *tgt
     return (4 * central(m, tok, tgt, d, h / 2) - central(m, tok, tgt, d, h)) / 3;
 }
 
+/* Loss and gradient of one step with train.recompute = mode, against the reference (none). */
+static void check_recompute(const struct case_desc *k, const struct grid *g, uint64_t seed,
+                            enum recompute mode, const int32_t *tok, const int32_t *tgt,
+                            double ref_loss, const float *ref_grad) {
+    static const char *const names[] = {"none", "attention", "full"};
+    static struct config c;
+    setup_config(&c, k);
+    c.train.recompute = mode;
+    struct backend be;
+    backend_init(&be, DEVICE_CPU, 0);
+    struct model m;
+    model_init(&m, &c, &be, g, 64, true);
+    model_init_weights(&m, seed);
+    if (k->head_rows) m.head_rows = k->head_rows;
+    model_zero_grad(&m);
+    double loss = model_forward(&m, tok, tgt, true, (float)(1.0 / (double)m.N)) / (double)m.N;
+    model_backward(&m);
+    int64_t differ = 0;
+    for (int64_t i = 0; i < m.n_params_padded; i++) differ += m.grad_buf[i] != ref_grad[i];
+    t_check(loss == ref_loss && differ == 0,
+            "%s: recompute %s: loss %.9g vs %.9g, %lld of %lld gradient entries differ", k->name,
+            names[mode], loss, ref_loss, (long long)differ, (long long)m.n_params_padded);
+    model_free(&m);
+    backend_free(&be);
+    config_free(&c);
+}
+
 static void run_case(const struct case_desc *k, const struct grid *g, uint64_t seed) {
     static struct config c;
     setup_config(&c, k);
@@ -116,6 +145,8 @@ static void run_case(const struct case_desc *k, const struct grid *g, uint64_t s
     double loss = model_forward(&m, tok, tgt, true, (float)(1.0 / (double)m.N)) / (double)m.N;
     model_backward(&m);
     t_check(isfinite(loss) && loss > 0, "%s: loss %g", k->name, loss);
+    check_recompute(k, g, seed, RECOMPUTE_ATTENTION, tok, tgt, loss, m.grad_buf);
+    check_recompute(k, g, seed, RECOMPUTE_FULL, tok, tgt, loss, m.grad_buf);
     m.reuse_selection = true;
 
     /* One direction per HF tensor kind (all layers of it together). */

@@ -1,7 +1,7 @@
 /*
  * test_parallel.c: data and context parallelism give the single-rank result.
  *
- *   mpiexec -n N test_parallel CP [cuda]
+ *   mpiexec -n N test_parallel CP [cpu|cuda [attention|full]]
  *
  * For dense and for sparse attention (a sequence long enough that top-k drops most blocks, and
  * compression windows that straddle chunk edges), rank 0 first trains the config alone (a grid over
@@ -15,7 +15,9 @@
  *     steps whose update is lr * m / sqrt(v), by at most a few ulps of lr; tolerances below.
  * The figures (max relative difference of loss and weights, bytes sent per layer) are printed.
  * With `cuda` the same runs use the CUDA backend (several ranks share the GPU through MPI staged
- * collectives) and bf16 tolerances; exit 77 without a GPU.
+ * collectives) and bf16 tolerances; exit 77 without a GPU. With `attention` or `full` the parallel
+ * run recomputes activations in the backward (train.recompute; the reference keeps them), which
+ * repeats the layer's collectives in the backward and must not change the result.
  */
 #include <math.h>
 #include <mpi.h>
@@ -36,6 +38,7 @@
 #define STEPS 3
 
 static bool use_cuda;
+static enum recompute recompute_par; /* train.recompute of the parallel run (argv[3]) */
 
 static void make_config(struct config *c, bool sparse, const char *run_dir) {
     config_defaults(c);
@@ -178,6 +181,7 @@ static void run_mode(bool sparse, int cp, const char *dir) {
 
     snprintf(c.run_dir, sizeof c.run_dir, "%s/%s-par", dir, sparse ? "sparse" : "dense");
     c.parallel.cp = cp;
+    c.train.recompute = recompute_par;
     config_validate(&c, size);
     struct grid g;
     grid_init(&g, MPI_COMM_WORLD, cp);
@@ -236,6 +240,7 @@ int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int cp = argc > 1 ? atoi(argv[1]) : 1;
     use_cuda = argc > 2 && strcmp(argv[2], "cuda") == 0;
+    if (argc > 3) recompute_par = strcmp(argv[3], "full") == 0 ? RECOMPUTE_FULL : RECOMPUTE_ATTENTION;
 #ifdef INFLLM_CUDA
     int ndev = 0;
     if (use_cuda && (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0)) {
