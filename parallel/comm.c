@@ -13,6 +13,7 @@
 
 #include "check.h"
 #include "comm_impl.h"
+#include "profile.h"
 
 #define COMM_PIECE ((int64_t)1 << 30) /* elements per piece of a split reduction */
 
@@ -173,51 +174,59 @@ void comm_mpi_sendrecv(const struct comm *c, const void *send, int64_t scount, i
 /* ---------------------------------------------------------------------------------------------- */
 /* Dispatch                                                                                        */
 
+/* device_call on a tensor communicator (CUDA builds), mpi_call on a host one; a profiled region. */
 #ifdef INFLLM_CUDA
-#define DEVICE_CASE(c, call)                                                   \
+#define DISPATCH(c, device_call, mpi_call)                                     \
     do {                                                                       \
-        if ((c)->kind != COMM_KIND_MPI_HOST) {                                 \
-            call;                                                              \
-            return;                                                            \
-        }                                                                      \
+        prof_begin(PROF_COMM);                                                 \
+        if ((c)->kind != COMM_KIND_MPI_HOST)                                   \
+            device_call;                                                       \
+        else                                                                   \
+            mpi_call;                                                          \
+        prof_end();                                                            \
     } while (0)
 #else
-#define DEVICE_CASE(c, call) ((void)0)
+#define DISPATCH(c, device_call, mpi_call)                                     \
+    do {                                                                       \
+        prof_begin(PROF_COMM);                                                 \
+        mpi_call;                                                              \
+        prof_end();                                                            \
+    } while (0)
 #endif
 
 void comm_allreduce(const struct comm *c, void *buf, int64_t count, enum comm_dtype t,
                     enum comm_op op) {
-    DEVICE_CASE(c, comm_device_allreduce(c, buf, count, t, op));
-    comm_mpi_allreduce(c, buf, count, t, op);
+    DISPATCH(c, comm_device_allreduce(c, buf, count, t, op),
+             comm_mpi_allreduce(c, buf, count, t, op));
 }
 
 void comm_allgather(const struct comm *c, void *recv, const void *send, int64_t count,
                     enum comm_dtype t) {
-    DEVICE_CASE(c, comm_device_allgather(c, recv, send, count, t));
-    comm_mpi_allgather(c, recv, send, count, t);
+    DISPATCH(c, comm_device_allgather(c, recv, send, count, t),
+             comm_mpi_allgather(c, recv, send, count, t));
 }
 
 void comm_reduce_scatter(const struct comm *c, void *recv, const void *send, int64_t count,
                          enum comm_dtype t) {
-    DEVICE_CASE(c, comm_device_reduce_scatter(c, recv, send, count, t));
-    comm_mpi_reduce_scatter(c, recv, send, count, t);
+    DISPATCH(c, comm_device_reduce_scatter(c, recv, send, count, t),
+             comm_mpi_reduce_scatter(c, recv, send, count, t));
 }
 
 void comm_gather(const struct comm *c, void *recv, const void *send, int64_t count,
                  enum comm_dtype t, int root) {
-    DEVICE_CASE(c, comm_device_gather(c, recv, send, count, t, root));
-    comm_mpi_gather(c, recv, send, count, t, root);
+    DISPATCH(c, comm_device_gather(c, recv, send, count, t, root),
+             comm_mpi_gather(c, recv, send, count, t, root));
 }
 
 void comm_broadcast(const struct comm *c, void *buf, int64_t count, enum comm_dtype t, int root) {
-    DEVICE_CASE(c, comm_device_broadcast(c, buf, count, t, root));
-    comm_mpi_broadcast(c, buf, count, t, root);
+    DISPATCH(c, comm_device_broadcast(c, buf, count, t, root),
+             comm_mpi_broadcast(c, buf, count, t, root));
 }
 
 void comm_barrier(const struct comm *c) { comm_mpi_barrier(c); }
 
 void comm_sendrecv(const struct comm *c, const void *send, int64_t scount, int dest, void *recv,
                    int64_t rcount, int src, enum comm_dtype t) {
-    DEVICE_CASE(c, comm_device_sendrecv(c, send, scount, dest, recv, rcount, src, t));
-    comm_mpi_sendrecv(c, send, scount, dest, recv, rcount, src, t);
+    DISPATCH(c, comm_device_sendrecv(c, send, scount, dest, recv, rcount, src, t),
+             comm_mpi_sendrecv(c, send, scount, dest, recv, rcount, src, t));
 }

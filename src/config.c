@@ -207,6 +207,11 @@ const struct key_desc config_keys[] = {
     /* log */
     ROW_I64("log.every", log.every, "1", 1, INT64_TOP,
             "Steps between printed lines (metrics.jsonl gets every step)."),
+    ROW_I64("log.profile_step", log.profile_step, "0", 0, INT64_TOP,
+            "Step whose time is split by kind of work (GEMMs, attention, selection, "
+            "communication, loss head, optimizer, other) and printed as a `profile` line and a "
+            "metrics.jsonl record; every region synchronises the device, so that step runs "
+            "slower. 0 = none."),
 };
 
 #define NKEYS ((int)(sizeof config_keys / sizeof config_keys[0]))

@@ -120,6 +120,7 @@ struct checkpoint_config {
 
 struct log_config {
     int64_t every;            /* steps between printed lines */
+    int64_t profile_step;     /* the step whose time is split by region (profile.h); 0 = none */
 };
 
 #define CONFIG_MAX_KEYS 128

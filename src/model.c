@@ -17,6 +17,7 @@
 
 #include "check.h"
 #include "ops.h"
+#include "profile.h"
 #include "rope.h"
 
 /* Rows of logits materialised at once by the fused head: bounded so that a chunk stays small
@@ -465,7 +466,10 @@ double model_forward(struct model *m, const int32_t *tokens, const int32_t *targ
     op_rmsnorm_forward(be, m->a.lnf, m->a.rstdf, layer_at(m, m->a.x, m->L, N * C), m->w.lnf, N, C,
                        (float)m->cfg->model.rms_norm_eps);
     if (want_grad) backend_zero(be, m->s.dlnf, (size_t)(N * C) * be->act_size);
-    return head_forward(m, want_grad, grad_scale);
+    prof_begin(PROF_HEAD);
+    double loss = head_forward(m, want_grad, grad_scale);
+    prof_end();
+    return loss;
 }
 
 void model_download_argmax(const struct model *m, int32_t *host) {

@@ -9,6 +9,7 @@
 #include "elementwise.h"
 #include "embedding.h"
 #include "matmul.h"
+#include "profile.h"
 #include "rmsnorm.h"
 #include "rope.h"
 #include "swiglu.h"
@@ -23,6 +24,26 @@
     } while (0)
 #else
 #define ON_CUDA(be, call) ((void)0)
+#endif
+
+/* The same dispatch inside a profiled region (profile.h): cuda_call or cpu_call, bracketed. */
+#ifdef INFLLM_CUDA
+#define IN_REGION(region, be, cuda_call, cpu_call)                             \
+    do {                                                                       \
+        prof_begin(region);                                                    \
+        if ((be)->device == DEVICE_CUDA)                                       \
+            cuda_call;                                                         \
+        else                                                                   \
+            cpu_call;                                                          \
+        prof_end();                                                            \
+    } while (0)
+#else
+#define IN_REGION(region, be, cuda_call, cpu_call)                             \
+    do {                                                                       \
+        prof_begin(region);                                                    \
+        cpu_call;                                                              \
+        prof_end();                                                            \
+    } while (0)
 #endif
 
 #ifdef INFLLM_CUDA
@@ -80,20 +101,23 @@ void op_rope_backward(const struct backend *be, void *dx, const float *cos, cons
 
 void op_matmul_forward(const struct backend *be, void *out, const void *inp, const void *w,
                        int64_t N, int IC, int OC, float alpha, bool accumulate) {
-    ON_CUDA(be, matmul_forward_cuda(out, inp, w, N, IC, OC, alpha, accumulate, &be->gpu));
-    matmul_forward_cpu(out, inp, w, N, IC, OC, alpha, accumulate);
+    IN_REGION(PROF_GEMM, be,
+              matmul_forward_cuda(out, inp, w, N, IC, OC, alpha, accumulate, &be->gpu),
+              matmul_forward_cpu(out, inp, w, N, IC, OC, alpha, accumulate));
 }
 
 void op_matmul_forward_f32(const struct backend *be, float *out, const void *inp, const void *w,
                            int64_t N, int IC, int OC, float alpha) {
-    ON_CUDA(be, matmul_forward_f32_cuda(out, inp, w, N, IC, OC, alpha, &be->gpu));
-    matmul_forward_cpu(out, inp, w, N, IC, OC, alpha, false);
+    IN_REGION(PROF_GEMM, be,
+              matmul_forward_f32_cuda(out, inp, w, N, IC, OC, alpha, &be->gpu),
+              matmul_forward_cpu(out, inp, w, N, IC, OC, alpha, false));
 }
 
 void op_matmul_backward(const struct backend *be, void *dinp, float *dw, const void *dout,
                         const void *inp, const void *w, int64_t N, int IC, int OC, float alpha) {
-    ON_CUDA(be, matmul_backward_cuda(dinp, dw, dout, inp, w, N, IC, OC, alpha, &be->gpu));
-    matmul_backward_cpu(dinp, dw, dout, inp, w, N, IC, OC, alpha);
+    IN_REGION(PROF_GEMM, be,
+              matmul_backward_cuda(dinp, dw, dout, inp, w, N, IC, OC, alpha, &be->gpu),
+              matmul_backward_cpu(dinp, dw, dout, inp, w, N, IC, OC, alpha));
 }
 
 void op_swiglu_forward(const struct backend *be, void *out, const void *gate, const void *up,
@@ -110,15 +134,17 @@ void op_swiglu_backward(const struct backend *be, void *dgate, void *dup, const 
 
 void op_crossentropy(const struct backend *be, float *loss, void *dlogits, const float *logits,
                      const int32_t *targets, int64_t N, int64_t V, float dscale) {
-    ON_CUDA(be, crossentropy_forward_backward_cuda(loss, dlogits, logits, targets, N, V, dscale,
-                                                   &be->gpu));
-    crossentropy_forward_backward_cpu(loss, dlogits, logits, targets, N, V, dscale);
+    IN_REGION(PROF_HEAD, be,
+              crossentropy_forward_backward_cuda(loss, dlogits, logits, targets, N, V, dscale,
+                                                 &be->gpu),
+              crossentropy_forward_backward_cpu(loss, dlogits, logits, targets, N, V, dscale));
 }
 
 void op_argmax_rows(const struct backend *be, int32_t *idx, const float *logits, int64_t N,
                     int64_t V) {
-    ON_CUDA(be, argmax_rows_cuda(idx, logits, N, V, &be->gpu));
-    argmax_rows_cpu(idx, logits, N, V);
+    IN_REGION(PROF_HEAD, be,
+              argmax_rows_cuda(idx, logits, N, V, &be->gpu),
+              argmax_rows_cpu(idx, logits, N, V));
 }
 
 void op_add_inplace(const struct backend *be, void *dst, const void *src, int64_t n) {
@@ -132,43 +158,50 @@ enum comm_dtype op_act_dtype(const struct backend *be) {
 
 void op_attention_forward(const struct backend *be, void *out, float *lse, const void *q,
                           const void *k, const void *v, const struct attn_shape *s) {
-    ON_CUDA(be, attention_forward_cuda(out, lse, q, k, v, s, &be->gpu));
-    attention_forward_cpu(out, lse, q, k, v, s);
+    IN_REGION(PROF_ATTENTION, be,
+              attention_forward_cuda(out, lse, q, k, v, s, &be->gpu),
+              attention_forward_cpu(out, lse, q, k, v, s));
 }
 
 void op_attention_backward(const struct backend *be, void *dq, void *dk, void *dv,
                            const void *dout, const void *q, const void *k, const void *v,
                            const void *out, const float *lse, const struct attn_shape *s) {
-    ON_CUDA(be, attention_backward_cuda(dq, dk, dv, dout, q, k, v, out, lse, s, &be->gpu));
-    attention_backward_cpu(dq, dk, dv, dout, q, k, v, out, lse, s);
+    IN_REGION(PROF_ATTENTION, be,
+              attention_backward_cuda(dq, dk, dv, dout, q, k, v, out, lse, s, &be->gpu),
+              attention_backward_cpu(dq, dk, dv, dout, q, k, v, out, lse, s));
 }
 
 void op_infllm_compress(const struct backend *be, void *kc, const void *k, int64_t n, int Hkv,
                         int D, int64_t kv_stride, int ksize, int kstride) {
-    ON_CUDA(be, infllm_compress_cuda(kc, k, n, Hkv, D, kv_stride, ksize, kstride, &be->gpu));
-    infllm_compress_cpu(kc, k, n, Hkv, D, kv_stride, ksize, kstride);
+    IN_REGION(PROF_SELECTION, be,
+              infllm_compress_cuda(kc, k, n, Hkv, D, kv_stride, ksize, kstride, &be->gpu),
+              infllm_compress_cpu(kc, k, n, Hkv, D, kv_stride, ksize, kstride));
 }
 
 void op_infllm_select(const struct backend *be, int32_t *sel, const void *q, const void *k1,
                       int64_t L1, const void *k2, int64_t L2, const struct attn_shape *s,
                       const struct infllm_params *p) {
-    ON_CUDA(be, infllm_select_cuda(sel, q, k1, L1, k2, L2, s, p, &be->gpu));
-    infllm_select_cpu(sel, q, k1, L1, k2, L2, s, p);
+    IN_REGION(PROF_SELECTION, be,
+              infllm_select_cuda(sel, q, k1, L1, k2, L2, s, p, &be->gpu),
+              infllm_select_cpu(sel, q, k1, L1, k2, L2, s, p));
 }
 
 void op_sparse_attention_forward(const struct backend *be, void *out, float *lse, const void *q,
                                  const void *k, const void *v, const int32_t *sel, int nsel,
                                  int block_size, const struct attn_shape *s) {
-    ON_CUDA(be, sparse_attention_forward_cuda(out, lse, q, k, v, sel, nsel, block_size, s,
-                                              &be->gpu));
-    sparse_attention_forward_cpu(out, lse, q, k, v, sel, nsel, block_size, s);
+    IN_REGION(PROF_ATTENTION, be,
+              sparse_attention_forward_cuda(out, lse, q, k, v, sel, nsel, block_size, s,
+                                            &be->gpu),
+              sparse_attention_forward_cpu(out, lse, q, k, v, sel, nsel, block_size, s));
 }
 
 void op_sparse_attention_backward(const struct backend *be, void *dq, void *dk, void *dv,
                                   const void *dout, const void *q, const void *k, const void *v,
                                   const void *out, const float *lse, const int32_t *sel, int nsel,
                                   int block_size, const struct attn_shape *s, void *workspace) {
-    ON_CUDA(be, sparse_attention_backward_cuda(dq, dk, dv, dout, q, k, v, out, lse, sel, nsel,
-                                               block_size, s, workspace, &be->gpu));
-    sparse_attention_backward_cpu(dq, dk, dv, dout, q, k, v, out, lse, sel, nsel, block_size, s);
+    IN_REGION(PROF_ATTENTION, be,
+              sparse_attention_backward_cuda(dq, dk, dv, dout, q, k, v, out, lse, sel, nsel,
+                                             block_size, s, workspace, &be->gpu),
+              sparse_attention_backward_cpu(dq, dk, dv, dout, q, k, v, out, lse, sel, nsel,
+                                            block_size, s));
 }

@@ -15,6 +15,7 @@
 #include "cuda_check.h"
 #endif
 #include "hf.h"
+#include "profile.h"
 #include "schedule.h"
 
 /* Set by SIGTERM / SIGUSR1: finish the step, checkpoint, exit 0. The one piece of process state a
@@ -211,6 +212,7 @@ double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
     }
     comm_allreduce(&tr->g->world, &loss_sum, 1, COMM_F64, COMM_SUM);
     double loss = loss_sum / tokens_in_step;
+    prof_begin(PROF_OPTIMIZER);
     double norm = adamw_reduce(&tr->opt, m, tr->g);
     if (!isfinite(loss) || !isfinite(norm)) {
         if (tr->g->world_rank == 0)
@@ -221,6 +223,7 @@ double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
         infllm_exit(EXIT_CODE_INTERNAL);
     }
     adamw_apply(&tr->opt, m, tr->g, &c->train, lr, norm);
+    prof_end();
     *grad_norm = norm;
     return loss;
 }
@@ -276,6 +279,35 @@ static void log_summary(const struct trainer *tr, int64_t steps, double seconds,
              (long long)steps, seconds, mean * 1e3, tps, mem);
 }
 
+static void sync_backend(const void *be) { backend_sync(be); }
+
+/* The profiled step's split (log.profile_step): a line with ms and share per region, and the
+ * per-layer figures of the regions that run once per layer. */
+static void log_profile(const struct trainer *tr, const double sec[PROF_COUNT]) {
+    double total = 0;
+    for (int r = 0; r < PROF_COUNT; r++) total += sec[r];
+    char line[512];
+    int n = snprintf(line, sizeof line, "profile step %lld (%.0f ms, device synchronised per "
+                     "region):", (long long)tr->step, total * 1e3);
+    char json[512];
+    int nj = snprintf(json, sizeof json, "\"step\": %lld, \"profile_ms\": {", (long long)tr->step);
+    for (int r = 0; r < PROF_COUNT; r++) {
+        n += snprintf(line + n, sizeof line - (size_t)n, " %s %.1f ms (%.0f%%)%s",
+                      prof_name((enum prof_region)r), sec[r] * 1e3,
+                      total > 0 ? 100 * sec[r] / total : 0.0, r + 1 < PROF_COUNT ? "," : "");
+        nj += snprintf(json + nj, sizeof json - (size_t)nj, "%s\"%s\": %.3f", r ? ", " : "",
+                       prof_name((enum prof_region)r), sec[r] * 1e3);
+    }
+    snprintf(json + nj, sizeof json - (size_t)nj, "}");
+    log_info(&tr->log, "%s\n", line);
+    int L = tr->model.L;
+    log_info(&tr->log, "profile per layer (of %d): gemm %.2f ms, attention %.2f ms, selection "
+             "%.2f ms, comm %.2f ms (gemm includes the loss head's)\n", L,
+             sec[PROF_GEMM] * 1e3 / L, sec[PROF_ATTENTION] * 1e3 / L,
+             sec[PROF_SELECTION] * 1e3 / L, sec[PROF_COMM] * 1e3 / L);
+    log_metrics(&tr->log, "%s", json);
+}
+
 static bool eval_due(const struct trainer *tr) {
     const struct config *c = tr->cfg;
     const struct train_config *t = &c->train;
@@ -314,9 +346,13 @@ int trainer_run(struct trainer *tr) {
         double lr = lr_at(t, tr->step);
         double t0 = now_seconds();
         double norm = 0;
+        bool profiled = tr->step + 1 == c->log.profile_step;
+        if (profiled) prof_start(sync_backend, &tr->be);
         double loss = trainer_step(tr, lr, &norm);
         backend_sync(&tr->be);
         double dt = now_seconds() - t0;
+        double region_sec[PROF_COUNT];
+        if (profiled) prof_stop(region_sec);
         tr->step++;
         tr->train_data.cursor = tr->step * t->global_batch_size;
         /* The first step pays for warm-up (page faults, caches): the ETA leaves it out. */
@@ -340,6 +376,7 @@ int trainer_run(struct trainer *tr) {
                     "\"step\": %lld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g, "
                     "\"ms\": %.3f, \"tokens_per_s\": %.1f",
                     (long long)tr->step, loss, lr, norm, dt * 1e3, tokens_per_step / dt);
+        if (profiled) log_profile(tr, region_sec);
         if (eval_due(tr)) run_eval(tr);
         bool stop = stop_requested(tr);
         bool slice_done = t->exit_after_steps > 0 && tr->step - first_step >= t->exit_after_steps;

@@ -36,8 +36,24 @@ PY
 check_falls "$dir/dense/metrics.jsonl" 0.75 dense
 
 "$bin" configs/sparse_cpu.json --set run_dir="$dir/sparse" --set resume=none \
-  --set train.max_steps=30 --set train.eval_every=0 --set log.every=10 | tee "$dir/sparse.log"
+  --set train.max_steps=30 --set train.eval_every=0 --set log.every=10 \
+  --set log.profile_step=2 | tee "$dir/sparse.log"
 grep -q "InfLLM-V2 sparse" "$dir/sparse.log" || { echo "FAIL: sparse_cpu.json did not run in sparse mode"; exit 1; }
+# log.profile_step: step 2's time split by region; every region of a sparse step took time and
+# the regions add up to the step's measured time (the profile brackets the whole step).
+python3 - "$dir/sparse/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+prof = [r for r in rows if "profile_ms" in r]
+assert len(prof) == 1 and prof[0]["step"] == 2, f"FAIL: one profile record for step 2 expected: {prof}"
+p = prof[0]["profile_ms"]
+for region in ("gemm", "attention", "selection", "head", "optimizer", "other"):
+    assert p[region] > 0, f"FAIL: profile region {region} has no time: {p}"
+step_ms = next(r["ms"] for r in rows if r.get("step") == 2 and "ms" in r)
+total = sum(p.values())
+assert 0.9 * step_ms <= total <= 1.01 * step_ms + 1, f"FAIL: regions sum to {total} ms, step took {step_ms}"
+print(f"profile of step 2: {total:.1f} ms in regions of a {step_ms:.1f} ms step: {p}")
+PY
 check_falls "$dir/sparse/metrics.jsonl" 0.85 sparse
 # Retrieval, trained on the answers only (data.synthetic.answers_only): the accuracy of the queried
 # values rises far above chance (1 / n_values = 6.25%) within 150 steps.
