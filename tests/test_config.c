@@ -339,11 +339,12 @@ static void randomize(struct t_rng *r, struct config *c) {
     t->grad_clip = rand_in(r, 0, 10);
     t->eval_every = (int64_t)(t_rng_u64(r) % 1000);
     t->eval_batches = 1 + (int)(t_rng_u64(r) % 64);
-    t->recompute = RECOMPUTE_NONE;
+    t->recompute = (enum recompute)(t_rng_u64(r) % 3);
     t->exit_after_steps = (int64_t)(t_rng_u64(r) % 1000);
     c->checkpoint.every = (int64_t)(t_rng_u64(r) % 1000);
     c->checkpoint.keep_last = (int)(t_rng_u64(r) % 10);
     c->log.every = 1 + (int64_t)(t_rng_u64(r) % 100);
+    c->log.profile_step = (int64_t)(t_rng_u64(r) % 100);
 #ifdef INFLLM_CUDA
     c->device = (enum device_kind)(t_rng_u64(r) % 2);
 #else
@@ -387,6 +388,7 @@ static const char *first_difference(const struct config *a, const struct config 
     SAME(train.eps); SAME(train.grad_clip); SAME(train.eval_every); SAME(train.eval_batches);
     SAME(train.recompute); SAME(train.exit_after_steps);
     SAME(parallel.cp); SAME(checkpoint.every); SAME(checkpoint.keep_last); SAME(log.every);
+    SAME(log.profile_step);
     return NULL;
 #undef SAME
 #undef SAME_STR
@@ -395,7 +397,7 @@ static const char *first_difference(const struct config *a, const struct config 
 }
 
 /* The hand-written comparison above covers this many keys (rope_scaling counted as four). */
-enum { FIELDS_COMPARED = 64 };
+enum { FIELDS_COMPARED = 65 };
 
 static void test_round_trip(struct t_rng *r) {
     static struct config a, b;
