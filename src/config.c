@@ -204,6 +204,10 @@ const struct key_desc config_keys[] = {
     ROW_INT("checkpoint.keep_last", checkpoint.keep_last, "2", 0,
             "Complete checkpoints kept (older ones are removed once a new one is complete); "
             "0 = all."),
+    ROW_BOOL("checkpoint.at_end", checkpoint.at_end, "true",
+             "Checkpoint after the last step. `false` is for benchmarks and throwaway runs: the "
+             "end of the run is then not resumable unless `checkpoint.every` or a stop signal "
+             "(which always checkpoints) saved it."),
     /* log */
     ROW_I64("log.every", log.every, "1", 1, INT64_TOP,
             "Steps between printed lines (metrics.jsonl gets every step)."),

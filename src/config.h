@@ -116,6 +116,7 @@ struct parallel_config {
 struct checkpoint_config {
     int64_t every;            /* steps between checkpoints; 0 = only at the end */
     int keep_last;            /* complete checkpoints kept; 0 = all */
+    bool at_end;              /* checkpoint after the last step */
 };
 
 struct log_config {

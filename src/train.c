@@ -389,7 +389,7 @@ int trainer_run(struct trainer *tr) {
                         timed_steps);
             return EXIT_CODE_OK;
         }
-        bool last = tr->step == t->max_steps;
+        bool last = tr->step == t->max_steps && c->checkpoint.at_end;
         if (last || (c->checkpoint.every > 0 && tr->step % c->checkpoint.every == 0))
             checkpoint_save(tr);
     }

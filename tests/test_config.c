@@ -343,6 +343,7 @@ static void randomize(struct t_rng *r, struct config *c) {
     t->exit_after_steps = (int64_t)(t_rng_u64(r) % 1000);
     c->checkpoint.every = (int64_t)(t_rng_u64(r) % 1000);
     c->checkpoint.keep_last = (int)(t_rng_u64(r) % 10);
+    c->checkpoint.at_end = t_rng_u64(r) % 2;
     c->log.every = 1 + (int64_t)(t_rng_u64(r) % 100);
     c->log.profile_step = (int64_t)(t_rng_u64(r) % 100);
 #ifdef INFLLM_CUDA
@@ -387,7 +388,7 @@ static const char *first_difference(const struct config *a, const struct config 
     SAME(train.decay_fraction); SAME(train.weight_decay); SAME(train.beta1); SAME(train.beta2);
     SAME(train.eps); SAME(train.grad_clip); SAME(train.eval_every); SAME(train.eval_batches);
     SAME(train.recompute); SAME(train.exit_after_steps);
-    SAME(parallel.cp); SAME(checkpoint.every); SAME(checkpoint.keep_last); SAME(log.every);
+    SAME(parallel.cp); SAME(checkpoint.every); SAME(checkpoint.keep_last); SAME(checkpoint.at_end); SAME(log.every);
     SAME(log.profile_step);
     return NULL;
 #undef SAME
@@ -397,7 +398,7 @@ static const char *first_difference(const struct config *a, const struct config 
 }
 
 /* The hand-written comparison above covers this many keys (rope_scaling counted as four). */
-enum { FIELDS_COMPARED = 65 };
+enum { FIELDS_COMPARED = 66 };
 
 static void test_round_trip(struct t_rng *r) {
     static struct config a, b;
