@@ -3,17 +3,20 @@
 # in InfLLM-V2 sparse mode starting from the short model (exported to a Hugging Face folder and
 # imported, the path a pretrained model takes), and measure retrieval accuracy at the long length
 # in sparse and in dense mode, for the short model (no long training) and the fine-tuned one.
-#   launch/recipe.sh cpu [ROOT]    configs/recipe_{short,long}_cpu.json: 256 -> 2048 tokens, minutes
+#   launch/recipe.sh cpu [ROOT]    configs/recipe_{short,long}_cpu.json: 256 -> 2048 tokens, ~30 min
+#   launch/recipe.sh gpu [ROOT]    configs/recipe_{short,long}_gpu.json: 4096 -> 32768 tokens, 24M
+#                                  parameters, one GPU (BUILD=build-gpu for a CUDA build elsewhere)
 # Writes ROOT/results.md (the table), ROOT/loss.png (loss curves, when matplotlib imports) and the
 # runs under ROOT (default runs/recipe_SCALE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scale=${1:?usage: launch/recipe.sh cpu [ROOT]}
+scale=${1:?usage: launch/recipe.sh cpu|gpu [ROOT]}
 root=${2:-runs/recipe_$scale}
 short=configs/recipe_short_$scale.json
 long=configs/recipe_long_$scale.json
-bin=build/infllm-train
+bin=${BUILD:-build}/infllm-train
 [ -f "$short" ] && [ -f "$long" ] || { echo "recipe: no $short / $long" >&2; exit 2; }
+[ -x "$bin" ] || { echo "recipe: no trainer at $bin (build it, or set BUILD)" >&2; exit 2; }
 mkdir -p "$root"
 dense=(--set attention.dense_len=1000000000)
 sparse=(--set attention.dense_len=-1)
