@@ -212,8 +212,9 @@ int main(int argc, char **argv) {
         char note[96];
         snprintf(note, sizeof note, "%.0f keys per query (%.1f%% of causal)", keys / T,
                  100.0 * keys / ((double)T * (T + 1) / 2));
-        /* selection FLOPs: the K2 normaliser and K1 scores over visible compressed keys */
-        double sel_flops = 2.0 * D * Hq * (double)T * (b.L1 + b.L2) / 2 * 2;
+        /* selection FLOPs: one multiply-add per (token, head, causally visible compressed key),
+         * K2 for the normaliser and K1 for the scores, ~T * L / 2 visible pairs each */
+        double sel_flops = 2.0 * D * Hq * (double)T * (b.L1 + b.L2) / 2;
         row("selection (stages 0-2)", T, sel_ms, sel_flops, note);
         if (!selection_only) {
             double sparse_fwd_flops = 4.0 * D * Hq * keys;

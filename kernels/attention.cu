@@ -13,6 +13,8 @@
  * scores and over channels for the accumulation; dK/dV use one thread block per (key block, KV
  * head) that walks, in row order, the (row, head) pairs that attend to it, with the block's keys,
  * values and accumulators in shared memory. No float atomics: the result is deterministic.
+ * The tensor-core paths (attention_tc.cu, attention_tc_bwd.cu) take over where the shape allows
+ * (D 64 or 128, G dividing 64, 64-key blocks); these kernels are their reference and fallback.
  */
 #include <cub/cub.cuh>
 
@@ -291,8 +293,11 @@ static void forward(struct att_args a, const struct gpu_ctx *g) {
     CUDA_CHECK_LAST();
 }
 
-static void backward(struct att_args a, const struct gpu_ctx *g) {
+/* The tensor-core kernels where the shape allows (w: the sparse mode's scratch, or NULL), else
+ * the simple ones. */
+static void backward(struct att_args a, const struct att_bwd_ws *w, const struct gpu_ctx *g) {
     if (a.Tq == 0) return;
+    if (attention_tc_backward(&a, w, g)) return;
     dim3 grid((unsigned)ceil_div(a.Tq, ATT_WARPS), (unsigned)a.Hq);
     att_backward_dq_kernel<<<grid, ATT_WARPS * 32, 0, stream_of(g)>>>(a);
     CUDA_CHECK_LAST();
@@ -321,7 +326,7 @@ extern "C" void attention_backward_cuda(void *dq, void *dk, void *dv, const void
     a.q = (const bf16 *)q, a.k = (const bf16 *)k, a.v = (const bf16 *)v;
     a.out = (const bf16 *)out, a.dout = (const bf16 *)dout, a.lse_in = lse;
     a.dq = (bf16 *)dq, a.dk = (bf16 *)dk, a.dv = (bf16 *)dv;
-    backward(a, g);
+    backward(a, NULL, g);
 }
 
 extern "C" void sparse_attention_forward_cuda(void *out, float *lse, const void *q, const void *k,
@@ -337,12 +342,16 @@ extern "C" void sparse_attention_forward_cuda(void *out, float *lse, const void 
 
 /* ---------------------------------------------------------------------------------------------- */
 /* The inverse of the selection: for each (KV head g, block j) the rows that selected it, in row
- * order (a stable radix sort of (g * nblk + j) keys with row values; -1 entries sort last). */
+ * order (a stable radix sort of (g * nblk + j) keys with row values; -1 entries sort last), then
+ * the tensor-core backward's scratch: its work list, the fp32 partial slots of split blocks, and
+ * D_i, which lives in the unsorted keys and rows once the sort has consumed them (when it fits:
+ * Tq Hq <= 2 Tq Hkv nsel, i.e. G <= 2 nsel; otherwise the kernels recompute D_i from out). */
 
 struct inv_ws {
     int32_t *keys, *rows, *skeys, *srows, *off;
     void *cub_tmp;
     size_t cub_bytes;
+    struct att_bwd_ws tc;
 };
 
 static size_t a256(size_t x) { return (x + 255) & ~(size_t)255; }
@@ -354,14 +363,27 @@ static size_t inv_cub_bytes(int64_t M) {
     return b;
 }
 
-extern "C" size_t sparse_attention_backward_workspace_bytes(int64_t Tq, int Hkv, int nsel,
-                                                            int64_t nblk) {
-    int64_t M = Tq * Hkv * nsel;
-    return 4 * a256((size_t)M * 4) + a256((size_t)(Hkv * nblk + 2) * 4) + a256(inv_cub_bytes(M));
+/* Work items of the tensor-core dK/dV kernel: one per key at most, plus one per 128 pairs (the
+ * smallest chunk). */
+static int64_t tc_max_items(int64_t Tq, int Hkv, int nsel, int64_t nblk) {
+    return (int64_t)Hkv * nblk + ceil_div(Tq * Hkv * nsel, 128);
 }
 
-static struct inv_ws inv_carve(void *ws, int64_t M, int64_t nkeys) {
+extern "C" size_t sparse_attention_backward_workspace_bytes(int64_t Tq, int Hkv, int nsel,
+                                                            int64_t nblk) {
+    int64_t M = Tq * Hkv * nsel, nkeys = (int64_t)Hkv * nblk;
+    return 4 * a256((size_t)M * 4) + a256((size_t)(nkeys + 2) * 4) + a256(inv_cub_bytes(M)) +
+           2 * a256((size_t)(nkeys + 1) * 4) + a256((size_t)tc_max_items(Tq, Hkv, nsel, nblk) * 8) +
+           a256(att_bwd_slot_bytes(Hkv, nblk));
+}
+
+extern "C" int64_t sparse_attention_backward_chunk(int64_t Tq, int nsel, int64_t nblk, int D) {
+    return att_bwd_chunk_tokens(Tq, nsel, nblk, D);
+}
+
+static struct inv_ws inv_carve(void *ws, int64_t M, const struct att_args *a, int nsel) {
     struct inv_ws w;
+    int64_t nkeys = (int64_t)a->Hkv * a->nblk;
     char *p = (char *)ws;
     w.keys = (int32_t *)p, p += a256((size_t)M * 4);
     w.rows = (int32_t *)p, p += a256((size_t)M * 4);
@@ -370,6 +392,18 @@ static struct inv_ws inv_carve(void *ws, int64_t M, int64_t nkeys) {
     w.off = (int32_t *)p, p += a256((size_t)(nkeys + 2) * 4);
     w.cub_tmp = p;
     w.cub_bytes = inv_cub_bytes(M);
+    p += a256(w.cub_bytes);
+    memset(&w.tc, 0, sizeof w.tc);
+    bool dvec_fits = (size_t)(a->Tq * a->Hq) * 4 <= 2 * a256((size_t)M * 4);
+    w.tc.dvec = dvec_fits ? (float *)w.keys : NULL;
+    w.tc.item_off = (int32_t *)p, p += a256((size_t)(nkeys + 1) * 4);
+    w.tc.slot_off = (int32_t *)p, p += a256((size_t)(nkeys + 1) * 4);
+    w.tc.max_items = tc_max_items(a->Tq, a->Hkv, nsel, a->nblk);
+    w.tc.items = (int2 *)p, p += a256((size_t)w.tc.max_items * 8);
+    w.tc.part = (float *)p;
+    w.tc.max_slots = (int64_t)(att_bwd_slot_bytes(a->Hkv, a->nblk) /
+                               ((size_t)2 * 64 * a->D * sizeof(float))); /* 64-key blocks */
+    w.tc.chunk = att_bwd_chunk_tokens(a->Tq, nsel, a->nblk, a->D);
     return w;
 }
 
@@ -408,7 +442,7 @@ extern "C" void sparse_attention_backward_cuda(void *dq, void *dk, void *dv, con
     cudaStream_t st = stream_of(g);
     int64_t M = a.Tq * a.Hkv * nsel, nkeys = a.Hkv * a.nblk;
     CHECKF(M < INT32_MAX && nkeys < INT32_MAX, "selection too large for the int32 inverse index");
-    struct inv_ws w = inv_carve(workspace, M, nkeys);
+    struct inv_ws w = inv_carve(workspace, M, &a, nsel);
     inv_keys_kernel<<<(unsigned)ceil_div(M, 256), 256, 0, st>>>(w.keys, w.rows, sel, a.Tq, a.Hkv,
                                                                 nsel, a.nblk);
     CUDA_CHECK_LAST();
@@ -423,5 +457,5 @@ extern "C" void sparse_attention_backward_cuda(void *dq, void *dk, void *dv, con
     a.dq = (bf16 *)dq, a.dk = (bf16 *)dk, a.dv = (bf16 *)dv;
     a.sel = sel, a.nsel = nsel;
     a.pair_rows = w.srows, a.pair_off = w.off;
-    backward(a, g);
+    backward(a, &w.tc, g);
 }

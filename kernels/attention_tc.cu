@@ -8,11 +8,10 @@
  * walks, in ascending order, the union of its tokens' selected blocks (dense: every block up to
  * the last token's), one 64-key block at a time: K and V of the block in shared memory, S = Q K^T
  * on tensor cores, each row masked to its own token's blocks and causal positions, P V on tensor
- * cores with P taken straight from the S accumulators. 4 warps, 16 rows each.
+ * cores with P taken straight from the S accumulators. 4 warps, 16 rows each; a warp skips the
+ * blocks of the union that none of its rows selected.
  *
- * Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4): A a0 = (g, 2t..2t+1),
- * a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..); B b0 = (k 2t..2t+1, n g),
- * b1 = (k 2t+8.., n g); C c0, c1 = (g, 2t..2t+1), c2, c3 = (g+8, 2t..2t+1).
+ * Fragment layouts of mma.m16n8k16: attention_impl.cuh (with the mma and ldmatrix helpers).
  * Shared rows are padded by 8 bf16 so the fragment loads of 8 rows hit 32 different banks.
  */
 #include "attention_impl.cuh"
@@ -20,32 +19,6 @@
 #define TC_ROWS 64
 #define TC_KEYS 64
 #define TC_THREADS 128
-
-static __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
-                                                uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* Two 8x8 bf16 matrices (rows from lanes 0-7 and 8-15) loaded transposed: the B fragment of
- * P V from V stored [key][d]. */
-static __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t &r0, uint32_t &r1,
-                                                         const bf16 *p) {
-    uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
-                 : "=r"(r0), "=r"(r1)
-                 : "r"(addr));
-}
-
-static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
-
-static __device__ __forceinline__ uint32_t ld32(const bf16 *p) { return *(const uint32_t *)p; }
 
 /* Shared memory: Q, K, V tiles (64 x (D + 8) bf16 each), then per-token selection bitmaps
  * (tokens x words) and their union (words), words = ceil(nblk / 32). */
@@ -133,6 +106,14 @@ static __global__ void __launch_bounds__(TC_THREADS)
                 *(uint4 *)(Vs + r * LD + c8) = vv;
             }
             __syncthreads();
+            /* Mask: the row's token must have selected block j (sparse) and see the key. A warp
+             * none of whose rows reads the block skips it (all its P would be 0: a no-op). */
+            bool blk_ok[2];
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                blk_ok[h] = valid[h] && pos[h] >= k0 &&
+                            (!a.sel || ((bits[tok[h] * words + w] >> (j % 32)) & 1u));
+            if (!__any_sync(0xffffffffu, blk_ok[0] || blk_ok[1])) continue;
             /* S = Q K^T for this warp's 16 rows x 64 keys. */
             float s[8][4];
 #pragma unroll
@@ -144,11 +125,6 @@ static __global__ void __launch_bounds__(TC_THREADS)
                     mma_bf16(s[nt], qa[ks], ld32(kr), ld32(kr + 8));
                 }
             }
-            /* Mask: the row's token must have selected block j (sparse) and see the key. */
-            bool blk_ok[2];
-#pragma unroll
-            for (int h = 0; h < 2; h++)
-                blk_ok[h] = valid[h] && (!a.sel || ((bits[tok[h] * words + w] >> (j % 32)) & 1u));
             float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
             for (int nt = 0; nt < 8; nt++)

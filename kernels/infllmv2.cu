@@ -8,9 +8,10 @@
  * the tiles go by, so nothing is O(T^2) and nothing reaches device memory but the selection. Top-k
  * is a bitonic sort of (score, block) pairs in shared memory: descending score, ascending block on
  * ties, the CPU reference's order. Results are bitwise deterministic.
+ * This CUDA-core kernel is the fallback: infllm_select_cuda first tries the tensor-core selection
+ * of infllmv2_tc.cu, which covers the model's shapes (D 64/128, G up to 16, default windows).
  */
-#include "common.cuh"
-#include "infllmv2.h"
+#include "infllmv2_impl.cuh"
 
 #define SEL_THREADS 256
 #define SEL_MAX_D 256
@@ -280,6 +281,8 @@ extern "C" void infllm_select_cuda(int32_t *sel, const void *q, const void *k1, 
                                    const void *k2, int64_t L2, const struct attn_shape *s,
                                    const struct infllm_params *p, const struct gpu_ctx *g) {
     if (s->Tq == 0) return;
+    if (infllm_select_tc(sel, (const bf16 *)q, (const bf16 *)k1, L1, (const bf16 *)k2, L2, s, p, g))
+        return;
     struct sel_args a;
     a.sel = sel;
     a.q = (const bf16 *)q, a.k1 = (const bf16 *)k1, a.k2 = (const bf16 *)k2;

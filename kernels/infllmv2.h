@@ -113,7 +113,10 @@ void sparse_attention_backward_cpu(float *dq, float *dk, float *dv,
 
 /* CUDA versions (bf16 keys and queries; the same selection as the CPU on the same inputs up to
  * fp32 rounding of the scores). The sparse backward builds the inverse of the selection in
- * sparse_attention_backward_workspace_bytes(Tq, Hkv, nsel, ceil(Tk / block_size)) device bytes. */
+ * sparse_attention_backward_workspace_bytes(Tq, Hkv, nsel, ceil(Tk / block_size)) device bytes,
+ * which also hold the tensor-core backward's work list and the fp32 partial dK/dV of the key
+ * blocks whose token lists it splits (Hkv * nblk * 64 KiB: an fp32 dK, dV at D = 128).
+ * Deterministic (no float atomics): the same inputs give bitwise identical gradients. */
 void infllm_compress_cuda(void *kc, const void *k, int64_t n, int Hkv, int D, int64_t kv_stride,
                           int ksize, int kstride, const struct gpu_ctx *g);
 void infllm_select_cuda(int32_t *sel, const void *q, const void *k1, int64_t L1, const void *k2,
@@ -128,6 +131,9 @@ void sparse_attention_backward_cuda(void *dq, void *dk, void *dv, const void *do
                                     const struct attn_shape *s, void *workspace,
                                     const struct gpu_ctx *g);
 size_t sparse_attention_backward_workspace_bytes(int64_t Tq, int Hkv, int nsel, int64_t nblk);
+/* Query tokens per work item of the tensor-core dK/dV kernel (64-key blocks, D 64 or 128): a key
+ * block selected by more tokens is split into chunks reduced in a fixed order. Exposed for tests. */
+int64_t sparse_attention_backward_chunk(int64_t Tq, int nsel, int64_t nblk, int D);
 
 #ifdef __cplusplus
 }

@@ -8,7 +8,8 @@
  * Comparison: relative L2 error ||gpu - cpu|| / ||cpu|| (METHOD.md). Storing a result in bf16
  * alone costs ~2^-9 = 2e-3 relative; a chain of bf16 roundings (GEMM inputs, softmax
  * probabilities in the attention backward) a few times that. Tolerances: 1e-2 for single ops,
- * 3e-2 for attention backward and whole-model gradients; selections must be identical.
+ * 3e-2 for attention backward and whole-model gradients; selections identical but for counted
+ * near-tie swaps (near_tie_swaps: fp32 rounding at the top-k boundary, never an exact tie).
  */
 #include <math.h>
 #include <mpi.h>
@@ -326,6 +327,41 @@ static void test_dense_attention(const struct att_case *k) {
     free(rdv), free(gq), free(gk), free(gv);
 }
 
+/* The GPU scores stage 1 on tensor cores (another fp32 summation order, exp2 of a fused argument),
+ * so its block scores differ from the CPU's by fp32 rounding, ~1e-6 relative, and a near-tie at
+ * the top-k boundary can flip. A GPU selection row that differs from the CPU's passes only when it
+ * holds as many blocks, ascending, and every block the GPU kept instead of one the CPU kept has a
+ * CPU score strictly below and within NEAR_TIE_REL (about 250 fp32 ulps) of it: exact ties (equal
+ * CPU scores: equal inputs, forced blocks, -inf) must break exactly as on the CPU. Returns the
+ * number of swapped blocks, or -1 when the rows differ otherwise. */
+#define NEAR_TIE_REL 3e-5
+static int64_t near_tie_swaps(const int32_t *gpu, const int32_t *cpu, int nsel, const float *score) {
+    int ng = 0, nc = 0;
+    while (ng < nsel && gpu[ng] >= 0) ng++;
+    while (nc < nsel && cpu[nc] >= 0) nc++;
+    if (ng != nc) return -1;
+    for (int x = 0; x < nsel; x++)
+        if ((x >= ng && gpu[x] != -1) || (x > 0 && x < ng && gpu[x] <= gpu[x - 1])) return -1;
+    float gpu_only_max = -INFINITY, cpu_only_min = INFINITY, cpu_only_max = -INFINITY;
+    int64_t swaps = 0;
+    for (int a = 0, b = 0; a < ng || b < nc;) {
+        if (a < ng && b < nc && gpu[a] == cpu[b]) {
+            a++, b++;
+        } else if (b >= nc || (a < ng && gpu[a] < cpu[b])) {
+            gpu_only_max = fmaxf(gpu_only_max, score[gpu[a++]]);
+            swaps++;
+        } else {
+            cpu_only_min = fminf(cpu_only_min, score[cpu[b]]);
+            cpu_only_max = fmaxf(cpu_only_max, score[cpu[b++]]);
+        }
+    }
+    bool finite = isfinite(gpu_only_max) && isfinite(cpu_only_max);
+    return finite && gpu_only_max < cpu_only_min &&
+                   cpu_only_max - gpu_only_max <= NEAR_TIE_REL * fabsf(cpu_only_max)
+               ? swaps
+               : -1;
+}
+
 /* Stages 0-3 on one sequence (q_pos0 = 0, Tq = Tk = T). With `ties`, every key of a few blocks is
  * identical so their compressed keys and scores tie exactly. */
 static void test_sparse(int64_t T, int Hq, int Hkv, int D, const struct infllm_params *p,
@@ -362,14 +398,27 @@ static void test_sparse(int64_t T, int Hq, int Hkv, int D, const struct infllm_p
     infllm_select_cuda(dsel, dq, dk1, L1, dk2, L2, &s, p, &be.gpu);
     int32_t *gsel = xmalloc((size_t)(T * Hkv * nsel) * 4);
     backend_download(&be, gsel, dsel, (size_t)(T * Hkv * nsel) * 4);
-    int64_t diff_rows = 0;
-    for (int64_t r = 0; r < T * Hkv; r++)
-        if (memcmp(gsel + r * nsel, rsel + r * nsel, (size_t)nsel * 4) != 0) diff_rows++;
-    snprintf(what, sizeof what, "selection T %lld G %d nsel %d lse_approx %d%s", (long long)T,
-             Hq / Hkv, nsel, p->lse_approx, ties ? " (ties)" : "");
-    t_check(diff_rows == 0, "%s: %lld of %lld (row, group) selections differ", what,
-            (long long)diff_rows, (long long)(T * Hkv));
-    printf("  %-44s %lld of %lld rows differ\n", what, (long long)diff_rows, (long long)(T * Hkv));
+    /* A differing row passes only as near-tie swaps, judged on the CPU's own block scores. */
+    int64_t diff_rows = 0, bad_rows = 0, swaps = 0, nb = (T + p->block_size - 1) / p->block_size;
+    float *S = xmalloc((size_t)(L1 ? L1 : 1) * 4), *score = xmalloc((size_t)nb * 4);
+    for (int64_t r = 0; r < T * Hkv; r++) {
+        if (memcmp(gsel + r * nsel, rsel + r * nsel, (size_t)nsel * 4) == 0) continue;
+        int64_t t = s.q_pos0 + r / Hkv;
+        infllm_group_scores_cpu(S, q + (r / Hkv) * s.q_stride, t, (int)(r % Hkv), k1b, L1, k2b, L2,
+                                Hq, Hkv, D, s.scale, p);
+        infllm_block_scores_cpu(score, S, t, L1, nb, p);
+        int64_t n = near_tie_swaps(gsel + r * nsel, rsel + r * nsel, nsel, score);
+        diff_rows++;
+        if (n < 0) bad_rows++;
+        else swaps += n;
+    }
+    free(S), free(score);
+    snprintf(what, sizeof what, "selection T %lld G %d D %d nsel %d lse_approx %d%s", (long long)T,
+             Hq / Hkv, D, nsel, p->lse_approx, ties ? " (ties)" : "");
+    t_check(bad_rows == 0, "%s: %lld of %lld (row, group) selections differ beyond near-ties", what,
+            (long long)bad_rows, (long long)(T * Hkv));
+    printf("  %-48s %lld of %lld rows differ (%lld near-tie swaps)\n", what, (long long)diff_rows,
+           (long long)(T * Hkv), (long long)swaps);
     /* stage 3 with the CPU selection on both sides */
     backend_upload(&be, dsel, rsel, (size_t)(T * Hkv * nsel) * 4);
     float *o = xmalloc((size_t)nq * 4), *lse = xmalloc((size_t)(T * Hq) * 4);
@@ -401,6 +450,89 @@ static void test_sparse(int64_t T, int Hq, int Hkv, int D, const struct infllm_p
     free(q), free(kk), free(v), free(k1), free(k2), free(gk1), free(k1b), free(k2b), free(rsel);
     free(gsel), free(o), free(lse), free(go), free(g), free(rdq), free(rdk), free(rdv), free(gq);
     free(gk), free(gv);
+}
+
+/* Stage 3 alone, dense (nsel 0) or block-sparse with a random selection (block 0, the token's own
+ * block and about a third of the others, at most nsel), on a chunk of a sequence (q_pos0 > 0, as
+ * context parallelism gives), rows `pad` elements longer than H * D, gradients prefilled (the
+ * backward adds: the gradient compared is the GPU's result minus the prefill). The backward runs
+ * twice from the same prefill: the two results must be bitwise identical. */
+static void test_stage3(const struct att_case *k, int nsel, int pad) {
+    char what[160];
+    const int bs = 64;
+    struct attn_shape s = {k->Tq, k->q_pos0, k->Tk, k->Hq, k->Hkv, k->D,
+                           (int64_t)k->Hq * k->D + pad, (int64_t)k->Hkv * k->D + pad,
+                           (float)(1.0 / sqrt((double)k->D))};
+    int64_t nq = s.Tq * s.q_stride, nk = s.Tk * s.kv_stride, nl = s.Tq * s.Hq;
+    int64_t nblk = (s.Tk + bs - 1) / bs, ns = s.Tq * s.Hkv * (nsel > 0 ? nsel : 1);
+    int32_t *sel = xmalloc((size_t)ns * 4);
+    for (int64_t r = 0; r < s.Tq * s.Hkv && nsel > 0; r++) {
+        int64_t bt = (s.q_pos0 + r / s.Hkv) / bs;
+        int32_t *row = sel + r * nsel;
+        int n = 0;
+        row[n++] = 0;
+        for (int64_t j = 1; j < bt && n < nsel - 1; j++)
+            if (t_rng_u64(&rng) % 3 == 0) row[n++] = (int32_t)j;
+        if (bt > 0) row[n++] = (int32_t)bt;
+        while (n < nsel) row[n++] = -1;
+    }
+    float *q = host_bf16_rand(nq, 1.0f), *kk = host_bf16_rand(nk, 1.0f), *v = host_bf16_rand(nk, 1.0f);
+    float *g = host_bf16_rand(nq, 1.0f), *o = xcalloc((size_t)nq, 4), *lse = xmalloc((size_t)nl * 4);
+    if (nsel) sparse_attention_forward_cpu(o, lse, q, kk, v, sel, nsel, bs, &s);
+    else attention_forward_cpu(o, lse, q, kk, v, &s);
+    void *dq = dev_act(q, nq), *dk = dev_act(kk, nk), *dv = dev_act(v, nk), *dg = dev_act(g, nq);
+    int32_t *dsel = dev_bytes(sel, (size_t)ns * 4);
+    void *dout = backend_alloc(&be, (size_t)nq * 2, "t");
+    float *dlse = dev_bytes(NULL, (size_t)nl * 4);
+    if (nsel) sparse_attention_forward_cuda(dout, dlse, dq, dk, dv, dsel, nsel, bs, &s, &be.gpu);
+    else attention_forward_cuda(dout, dlse, dq, dk, dv, &s, &be.gpu);
+    float *go = from_act(dout, nq);
+    snprintf(what, sizeof what, "%s stage 3 Tq %lld q0 %lld Tk %lld G %d D %d pad %d",
+             nsel ? "sparse" : "dense", (long long)s.Tq, (long long)s.q_pos0, (long long)s.Tk,
+             s.Hq / s.Hkv, s.D, pad);
+    check_rel(what, go, o, nq, 1e-2);
+    for (int64_t i = 0; i < nq; i++) o[i] = st_bf16_to_f32(st_f32_to_bf16(o[i]));
+    backend_upload_act(&be, dout, o, nq);
+    backend_upload(&be, dlse, lse, (size_t)nl * 4);
+    float *rd[3] = {xcalloc((size_t)nq, 4), xcalloc((size_t)nk, 4), xcalloc((size_t)nk, 4)};
+    if (nsel) sparse_attention_backward_cpu(rd[0], rd[1], rd[2], g, q, kk, v, o, lse, sel, nsel, bs, &s);
+    else attention_backward_cpu(rd[0], rd[1], rd[2], g, q, kk, v, o, lse, &s);
+    int64_t n3[3] = {nq, nk, nk};
+    float *pre[3] = {host_bf16_rand(nq, 0.1f), host_bf16_rand(nk, 0.1f), host_bf16_rand(nk, 0.1f)};
+    void *dd[3] = {dev_act(pre[0], nq), dev_act(pre[1], nk), dev_act(pre[2], nk)};
+    void *ws = nsel ? backend_alloc(&be, sparse_attention_backward_workspace_bytes(s.Tq, s.Hkv, nsel,
+                                                                                   nblk), "t")
+                    : NULL;
+    float *got[2][3];
+    for (int run = 0; run < 2; run++) {
+        for (int x = 0; x < 3; x++) backend_upload_act(&be, dd[x], pre[x], n3[x]);
+        if (nsel)
+            sparse_attention_backward_cuda(dd[0], dd[1], dd[2], dg, dq, dk, dv, dout, dlse, dsel,
+                                           nsel, bs, &s, ws, &be.gpu);
+        else
+            attention_backward_cuda(dd[0], dd[1], dd[2], dg, dq, dk, dv, dout, dlse, &s, &be.gpu);
+        for (int x = 0; x < 3; x++) got[run][x] = from_act(dd[x], n3[x]);
+    }
+    bool same = true;
+    for (int x = 0; x < 3; x++) {
+        same = same && memcmp(got[0][x], got[1][x], (size_t)n3[x] * 4) == 0;
+        for (int64_t i = 0; i < n3[x]; i++) got[0][x][i] -= pre[x][i];
+    }
+    check_rel("  dq (added onto a prefilled dq)", got[0][0], rd[0], nq, 3e-2);
+    check_rel("  dk (added onto a prefilled dk)", got[0][1], rd[1], nk, 3e-2);
+    check_rel("  dv (added onto a prefilled dv)", got[0][2], rd[2], nk, 3e-2);
+    t_check(same, "%s: two backward runs differ", what);
+    printf("  %-44s %s\n", "two backward runs bitwise identical", same ? "yes" : "NO");
+    if (nsel) {
+        int64_t chunk = sparse_attention_backward_chunk(s.Tq, nsel, nblk, s.D);
+        printf("  %-44s %lld tokens, block 0's %lld in %lld items\n", "dK/dV chunk", (long long)chunk,
+               (long long)s.Tq, (long long)((s.Tq + chunk - 1) / chunk));
+    }
+    void *bufs[] = {dq, dk, dv, dg, dsel, dout, dlse, dd[0], dd[1], dd[2]};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) backend_release(&be, bufs[i]);
+    if (ws) backend_release(&be, ws);
+    free(sel), free(q), free(kk), free(v), free(g), free(o), free(lse), free(go);
+    for (int x = 0; x < 3; x++) free(rd[x]), free(pre[x]), free(got[0][x]), free(got[1][x]);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -455,6 +587,25 @@ static void test_model_step(bool sparse) {
     model_zero_grad(&mg);
     float scale = (float)(1.0 / (double)mc.N);
     double lc = model_forward(&mc, tok, tgt, true, scale) / (double)mc.N;
+    if (sparse) {
+        /* The GPU selects from bf16 activations, the CPU from fp32 ones: a few near-tied blocks
+         * flip (counted here). The gradients are then compared with the CPU's selection held on
+         * both sides, so both differentiate the same function. */
+        model_forward(&mg, tok, tgt, false, 0.0f);
+        int64_t n = (int64_t)mc.L * mc.N * mc.Hkv * mc.attn.nsel;
+        int32_t *sg = xmalloc((size_t)n * 4);
+        backend_download(&be, sg, mg.a.sel, (size_t)n * 4);
+        int64_t diff = 0;
+        for (int64_t i = 0; i < n; i++) diff += sg[i] != mc.a.sel[i];
+        printf("  sparse model: %lld of %lld selected-block entries differ between cpu and cuda "
+               "(own selections); gradients below use the cpu's on both\n",
+               (long long)diff, (long long)n);
+        t_check(diff * 100 <= n, "sparse model: %lld of %lld selected-block entries differ",
+                (long long)diff, (long long)n);
+        free(sg);
+        backend_upload(&be, mg.a.sel, mc.a.sel, (size_t)n * 4);
+        mg.reuse_selection = true;
+    }
     double lg = model_forward(&mg, tok, tgt, true, scale) / (double)mc.N;
     model_backward(&mc);
     model_backward(&mg);
@@ -462,16 +613,6 @@ static void test_model_step(bool sparse) {
     snprintf(what, sizeof what, "%s model loss (cpu %.6f, cuda %.6f)", sparse ? "sparse" : "dense", lc, lg);
     t_check(fabs(lc - lg) <= 5e-3 * fabs(lc), "%s", what);
     printf("  %s\n", what);
-    if (sparse) {
-        int64_t n = (int64_t)mc.L * mc.N * mc.Hkv * mc.attn.nsel;
-        int32_t *sg = xmalloc((size_t)n * 4);
-        backend_download(&be, sg, mg.a.sel, (size_t)n * 4);
-        int64_t diff = 0;
-        for (int64_t i = 0; i < n; i++) diff += sg[i] != mc.a.sel[i];
-        printf("  sparse model: %lld of %lld selected-block entries differ between cpu and cuda\n",
-               (long long)diff, (long long)n);
-        free(sg);
-    }
     float *gg = from_f32(mg.grad_buf, mg.n_params_padded);
     for (int e = 0; e < mc.n_params_entries; e++) {
         const struct param_entry *p = &mc.params[e];
@@ -550,6 +691,18 @@ int main(int argc, char **argv) {
     test_sparse(1600, 4, 4, 64, &exact, false);
     struct infllm_params defaults = {32, 16, 64, 1, 32, 64, true};
     test_sparse(8192, 16, 2, 64, &defaults, false);
+    test_sparse(2048, 16, 1, 128, &small, false);
+    printf("stage 3 (tensor-core paths: CP chunks, padded rows, prefilled gradients, G 1-64)\n");
+    const struct att_case dense3[] = {
+        {700, 1300, 2048, 16, 1, 128}, {333, 200, 600, 2, 2, 64}, {130, 64, 194, 64, 1, 64},
+    };
+    for (size_t i = 0; i < sizeof dense3 / sizeof dense3[0]; i++) test_stage3(&dense3[i], 0, 8);
+    /* chunks of 256 tokens: block 0 (every token's) is split and reduced */
+    test_stage3(&(struct att_case){1000, 3000, 4096, 16, 1, 128}, 8, 8);
+    test_stage3(&(struct att_case){700, 1000, 2048, 2, 2, 64}, 6, 0);
+    test_stage3(&(struct att_case){777, 512, 1289, 8, 2, 128}, 5, 8);
+    /* G > 2 nsel: D_i does not fit the workspace and is recomputed from out */
+    test_stage3(&(struct att_case){500, 0, 500, 16, 1, 64}, 4, 8);
     printf("model\n");
     test_model_step(false);
     test_model_step(true);

@@ -1,0 +1,713 @@
+/*
+ * attention_tc_bwd.cu: the tensor-core backward of stage 3 (and of dense attention): bf16 mma.sync
+ * m16n8k16 with fp32 accumulation, flash-attention 2 algebra with P recomputed from q, k and the
+ * saved fp32 lse: P = exp(scale S - lse), dP = dO V^T, dS = P (dP - D_i), D_i = dO_i . O_i.
+ *
+ * Dimensions as attention.h; G = Hq / Hkv divides 64, D is 64 or 128, key blocks of 64.
+ * Gradient rule: ADDS into dq, dk, dv (bf16), once per element, after fp32 accumulation.
+ *
+ * dQ kernel: the forward's tiling. A thread block takes 64 query rows of one KV group (64 / G
+ * tokens x the G heads of the group) and walks, in ascending order, the union of its tokens'
+ * selected blocks (dense: every block up to its last token's). K and V of the next block are
+ * fetched with cp.async into the other of two shared stages while the current one is used.
+ * Per block, each of the 4 warps (16 rows) whose rows read the block (the union of 64 / G tokens'
+ * selections is wider than each token's: a warp skips blocks none of its rows selected) computes
+ * S = Q K^T and dP = dO V^T (A fragments of Q
+ * and dO by ldmatrix from shared memory, B fragments of K and V by ldmatrix), masks each row to
+ * its own token's blocks and causal keys, forms dS in registers and accumulates dQ += dS K with
+ * dS taken straight from the accumulators and K through ldmatrix.trans. D_i is computed here from
+ * dO and O (and saved for the dK/dV kernel when the sparse workspace has room for it).
+ *
+ * dK/dV kernel: a thread block per work item (KV head g, key block j, chunk of the query tokens
+ * that attend to j). Dense: the tokens at or after the block, one item per (g, j). Sparse: the
+ * tokens that selected j, from the inverse index (in token order), cut into chunks of
+ * att_bwd_chunk_tokens tokens: block 0 and the local blocks are selected by nearly every token, so
+ * one item per (g, j) would leave a long tail; items are ordered block-major (k' = j Hkv + g) so
+ * the heaviest start first. The rows are gathered 128 at a time (128 / G tokens x G heads, with
+ * their lse and D_i) into one of two shared stages by cp.async while the other is used; the token
+ * indices of the tile after next are fetched into a ring of three. 8 warps: two groups of 4 take
+ * rows 0-63 and 64-127 of the tile; inside a group warp w owns keys 16w..16w+15 and holds their
+ * dK, dV accumulators (D / 2 + D / 2 floats a thread). S^T = K Q^T and dP^T = V dO^T (32 rows at a
+ * time), P^T and dS^T in registers, dV += P^T dO and dK += dS^T Q (B fragments by
+ * ldmatrix.trans). At the end group 1 hands its accumulators to group 0 through shared memory.
+ *
+ * Determinism: no float atomics anywhere. dQ rows and the dK/dV of an unsplit (g, j) have one
+ * writer. A split (g, j) writes each chunk's fp32 partial to its own slot, and a third kernel adds
+ * the slots in chunk order into dk, dv. Cost: the partials are written and read once (2 x 64 x D
+ * floats a chunk, for the few split blocks), a kernel with one block per (g, j). The chunking
+ * depends only on the shapes and the selection, so runs are bitwise reproducible.
+ *
+ * Fragment layouts and the ldmatrix addressing: attention_impl.cuh. Shared rows are padded by 8
+ * bf16 so the ldmatrix rows of one 8x8 matrix hit 32 different banks.
+ */
+#include <string.h>
+
+#include "attention_impl.cuh"
+
+#define BQ_ROWS 64      /* dQ kernel: query rows per block */
+#define BQ_THREADS 128  /* 4 warps, 16 rows each (two threads a row for D_i) */
+#define BK_KEYS 64      /* key block */
+#define BK_ROWS 128     /* dK/dV kernel: query rows per tile */
+#define BK_THREADS 256  /* 8 warps: 2 groups x 4 warps of 16 keys */
+#define SLOT_BYTES_PER_KEY_BLOCK ((size_t)2 * BK_KEYS * 128 * sizeof(float))
+#define LOG2E 1.4426950408889634f
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Sizes                                                                                           */
+
+int64_t att_bwd_chunk_tokens(int64_t Tq, int nsel, int64_t nblk, int D) {
+    int64_t c = ceil_div(2 * Tq * (int64_t)nsel * D, (int64_t)128 * (nblk > 0 ? nblk : 1));
+    if (c < 128) c = 128;
+    return ceil_div(c, 128) * 128;
+}
+
+/* Slots of a split (g, j): ceil(n / chunk) <= 2 n / chunk for n > chunk tokens, so all slots of a
+ * KV head are at most 2 Tq nsel / chunk <= 128 nblk / D; a slot holds 2 x 64 x D floats. */
+size_t att_bwd_slot_bytes(int Hkv, int64_t nblk) {
+    return (size_t)Hkv * (size_t)nblk * SLOT_BYTES_PER_KEY_BLOCK;
+}
+
+/* Shared memory of the dQ kernel: Q and dO tiles, K and V of two stages (6 x 64 x LD bf16), per
+ * row lse (log2 units) and D_i, the per-token selection bitmaps and their union ((tokens + 1) x
+ * words), the list of blocks to visit (uint16, sparse only). */
+static size_t dq_smem_bytes(int D, int tokens, int words, int64_t nblk, bool sparse) {
+    return (size_t)6 * BQ_ROWS * (D + 8) * sizeof(bf16) + (size_t)2 * BQ_ROWS * sizeof(float) +
+           (size_t)(tokens + 1) * words * sizeof(uint32_t) +
+           (sparse ? (size_t)nblk * sizeof(uint16_t) : 0);
+}
+
+/* Shared memory of the dK/dV kernel: K and V of the block (2 x 64 x LD), Q and dO tiles of two
+ * stages (4 x 128 x LD), the O tile where D_i is recomputed (128 x LD), per stage and row lse and
+ * D_i (4 x 128 floats), token indices of three tiles (3 x 128 ints). The hand-over of group 1's
+ * accumulators at the end reuses the Q/dO stages (4 x 32 x 2 x D / 2 floats <= 4 x 128 x LD bf16). */
+static size_t kv_smem_bytes(int D, bool need_o) {
+    return (size_t)(2 * BK_KEYS + 4 * BK_ROWS + (need_o ? BK_ROWS : 0)) * (D + 8) * sizeof(bf16) +
+           (size_t)4 * BK_ROWS * sizeof(float) + (size_t)3 * BK_ROWS * sizeof(int32_t);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Shared pieces                                                                                   */
+
+/* K and V rows of key block j (group grp) into Ks, Vs by cp.async; zeros past Tk. */
+template <int D>
+static __device__ __forceinline__ void load_kv_async(bf16 *Ks, bf16 *Vs, const struct att_args &a,
+                                                     int64_t j, int grp, int nthreads) {
+    const int LD = D + 8;
+    for (int idx = threadIdx.x; idx < BK_KEYS * D / 8; idx += nthreads) {
+        int r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
+        int64_t u = j * BK_KEYS + r;
+        bool ok = u < a.Tk;
+        int64_t off = ok ? u * a.kv_stride + (int64_t)grp * D + c8 : 0;
+        cp_async16(Ks + r * LD + c8, a.k + off, ok);
+        cp_async16(Vs + r * LD + c8, a.v + off, ok);
+    }
+}
+
+/* Dot product of 8 bf16 pairs held in two uint4. */
+static __device__ __forceinline__ float dot8(uint4 x, uint4 y) {
+    const __nv_bfloat162 *x2 = (const __nv_bfloat162 *)&x, *y2 = (const __nv_bfloat162 *)&y;
+    float s = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        float2 a = __bfloat1622float2(x2[e]), b = __bfloat1622float2(y2[e]);
+        s += a.x * b.x + a.y * b.y;
+    }
+    return s;
+}
+
+/* row[0..1] += (x, y) in bf16. */
+static __device__ __forceinline__ void add_bf16x2(bf16 *row, float x, float y) {
+    __nv_bfloat162 *p = (__nv_bfloat162 *)row;
+    float2 old = __bfloat1622float2(*p);
+    *p = __floats2bfloat162_rn(old.x + x, old.y + y);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* dQ                                                                                              */
+
+template <int D>
+static __global__ void __launch_bounds__(BQ_THREADS)
+    att_bwd_dq_kernel(struct att_args a, float *dvec, int G, int words) {
+    extern __shared__ __align__(16) unsigned char smraw[];
+    __shared__ int nlist_s;
+    const int LD = D + 8, tokens = BQ_ROWS / G;
+    bf16 *Qs = (bf16 *)smraw, *Gs = Qs + BQ_ROWS * LD, *KV = Gs + BQ_ROWS * LD;
+    float *lse2s = (float *)(KV + 4 * BK_KEYS * LD), *dvs = lse2s + BQ_ROWS;
+    uint32_t *bits = (uint32_t *)(dvs + BQ_ROWS), *ubits = bits + tokens * words;
+    uint16_t *blist = (uint16_t *)(ubits + words);
+    const int grp = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int gq = lane / 4, tq = lane % 4;
+    const int64_t i0 = (int64_t)blockIdx.x * tokens;
+    const float sl2 = a.scale * LOG2E; /* scores in log2 units: exp2 below */
+
+    /* Q and dO tiles: row r is token i0 + r / G, head grp * G + r % G (zeros past Tq). */
+    for (int idx = threadIdx.x; idx < BQ_ROWS * D / 8; idx += BQ_THREADS) {
+        int r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
+        int64_t i = i0 + r / G;
+        bool ok = i < a.Tq;
+        int64_t off = ok ? i * a.q_stride + (int64_t)(grp * G + r % G) * D + c8 : 0;
+        cp_async16(Qs + r * LD + c8, a.q + off, ok);
+        cp_async16(Gs + r * LD + c8, a.dout + off, ok);
+    }
+    cp_async_commit();
+    /* Blocks to visit: each token's selection as a bitmap, and their union. */
+    for (int idx = threadIdx.x; idx < (tokens + 1) * words; idx += BQ_THREADS) bits[idx] = 0;
+    __syncthreads();
+    const int64_t last = i0 + tokens - 1 < a.Tq - 1 ? i0 + tokens - 1 : a.Tq - 1;
+    if (a.sel) {
+        for (int idx = threadIdx.x; idx < tokens * a.nsel; idx += BQ_THREADS) {
+            int tk = idx / a.nsel;
+            int64_t i = i0 + tk;
+            if (i >= a.Tq) continue;
+            int32_t j = a.sel[(i * a.Hkv + grp) * a.nsel + idx % a.nsel];
+            if (j < 0) continue;
+            atomicOr(&bits[tk * words + j / 32], 1u << (j % 32));
+            atomicOr(&ubits[j / 32], 1u << (j % 32));
+        }
+    }
+    cp_async_wait_all();
+    __syncthreads();
+    /* D_i = dO_i . O_i and lse, two threads a row; warp 0 then lists the union's blocks. */
+    {
+        int r = threadIdx.x / 2, half = threadIdx.x % 2;
+        int64_t i = i0 + r / G;
+        int head = grp * G + r % G;
+        float d = 0.0f;
+        if (i < a.Tq) {
+            const bf16 *orow = a.out + i * a.q_stride + (int64_t)head * D + half * (D / 2);
+            const bf16 *grow = Gs + r * LD + half * (D / 2);
+#pragma unroll
+            for (int c = 0; c < D / 2; c += 8)
+                d += dot8(*(const uint4 *)(orow + c), *(const uint4 *)(grow + c));
+        }
+        d += __shfl_xor_sync(0xffffffffu, d, 1);
+        if (half == 0) {
+            dvs[r] = d;
+            lse2s[r] = i < a.Tq ? a.lse_in[i * a.Hq + head] * LOG2E : -INFINITY;
+            if (dvec && i < a.Tq) dvec[i * a.Hq + head] = d;
+        }
+    }
+    if (a.sel && warp == 0) {
+        int n = 0;
+        for (int w0 = 0; w0 < words; w0 += 32) {
+            uint32_t word = w0 + lane < words ? ubits[w0 + lane] : 0u;
+            int cnt = __popc(word), incl = cnt;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                int y = __shfl_up_sync(0xffffffffu, incl, o);
+                if (lane >= o) incl += y;
+            }
+            int at = n + incl - cnt;
+            while (word) {
+                blist[at++] = (uint16_t)((w0 + lane) * 32 + __ffs(word) - 1);
+                word &= word - 1;
+            }
+            n += __shfl_sync(0xffffffffu, incl, 31);
+        }
+        if (lane == 0) nlist_s = n;
+    }
+    __syncthreads();
+    const int nlist = a.sel ? nlist_s : (int)((a.q_pos0 + last) / BK_KEYS) + 1;
+
+    /* This warp's 16 rows; this thread holds rows r0 = 16 warp + g and r1 = r0 + 8. */
+    const int r0 = warp * 16 + gq, r1 = r0 + 8;
+    const int tok[2] = {r0 / G, r1 / G};
+    const int64_t pos[2] = {a.q_pos0 + i0 + tok[0], a.q_pos0 + i0 + tok[1]};
+    const float lse2[2] = {lse2s[r0], lse2s[r1]}, dval[2] = {dvs[r0], dvs[r1]};
+    bool rowok[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) rowok[h] = i0 + tok[h] < a.Tq && lse2[h] != -INFINITY;
+    float acc[D / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.0f;
+
+    if (nlist > 0) {
+        load_kv_async<D>(KV, KV + BK_KEYS * LD, a, a.sel ? blist[0] : 0, grp, BQ_THREADS);
+        cp_async_commit();
+    }
+    for (int b = 0; b < nlist; b++) {
+        const int st = b & 1;
+        const int64_t j = a.sel ? (int64_t)blist[b] : b;
+        cp_async_wait_all();
+        __syncthreads(); /* block b landed; everyone is done with the other stage */
+        if (b + 1 < nlist) {
+            bf16 *Kn = KV + (st ^ 1) * 2 * BK_KEYS * LD;
+            load_kv_async<D>(Kn, Kn + BK_KEYS * LD, a, a.sel ? (int64_t)blist[b + 1] : b + 1, grp,
+                             BQ_THREADS);
+            cp_async_commit();
+        }
+        const bf16 *Ks = KV + st * 2 * BK_KEYS * LD, *Vs = Ks + BK_KEYS * LD;
+        /* Rows that read block j: their own token selected it (sparse), it is not past them. A
+         * warp none of whose rows does skips it (the union of 64 / G tokens' selections can be
+         * several times one token's). */
+        const int64_t k0 = j * BK_KEYS;
+        bool blk[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+            blk[h] = rowok[h] && pos[h] >= k0 &&
+                     (!a.sel || ((bits[tok[h] * words + j / 32] >> (j % 32)) & 1u));
+        if (!__any_sync(0xffffffffu, blk[0] || blk[1])) continue;
+        /* S = Q K^T and dP = dO V^T for this warp's 16 rows x 64 keys. */
+        float s[8][4], dp[8][4];
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ks++) {
+            uint32_t qa[4], ga[4];
+            const int aoff = (warp * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8;
+            ldmatrix_x4(qa, Qs + aoff);
+            ldmatrix_x4(ga, Gs + aoff);
+#pragma unroll
+            for (int np = 0; np < 4; np++) {
+                const int boff =
+                    (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD + ks * 16 + ((lane >> 3) & 1) * 8;
+                uint32_t kb[4], vb[4];
+                ldmatrix_x4(kb, Ks + boff);
+                ldmatrix_x4(vb, Vs + boff);
+                mma_bf16(s[2 * np], qa, kb[0], kb[1]);
+                mma_bf16(s[2 * np + 1], qa, kb[2], kb[3]);
+                mma_bf16(dp[2 * np], ga, vb[0], vb[1]);
+                mma_bf16(dp[2 * np + 1], ga, vb[2], vb[3]);
+            }
+        }
+        /* dS = P (dP - D_i), P masked to the row's own blocks and causal keys. */
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int h = e >> 1;
+                int64_t u = k0 + nt * 8 + 2 * tq + (e & 1);
+                bool ok = blk[h] && u <= pos[h] && u < a.Tk;
+                float p = ok ? exp2f(s[nt][e] * sl2 - lse2[h]) : 0.0f;
+                s[nt][e] = p * (dp[nt][e] - dval[h]);
+            }
+        /* dQ += dS K: dS's A fragments are the accumulators of two neighbouring key tiles. */
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
+                              pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                              pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int d2 = 0; d2 < D / 16; d2++) {
+                uint32_t kb[4];
+                ldmatrix_x4_trans(kb, Ks + (kk * 16 + (lane & 15)) * LD + d2 * 16 + (lane >> 4) * 8);
+                mma_bf16(acc[2 * d2], pa, kb[0], kb[1]);
+                mma_bf16(acc[2 * d2 + 1], pa, kb[2], kb[3]);
+            }
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int64_t i = i0 + tok[h];
+        if (i >= a.Tq) continue;
+        int head = grp * G + (h ? r1 : r0) % G;
+        bf16 *row = a.dq + i * a.q_stride + (int64_t)head * D + 2 * tq;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; dn++)
+            add_bf16x2(row + dn * 8, a.scale * acc[dn][2 * h], a.scale * acc[dn][2 * h + 1]);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* dK, dV                                                                                          */
+
+/* Where the tiles of one work item come from. */
+struct kv_item {
+    int g;
+    int64_t j, k0;
+    const int32_t *list; /* sparse: the (g, j) list of tokens; NULL: dense */
+    int64_t first;       /* dense: token of list index 0 */
+    int64_t cb, ce;      /* this chunk's list indices [cb, ce) */
+};
+
+/* Token indices of tile m (tokens cb + m * ttok ..) into ring slot m % 3; -1 past the chunk. */
+static __device__ __forceinline__ void fill_ring(int32_t *ring, const struct kv_item &it, int m,
+                                                 int ttok) {
+    int32_t *dst = ring + (m % 3) * BK_ROWS;
+    for (int t = threadIdx.x; t < ttok; t += BK_THREADS) {
+        int64_t x = it.cb + (int64_t)m * ttok + t;
+        if (x >= it.ce)
+            dst[t] = -1;
+        else if (it.list)
+            cp_async4(dst + t, it.list + x, true);
+        else
+            dst[t] = (int32_t)(it.first + x);
+    }
+}
+
+/* Q, dO (and O) rows, lse and D_i of tile m into stage m % 2, from the tokens of ring slot m % 3. */
+template <int D>
+static __device__ __forceinline__ void issue_tile(bf16 *QG, bf16 *Os, float *lses, float *dvs,
+                                                  const int32_t *ring, const struct att_args &a,
+                                                  const float *dvec, const struct kv_item &it,
+                                                  int m, int G) {
+    const int LD = D + 8, st = m & 1;
+    const int32_t *toks = ring + (m % 3) * BK_ROWS;
+    bf16 *Qd = QG + st * 2 * BK_ROWS * LD, *Gd = Qd + BK_ROWS * LD;
+    for (int idx = threadIdx.x; idx < BK_ROWS * D / 8; idx += BK_THREADS) {
+        int r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
+        int32_t tok = toks[r / G];
+        bool ok = tok >= 0;
+        int64_t off = ok ? (int64_t)tok * a.q_stride + (int64_t)(it.g * G + r % G) * D + c8 : 0;
+        cp_async16(Qd + r * LD + c8, a.q + off, ok);
+        cp_async16(Gd + r * LD + c8, a.dout + off, ok);
+        if (!dvec) cp_async16(Os + r * LD + c8, a.out + off, ok);
+    }
+    if (threadIdx.x < BK_ROWS) {
+        int r = threadIdx.x;
+        int32_t tok = toks[r / G];
+        bool ok = tok >= 0;
+        int64_t li = ok ? (int64_t)tok * a.Hq + it.g * G + r % G : 0;
+        cp_async4(lses + st * BK_ROWS + r, a.lse_in + li, ok);
+        if (dvec) cp_async4(dvs + st * BK_ROWS + r, dvec + li, ok);
+    }
+}
+
+template <int D>
+static __global__ void __launch_bounds__(BK_THREADS, 1)
+    att_bwd_dkdv_kernel(struct att_args a, struct att_bwd_ws w, int G) {
+    extern __shared__ __align__(16) unsigned char smraw[];
+    const int LD = D + 8, ttok = BK_ROWS / G;
+    const bool need_o = w.dvec == NULL;
+    bf16 *Ks = (bf16 *)smraw, *Vs = Ks + BK_KEYS * LD, *QG = Vs + BK_KEYS * LD;
+    bf16 *Os = QG + 4 * BK_ROWS * LD;
+    float *lses = (float *)(Os + (need_o ? BK_ROWS * LD : 0)), *dvs = lses + 2 * BK_ROWS;
+    int32_t *ring = (int32_t *)(dvs + 2 * BK_ROWS);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+    const float sl2 = a.scale * LOG2E;
+
+    /* This block's work item: key k' = j * Hkv + g and chunk c of the tokens attending to it. */
+    int kp, c = 0;
+    if (a.sel) {
+        if ((int64_t)blockIdx.x >= w.item_off[a.Hkv * a.nblk]) return;
+        int2 x = w.items[blockIdx.x];
+        kp = x.x, c = x.y;
+    } else {
+        kp = blockIdx.x;
+    }
+    struct kv_item it;
+    it.g = kp % a.Hkv;
+    it.j = kp / a.Hkv;
+    it.k0 = it.j * BK_KEYS;
+    int64_t n;
+    if (a.sel) {
+        int64_t o = a.pair_off[it.g * a.nblk + it.j];
+        n = a.pair_off[it.g * a.nblk + it.j + 1] - o;
+        it.list = a.pair_rows + o;
+        it.first = 0;
+    } else {
+        it.list = NULL;
+        it.first = it.k0 > a.q_pos0 ? it.k0 - a.q_pos0 : 0;
+        n = a.Tq - it.first;
+    }
+    if (n <= 0) return;
+    const int64_t chunk = a.sel ? w.chunk : n;
+    it.cb = (int64_t)c * chunk;
+    it.ce = it.cb + chunk < n ? it.cb + chunk : n;
+    const int ntiles = (int)((it.ce - it.cb + ttok - 1) / ttok);
+    const int nslots = a.sel ? w.slot_off[kp + 1] - w.slot_off[kp] : 0;
+
+    /* Prologue: K, V of the block and the token indices of tiles 0 and 1; then tile 0. */
+    load_kv_async<D>(Ks, Vs, a, it.j, it.g, BK_THREADS);
+    fill_ring(ring, it, 0, ttok);
+    if (ntiles > 1) fill_ring(ring, it, 1, ttok);
+    cp_async_commit();
+    cp_async_wait_all();
+    __syncthreads();
+    issue_tile<D>(QG, Os, lses, dvs, ring, a, w.dvec, it, 0, G);
+    cp_async_commit();
+
+    const int kw = (warp & 3) * 16, rb = (warp >> 2) * 64;
+    float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[dn][e] = dv[dn][e] = 0.0f;
+
+    for (int m = 0; m < ntiles; m++) {
+        const int st = m & 1;
+        const bf16 *Qt = QG + st * 2 * BK_ROWS * LD, *Gt = Qt + BK_ROWS * LD;
+        const float *lse_t = lses + st * BK_ROWS, *dv_t = dvs + st * BK_ROWS;
+        const int32_t *toks = ring + (m % 3) * BK_ROWS;
+        cp_async_wait_all();
+        __syncthreads(); /* tile m landed; everyone is done with tile m - 1 */
+        if (need_o) {    /* D_i of tile m from dO and O, two threads a row */
+            int r = threadIdx.x / 2, half = threadIdx.x % 2;
+            float d = 0.0f;
+#pragma unroll
+            for (int cc = 0; cc < D / 2; cc += 8)
+                d += dot8(*(const uint4 *)(Gt + r * LD + half * (D / 2) + cc),
+                          *(const uint4 *)(Os + r * LD + half * (D / 2) + cc));
+            d += __shfl_xor_sync(0xffffffffu, d, 1);
+            if (half == 0) dvs[st * BK_ROWS + r] = d;
+            __syncthreads(); /* D_i visible; the O tile free for the next one */
+        }
+        if (m + 1 < ntiles) {
+            if (m + 2 < ntiles) fill_ring(ring, it, m + 2, ttok);
+            issue_tile<D>(QG, Os, lses, dvs, ring, a, w.dvec, it, m + 1, G);
+            cp_async_commit();
+        }
+        /* This warp: keys kw..kw+15 against rows rb..rb+63 of the tile, 32 rows at a time
+         * (not unrolled: registers go to the dK, dV accumulators). */
+#pragma unroll 1
+        for (int hf = 0; hf < 2; hf++) {
+            const int rh = rb + hf * 32;
+            float s[4][4], dp[4][4];
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
+#pragma unroll
+            for (int ks = 0; ks < D / 16; ks++) {
+                uint32_t ka[4], va[4];
+                const int aoff = (kw + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8;
+                ldmatrix_x4(ka, Ks + aoff);
+                ldmatrix_x4(va, Vs + aoff);
+#pragma unroll
+                for (int np = 0; np < 2; np++) {
+                    const int boff = (rh + np * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD +
+                                     ks * 16 + ((lane >> 3) & 1) * 8;
+                    uint32_t qb[4], gb[4];
+                    ldmatrix_x4(qb, Qt + boff);
+                    ldmatrix_x4(gb, Gt + boff);
+                    mma_bf16(s[2 * np], ka, qb[0], qb[1]);
+                    mma_bf16(s[2 * np + 1], ka, qb[2], qb[3]);
+                    mma_bf16(dp[2 * np], va, gb[0], gb[1]);
+                    mma_bf16(dp[2 * np + 1], va, gb[2], gb[3]);
+                }
+            }
+            /* P^T and dS^T: element (key kw + g + 8 (e / 2), row rh + 8 nt + 2 t + e % 2). */
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int r = rh + nt * 8 + 2 * tq + (e & 1);
+                    int32_t tok = toks[r / G];
+                    int64_t u = it.k0 + kw + gq + 8 * (e >> 1);
+                    float l2 = lse_t[r] * LOG2E;
+                    bool ok = tok >= 0 && u <= a.q_pos0 + tok && u < a.Tk && l2 != -INFINITY;
+                    float p = ok ? exp2f(s[nt][e] * sl2 - l2) : 0.0f;
+                    dp[nt][e] = p * (dp[nt][e] - dv_t[r]);
+                    s[nt][e] = p;
+                }
+            /* dV += P^T dO, dK += dS^T Q over these 32 rows (two k-steps of 16). */
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) {
+                uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
+                                  pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                                  pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                  pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+                uint32_t da[4] = {pack_bf16(dp[2 * kk][0], dp[2 * kk][1]),
+                                  pack_bf16(dp[2 * kk][2], dp[2 * kk][3]),
+                                  pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                                  pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+#pragma unroll
+                for (int d2 = 0; d2 < D / 16; d2++) {
+                    const int toff = (rh + kk * 16 + (lane & 15)) * LD + d2 * 16 + (lane >> 4) * 8;
+                    uint32_t gb[4], qb[4];
+                    ldmatrix_x4_trans(gb, Gt + toff);
+                    mma_bf16(dv[2 * d2], pa, gb[0], gb[1]);
+                    mma_bf16(dv[2 * d2 + 1], pa, gb[2], gb[3]);
+                    ldmatrix_x4_trans(qb, Qt + toff);
+                    mma_bf16(dk[2 * d2], da, qb[0], qb[1]);
+                    mma_bf16(dk[2 * d2 + 1], da, qb[2], qb[3]);
+                }
+            }
+        }
+    }
+
+    /* Group 1 hands its accumulators to group 0 (same keys) through the Q/dO stages. */
+    __syncthreads();
+    float *red = (float *)QG + (warp & 3) * (D / 8) * 8 * 32;
+    if (warp >= 4) {
+#pragma unroll
+        for (int dn = 0; dn < D / 8; dn++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                red[(dn * 8 + e) * 32 + lane] = dk[dn][e];
+                red[(dn * 8 + 4 + e) * 32 + lane] = dv[dn][e];
+            }
+    }
+    __syncthreads();
+    if (warp >= 4) return;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            dk[dn][e] += red[(dn * 8 + e) * 32 + lane];
+            dv[dn][e] += red[(dn * 8 + 4 + e) * 32 + lane];
+        }
+    /* Out: unsplit keys straight into dk, dv; a chunk of a split key into its fp32 slot. */
+    float *pk = nslots > 0
+                    ? w.part + (size_t)(w.slot_off[kp] + c) * 2 * BK_KEYS * D
+                    : NULL;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int key = kw + gq + 8 * h;
+        int64_t u = it.k0 + key;
+        if (u >= a.Tk) continue;
+        if (pk) {
+#pragma unroll
+            for (int dn = 0; dn < D / 8; dn++) {
+                int d = dn * 8 + 2 * tq;
+                *(float2 *)(pk + key * D + d) = make_float2(dk[dn][2 * h], dk[dn][2 * h + 1]);
+                *(float2 *)(pk + (BK_KEYS + key) * D + d) =
+                    make_float2(dv[dn][2 * h], dv[dn][2 * h + 1]);
+            }
+        } else {
+            int64_t off = u * a.kv_stride + (int64_t)it.g * D + 2 * tq;
+#pragma unroll
+            for (int dn = 0; dn < D / 8; dn++) {
+                add_bf16x2(a.dk + off + dn * 8, a.scale * dk[dn][2 * h], a.scale * dk[dn][2 * h + 1]);
+                add_bf16x2(a.dv + off + dn * 8, dv[dn][2 * h], dv[dn][2 * h + 1]);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Sparse work list and the reduction of split keys                                                */
+
+static __device__ __forceinline__ int64_t list_len(const struct att_args &a, int64_t kp) {
+    int64_t g = kp % a.Hkv, j = kp / a.Hkv;
+    return a.pair_off[g * a.nblk + j + 1] - a.pair_off[g * a.nblk + j];
+}
+
+/* One block: items per key k' = ceil(n / chunk), slots = items where items > 1; exclusive scans
+ * in k' order, and the flat list of (k', chunk) items. Integer work: deterministic. */
+static __global__ void att_bwd_worklist_kernel(struct att_args a, struct att_bwd_ws w) {
+    __shared__ int32_t wsum_i[32], wsum_s[32];
+    const int64_t nkeys = (int64_t)a.Hkv * a.nblk;
+    const int nthreads = blockDim.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t per = (nkeys + nthreads - 1) / nthreads;
+    const int64_t lo = threadIdx.x * per, hi = lo + per < nkeys ? lo + per : nkeys;
+    int32_t ci = 0, cs = 0;
+    for (int64_t kp = lo; kp < hi; kp++) {
+        int32_t n_it = (int32_t)((list_len(a, kp) + w.chunk - 1) / w.chunk);
+        ci += n_it;
+        cs += n_it > 1 ? n_it : 0;
+    }
+    int32_t xi = ci, xs = cs;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int32_t yi = __shfl_up_sync(0xffffffffu, xi, o), ys = __shfl_up_sync(0xffffffffu, xs, o);
+        if (lane >= o) xi += yi, xs += ys;
+    }
+    if (lane == 31) wsum_i[warp] = xi, wsum_s[warp] = xs;
+    __syncthreads();
+    if (warp == 0) {
+        int nw = nthreads / 32;
+        int32_t vi = lane < nw ? wsum_i[lane] : 0, vs = lane < nw ? wsum_s[lane] : 0;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            int32_t yi = __shfl_up_sync(0xffffffffu, vi, o), ys = __shfl_up_sync(0xffffffffu, vs, o);
+            if (lane >= o) vi += yi, vs += ys;
+        }
+        wsum_i[lane] = vi, wsum_s[lane] = vs;
+    }
+    __syncthreads();
+    const int32_t total_i = wsum_i[nthreads / 32 - 1], total_s = wsum_s[nthreads / 32 - 1];
+    if (total_i > w.max_items || total_s > w.max_slots) __trap(); /* sizes broke their bound */
+    int32_t bi = (warp ? wsum_i[warp - 1] : 0) + xi - ci, bs = (warp ? wsum_s[warp - 1] : 0) + xs - cs;
+    for (int64_t kp = lo; kp < hi; kp++) {
+        int32_t n_it = (int32_t)((list_len(a, kp) + w.chunk - 1) / w.chunk);
+        w.item_off[kp] = bi;
+        w.slot_off[kp] = bs;
+        for (int32_t cc = 0; cc < n_it; cc++) w.items[bi + cc] = make_int2((int)kp, cc);
+        bi += n_it;
+        bs += n_it > 1 ? n_it : 0;
+    }
+    if (threadIdx.x == 0) {
+        w.item_off[nkeys] = total_i;
+        w.slot_off[nkeys] = total_s;
+    }
+}
+
+/* dk, dv of a split key += the sum of its chunks' partials, in chunk order. */
+static __global__ void att_bwd_reduce_kernel(struct att_args a, struct att_bwd_ws w) {
+    const int kp = blockIdx.x, D = a.D;
+    const int32_t s0 = w.slot_off[kp], ns = w.slot_off[kp + 1] - s0;
+    if (ns == 0) return;
+    const int g = kp % a.Hkv;
+    const int64_t j = kp / a.Hkv;
+    for (int idx = threadIdx.x; idx < BK_KEYS * D / 2; idx += blockDim.x) {
+        int key = 2 * idx / D, d = 2 * idx % D;
+        int64_t u = j * BK_KEYS + key;
+        if (u >= a.Tk) continue;
+        float2 sk = make_float2(0.0f, 0.0f), sv = make_float2(0.0f, 0.0f);
+        for (int cc = 0; cc < ns; cc++) {
+            const float *p = w.part + (size_t)(s0 + cc) * 2 * BK_KEYS * D + (size_t)key * D + d;
+            float2 x = *(const float2 *)p, y = *(const float2 *)(p + BK_KEYS * D);
+            sk.x += x.x, sk.y += x.y, sv.x += y.x, sv.y += y.y;
+        }
+        int64_t off = u * a.kv_stride + (int64_t)g * D + d;
+        add_bf16x2(a.dk + off, a.scale * sk.x, a.scale * sk.y);
+        add_bf16x2(a.dv + off, sv.x, sv.y);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Launcher                                                                                        */
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+template <int D>
+static void launch_dq(const struct att_args *a, float *dvec, int G, int words, size_t smem,
+                      cudaStream_t st) {
+    CUDA_CHECK(cudaFuncSetAttribute(att_bwd_dq_kernel<D>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((unsigned)ceil_div(a->Tq, BQ_ROWS / G), (unsigned)a->Hkv);
+    att_bwd_dq_kernel<D><<<grid, BQ_THREADS, smem, st>>>(*a, dvec, G, words);
+    CUDA_CHECK_LAST();
+}
+
+template <int D>
+static void launch_dkdv(const struct att_args *a, const struct att_bwd_ws *w, int G,
+                        int64_t nitems, size_t smem, cudaStream_t st) {
+    CUDA_CHECK(cudaFuncSetAttribute(att_bwd_dkdv_kernel<D>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    att_bwd_dkdv_kernel<D><<<(unsigned)nitems, BK_THREADS, smem, st>>>(*a, *w, G);
+    CUDA_CHECK_LAST();
+}
+
+bool attention_tc_backward(const struct att_args *a, const struct att_bwd_ws *w,
+                           const struct gpu_ctx *g) {
+    int G = a->Hq / a->Hkv;
+    if ((a->D != 64 && a->D != 128) || a->bs != BK_KEYS || BQ_ROWS % G != 0) return false;
+    if (a->q_stride % 8 != 0 || a->kv_stride % 8 != 0 || a->nblk > 65535) return false;
+    if (!aligned16(a->q) || !aligned16(a->k) || !aligned16(a->v) || !aligned16(a->out) ||
+        !aligned16(a->dout))
+        return false; /* 16-byte cp.async rows */
+    bool sparse = a->sel != NULL;
+    if (sparse && (!w || !a->pair_rows || !a->pair_off)) return false;
+    int words = sparse ? (int)((a->nblk + 31) / 32) : 0; /* dense: no bitmaps */
+    size_t sq = dq_smem_bytes(a->D, BQ_ROWS / G, words, a->nblk, sparse);
+    struct att_bwd_ws none;
+    memset(&none, 0, sizeof none);
+    const struct att_bwd_ws *ws = sparse ? w : &none;
+    size_t sk = kv_smem_bytes(a->D, ws->dvec == NULL);
+    if (sq + 64 > (227u << 10) || sk > (227u << 10)) return false; /* + the static nlist_s */
+    cudaStream_t st = stream_of(g);
+    if (a->D == 64) launch_dq<64>(a, ws->dvec, G, words, sq, st);
+    else launch_dq<128>(a, ws->dvec, G, words, sq, st);
+    int64_t nkeys = (int64_t)a->Hkv * a->nblk, nitems = nkeys;
+    if (sparse) {
+        att_bwd_worklist_kernel<<<1, 1024, 0, st>>>(*a, *ws);
+        CUDA_CHECK_LAST();
+        /* a launch bound: at most one partial item per key plus one per `chunk` pairs */
+        nitems = nkeys + ceil_div(a->Tq * a->Hkv * a->nsel, ws->chunk);
+        if (nitems > ws->max_items) nitems = ws->max_items;
+    }
+    if (nitems > 0) {
+        if (a->D == 64) launch_dkdv<64>(a, ws, G, nitems, sk, st);
+        else launch_dkdv<128>(a, ws, G, nitems, sk, st);
+    }
+    if (sparse && nkeys > 0) {
+        att_bwd_reduce_kernel<<<(unsigned)nkeys, 256, 0, st>>>(*a, *ws);
+        CUDA_CHECK_LAST();
+    }
+    return true;
+}
