@@ -59,7 +59,8 @@ def time_step(model, opt, T):
 def main():
     cfg = json.load(open(sys.argv[1]))
     torch.manual_seed(0)
-    model = LlamaForCausalLM(model_of(cfg)).to(device="cuda", dtype=torch.bfloat16)
+    with torch.device("cuda"):  # random init on the GPU, straight in bf16
+        model = LlamaForCausalLM._from_config(model_of(cfg), torch_dtype=torch.bfloat16)
     model.gradient_checkpointing_enable()
     model.config.use_cache = False
     model.train()
