@@ -701,6 +701,9 @@ int main(int argc, char **argv) {
     test_stage3(&(struct att_case){1000, 3000, 4096, 16, 1, 128}, 8, 8);
     test_stage3(&(struct att_case){700, 1000, 2048, 2, 2, 64}, 6, 0);
     test_stage3(&(struct att_case){777, 512, 1289, 8, 2, 128}, 5, 8);
+    /* G 1: a forward tile of 128 tokens, with a tail, far into the sequence */
+    test_stage3(&(struct att_case){300, 2100, 2400, 2, 2, 128}, 0, 8);
+    test_stage3(&(struct att_case){333, 1500, 1833, 1, 1, 128}, 7, 8);
     /* G > 2 nsel: D_i does not fit the workspace and is recomputed from out */
     test_stage3(&(struct att_case){500, 0, 500, 16, 1, 64}, 4, 8);
     printf("model\n");
