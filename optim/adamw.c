@@ -40,7 +40,9 @@ void adamw_init(struct adamw *o, const struct backend *be, const struct model *m
     o->master = backend_alloc(be, bytes, "optimizer: master weights");
     o->m = backend_alloc(be, bytes, "optimizer: first moment");
     o->v = backend_alloc(be, bytes, "optimizer: second moment");
-    o->grad = backend_alloc(be, bytes, "optimizer: gradient slice");
+    o->grad_is_model = world == 1;
+    o->grad = o->grad_is_model ? mdl->grad_buf
+                               : backend_alloc(be, bytes, "optimizer: gradient slice");
 #ifdef INFLLM_CUDA
     if (be->device == DEVICE_CUDA)
         o->sumsq_ws = backend_alloc(be, sumsq_workspace_bytes(), "optimizer: norm workspace");
@@ -56,14 +58,20 @@ void adamw_free(struct adamw *o) {
     backend_release(o->be, o->master);
     backend_release(o->be, o->m);
     backend_release(o->be, o->v);
-    backend_release(o->be, o->grad);
+    if (!o->grad_is_model) backend_release(o->be, o->grad);
     if (o->sumsq_ws) backend_release(o->be, o->sumsq_ws);
     free(o->seg);
     memset(o, 0, sizeof *o);
 }
 
+size_t adamw_state_bytes(int64_t n_params_padded, int world) {
+    int buffers = world == 1 ? 3 : 4; /* master, m, v (+ the gradient slice) */
+    return (size_t)buffers * (size_t)(n_params_padded / world) * sizeof(float);
+}
+
 double adamw_reduce(struct adamw *o, const struct model *mdl, const struct grid *g) {
-    comm_reduce_scatter(&g->world_dev, o->grad, mdl->grad_buf, o->slice_len, COMM_F32);
+    if (!o->grad_is_model)
+        comm_reduce_scatter(&g->world_dev, o->grad, mdl->grad_buf, o->slice_len, COMM_F32);
     double sumsq;
 #ifdef INFLLM_CUDA
     if (o->be->device == DEVICE_CUDA)

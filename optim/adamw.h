@@ -12,6 +12,8 @@
  *      w -= lr * (m / (1-b1^t) / (sqrt(v / (1-b2^t)) + eps) + wd * w)   (wd = 0 on norm weights);
  *   5. the slice is written back into the compute-dtype weights and all-gathered.
  * Weight decay follows the model's param entries: matrices and embeddings decay, norms do not.
+ * On one rank the slice is the whole flat space and step 1 has nothing to sum: the gradient slice
+ * is the model's gradient buffer itself (no copy, no second buffer).
  */
 #ifndef INFLLM_ADAMW_H
 #define INFLLM_ADAMW_H
@@ -41,7 +43,8 @@ struct adamw {
     int64_t slice_len;     /* n_params_padded / world_size */
     float *master;         /* (slice_len) fp32 master weights */
     float *m, *v;          /* (slice_len) moments */
-    float *grad;           /* (slice_len) summed gradient of the slice */
+    float *grad;           /* (slice_len) summed gradient of the slice (one rank: the model's) */
+    bool grad_is_model;    /* grad aliases the model's gradient buffer (one rank) */
     void *sumsq_ws;        /* device workspace of the sum of squares (CUDA) */
     int n_seg;
     struct adamw_segment *seg;
@@ -53,6 +56,9 @@ struct adamw {
 void adamw_init(struct adamw *o, const struct backend *be, const struct model *mdl, int rank,
                 int world);
 void adamw_free(struct adamw *o);
+
+/* Device (or host) bytes adamw_init allocates per rank for a model of n_params_padded elements. */
+size_t adamw_state_bytes(int64_t n_params_padded, int world);
 
 /* Steps 1-2 over all ranks: returns the global gradient norm (before clipping). The caller checks
  * it is finite before adamw_apply. */

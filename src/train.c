@@ -71,15 +71,15 @@ static void check_fits(const struct trainer *tr) {
     size_t free_b = 0, total_b = 0;
     backend_mem_info(&tr->be, &free_b, &total_b);
     if (total_b == 0) return; /* host memory: not checked */
-    size_t slice = (size_t)(tr->model.n_params_padded / tr->g->world_size) * sizeof(float);
-    size_t need = model_plan_bytes(&tr->model) + 4 * slice + ((size_t)512 << 20);
+    size_t opt = adamw_state_bytes(tr->model.n_params_padded, tr->g->world_size);
+    size_t need = model_plan_bytes(&tr->model) + opt + ((size_t)512 << 20);
     if (need > free_b) {
         model_print_plan(&tr->model, stderr);
         die_user("%s: the run needs about %.2f GiB per GPU (plan above, + %.2f GiB optimizer "
                  "slice, + 0.5 GiB margin) but %.2f GiB of %.2f are free; lower "
                  "train.micro_batch_size or data.seq_len, raise parallel.cp, or set "
                  "train.recompute",
-                 tr->cfg->path, (double)need / (1 << 30), 4.0 * (double)slice / (1 << 30),
+                 tr->cfg->path, (double)need / (1 << 30), (double)opt / (1 << 30),
                  (double)free_b / (1 << 30), (double)total_b / (1 << 30));
     }
 }
