@@ -1,12 +1,12 @@
 /*
  * attention_impl.cuh: what the CUDA attention files share (private to kernels/): the argument
- * struct of the stage-3 kernels, the tensor-core paths' entry points and their mma / ldmatrix /
- * cp.async helpers.
+ * struct of the stage-3 kernels, the tensor-core paths' entry points, and the union-of-blocks
+ * listing both tensor-core passes use (the mma / ldmatrix / cp.async primitives: mma.cuh).
  */
 #ifndef INFLLM_ATTENTION_IMPL_CUH
 #define INFLLM_ATTENTION_IMPL_CUH
 
-#include "common.cuh"
+#include "mma.cuh"
 
 #define ATT_MAX_D 256
 #define ATT_DENSE_BLOCK 64
@@ -57,93 +57,27 @@ int64_t att_bwd_chunk_tokens(int64_t Tq, int nsel, int64_t nblk, int D);
 size_t att_bwd_slot_bytes(int Hkv, int64_t nblk);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Tensor-core helpers. Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4):
- * A a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..);
- * B b0 = (k 2t..2t+1, n g), b1 = (k 2t+8.., n g); C c0, c1 = (g, 2t..2t+1), c2, c3 = (g+8, ..). */
-
-static __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
-                                                uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* Two 8x8 bf16 matrices (rows from lanes 0-7 and 8-15) loaded transposed: the B fragment of
- * P V from V stored [key][d]. */
-static __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t &r0, uint32_t &r1,
-                                                         const bf16 *p) {
-    uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
-                 : "=r"(r0), "=r"(r1)
-                 : "r"(addr));
-}
-
-/* Four 8x8 bf16 matrices, rows addressed by lanes 0-7, 8-15, 16-23, 24-31; r[i] from matrix i.
- * For an A fragment of X[m][k] (row-major) at (m0, k0): lane address X[m0 + lane % 16]
- * [k0 + lane / 16 * 8]. For the B fragments of two n-tiles of X[n][k] at (n0, k0) (r0, r1: n0;
- * r2, r3: n0 + 8): X[n0 + lane % 8 + lane / 16 * 8][k0 + lane / 8 % 2 * 8]. */
-static __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const bf16 *p) {
-    uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-/* The same, transposed: the B fragments of two n-tiles of X[k][n] (row-major) at (k0, n0)
- * (r0, r1: n0; r2, r3: n0 + 8): lane address X[k0 + lane % 16][n0 + lane / 16 * 8]. */
-static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const bf16 *p) {
-    uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-/* The same two, from a shared-space address (__cvta_generic_to_shared), so that a kernel can
- * keep one 32-bit base a lane and add compile-time offsets. */
-static __device__ __forceinline__ void ldsm_x4(uint32_t r[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-static __device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
-
-static __device__ __forceinline__ uint32_t ld32(const bf16 *p) { return *(const uint32_t *)p; }
-
-/* Asynchronous global -> shared copies (16 or 4 bytes); with !valid nothing is read and the
- * destination is zero-filled (src must still be a mapped address). Completed by cp_async_wait
- * in the issuing thread; a barrier then makes them visible to the block. */
-static __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
-    uint32_t s = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src),
-                 "r"(valid ? 16 : 0)
-                 : "memory");
-}
-
-static __device__ __forceinline__ void cp_async4(void *dst, const void *src, bool valid) {
-    uint32_t s = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(src),
-                 "r"(valid ? 4 : 0)
-                 : "memory");
-}
-
-static __device__ __forceinline__ void cp_async_commit(void) {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-static __device__ __forceinline__ void cp_async_wait_all(void) {
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+/* Warp-level: lists the set bits of ubits (words 32-bit words, bit j = block j) in ascending order
+ * into blist and returns their count (in every lane). Called by one whole warp. */
+static __device__ __forceinline__ int list_set_blocks(uint16_t *blist, const uint32_t *ubits,
+                                                      int words, int lane) {
+    int n = 0;
+    for (int w0 = 0; w0 < words; w0 += 32) {
+        uint32_t word = w0 + lane < words ? ubits[w0 + lane] : 0u;
+        int cnt = __popc(word), incl = cnt;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            int y = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += y;
+        }
+        int at = n + incl - cnt;
+        while (word) {
+            blist[at++] = (uint16_t)((w0 + lane) * 32 + __ffs(word) - 1);
+            word &= word - 1;
+        }
+        n += __shfl_sync(0xffffffffu, incl, 31);
+    }
+    return n;
 }
 
 #endif

@@ -25,13 +25,6 @@
 
 #define TC_KEYS 64
 
-/* 2^x (ex2.approx: 2 ulp, -inf -> +0). */
-static __device__ __forceinline__ float fast_exp2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-
 /* Shared memory: the Q tile (rows x (D + 8) bf16), K and V of two stages (4 x 64 x (D + 8) bf16),
  * per-token selection bitmaps and their union ((tokens + 1) x words, words = ceil(nblk / 32)),
  * the list of blocks to visit (uint16, sparse only). */
@@ -54,28 +47,6 @@ static __device__ __forceinline__ void fwd_load_kv(bf16 *Ks, bf16 *Vs, const str
         cp_async16(Ks + r * LD + c8, a.k + off, ok);
         cp_async16(Vs + r * LD + c8, a.v + off, ok);
     }
-}
-
-/* Warp 0 lists the set bits of ubits (words words) in ascending order into blist; returns the
- * count in lane 0 (the caller publishes it). */
-static __device__ int fwd_list_blocks(uint16_t *blist, const uint32_t *ubits, int words, int lane) {
-    int n = 0;
-    for (int w0 = 0; w0 < words; w0 += 32) {
-        uint32_t word = w0 + lane < words ? ubits[w0 + lane] : 0u;
-        int cnt = __popc(word), incl = cnt;
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            int y = __shfl_up_sync(0xffffffffu, incl, o);
-            if (lane >= o) incl += y;
-        }
-        int at = n + incl - cnt;
-        while (word) {
-            blist[at++] = (uint16_t)((w0 + lane) * 32 + __ffs(word) - 1);
-            word &= word - 1;
-        }
-        n += __shfl_sync(0xffffffffu, incl, 31);
-    }
-    return n;
 }
 
 template <int D, int MT, int NW>
@@ -120,7 +91,7 @@ static __global__ void __launch_bounds__(NW * 32)
         }
         __syncthreads();
         if (warp == 0) {
-            int n = fwd_list_blocks(blist, ubits, words, lane);
+            int n = list_set_blocks(blist, ubits, words, lane);
             if (lane == 0) nlist_s = n;
         }
         __syncthreads();

@@ -188,22 +188,7 @@ static __global__ void __launch_bounds__(BQ_THREADS)
         }
     }
     if (a.sel && warp == 0) {
-        int n = 0;
-        for (int w0 = 0; w0 < words; w0 += 32) {
-            uint32_t word = w0 + lane < words ? ubits[w0 + lane] : 0u;
-            int cnt = __popc(word), incl = cnt;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                int y = __shfl_up_sync(0xffffffffu, incl, o);
-                if (lane >= o) incl += y;
-            }
-            int at = n + incl - cnt;
-            while (word) {
-                blist[at++] = (uint16_t)((w0 + lane) * 32 + __ffs(word) - 1);
-                word &= word - 1;
-            }
-            n += __shfl_sync(0xffffffffu, incl, 31);
-        }
+        int n = list_set_blocks(blist, ubits, words, lane);
         if (lane == 0) nlist_s = n;
     }
     __syncthreads();

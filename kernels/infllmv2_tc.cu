@@ -30,6 +30,7 @@
  * ties break exactly as on the CPU. Bitwise deterministic.
  */
 #include "infllmv2_impl.cuh"
+#include "mma.cuh"
 
 #define TC_KEYS 64      /* compressed keys per tile */
 #define TC_CARRY 8      /* staged keys of the previous tile: pooling windows reach back <= 8 */
@@ -47,42 +48,10 @@ struct seltc_args {
     float sl2;                /* scale * log2(e) */
 };
 
-static __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
-                                                uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 /* The A fragment of a 16x16 tile stored row-major (rows `ld` elements apart). */
-static __device__ __forceinline__ void ldmatrix_x4(uint32_t a[4], const bf16 *tile, int ld) {
+static __device__ __forceinline__ void ldmatrix_a_tile(uint32_t a[4], const bf16 *tile, int ld) {
     int lane = threadIdx.x % 32;
-    uint32_t addr = (uint32_t)__cvta_generic_to_shared(tile + (lane % 16) * ld + (lane / 16) * 8);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-                 : "r"(addr));
-}
-
-/* 16 bytes global -> shared, zero-filled when !valid (the source is then not read). */
-static __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
-    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-    int n = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n));
-}
-static __device__ __forceinline__ void cp_async_commit(void) {
-    asm volatile("cp.async.commit_group;\n");
-}
-template <int N>
-static __device__ __forceinline__ void cp_async_wait(void) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-static __device__ __forceinline__ float fast_exp2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
+    ldmatrix_x4(a, tile + (lane % 16) * ld + (lane / 16) * 8);
 }
 
 /* Compressed keys (windows ks, stride st) visible to a token at t: c*st + ks - 1 <= t, at most L. */
@@ -308,7 +277,7 @@ static __global__ void __launch_bounds__(TC_MAX_WARPS * 32) select_tc_kernel(str
                 uint32_t af[2][4];
 #pragma unroll
                 for (int mi = 0; mi < 2; mi++)
-                    ldmatrix_x4(af[mi], K + (mp * 2 + mi) * 16 * LD + k * 16, LD);
+                    ldmatrix_a_tile(af[mi], K + (mp * 2 + mi) * 16 * LD + k * 16, LD);
 #pragma unroll
                 for (int mi = 0; mi < 2; mi++)
 #pragma unroll
