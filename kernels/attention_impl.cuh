@@ -57,6 +57,24 @@ int64_t att_bwd_chunk_tokens(int64_t Tq, int nsel, int64_t nblk, int D);
 size_t att_bwd_slot_bytes(int Hkv, int64_t nblk);
 
 /* ---------------------------------------------------------------------------------------------- */
+/* Block-level: sets bit j of bits[tk] (token tk's row of words 32-bit words) and of ubits (the
+ * union) for every block j selected by tokens i0 .. i0 + tokens - 1 of KV group grp (rows past Tq
+ * and -1 entries skipped). The words must be zero; a barrier must follow. */
+static __device__ __forceinline__ void mark_selected_blocks(uint32_t *bits, uint32_t *ubits,
+                                                            const struct att_args &a, int grp,
+                                                            int64_t i0, int tokens, int words,
+                                                            int nthreads) {
+    for (int idx = threadIdx.x; idx < tokens * a.nsel; idx += nthreads) {
+        int tk = idx / a.nsel;
+        int64_t i = i0 + tk;
+        if (i >= a.Tq) continue;
+        int32_t j = a.sel[(i * a.Hkv + grp) * a.nsel + idx % a.nsel];
+        if (j < 0) continue;
+        atomicOr(&bits[tk * words + j / 32], 1u << (j % 32));
+        atomicOr(&ubits[j / 32], 1u << (j % 32));
+    }
+}
+
 /* Warp-level: lists the set bits of ubits (words 32-bit words, bit j = block j) in ascending order
  * into blist and returns their count (in every lane). Called by one whole warp. */
 static __device__ __forceinline__ int list_set_blocks(uint16_t *blist, const uint32_t *ubits,

@@ -80,15 +80,7 @@ static __global__ void __launch_bounds__(NW * 32)
     if (a.sel) {
         for (int idx = threadIdx.x; idx < (tokens + 1) * words; idx += NT) bits[idx] = 0;
         __syncthreads();
-        for (int idx = threadIdx.x; idx < tokens * a.nsel; idx += NT) {
-            int tk = idx / a.nsel;
-            int64_t i = i0 + tk;
-            if (i >= a.Tq) continue;
-            int32_t j = a.sel[(i * a.Hkv + grp) * a.nsel + idx % a.nsel];
-            if (j < 0) continue;
-            atomicOr(&bits[tk * words + j / 32], 1u << (j % 32));
-            atomicOr(&ubits[j / 32], 1u << (j % 32));
-        }
+        mark_selected_blocks(bits, ubits, a, grp, i0, tokens, words, NT);
         __syncthreads();
         if (warp == 0) {
             int n = list_set_blocks(blist, ubits, words, lane);

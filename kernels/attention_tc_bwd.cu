@@ -155,15 +155,7 @@ static __global__ void __launch_bounds__(BQ_THREADS)
     __syncthreads();
     const int64_t last = i0 + tokens - 1 < a.Tq - 1 ? i0 + tokens - 1 : a.Tq - 1;
     if (a.sel) {
-        for (int idx = threadIdx.x; idx < tokens * a.nsel; idx += BQ_THREADS) {
-            int tk = idx / a.nsel;
-            int64_t i = i0 + tk;
-            if (i >= a.Tq) continue;
-            int32_t j = a.sel[(i * a.Hkv + grp) * a.nsel + idx % a.nsel];
-            if (j < 0) continue;
-            atomicOr(&bits[tk * words + j / 32], 1u << (j % 32));
-            atomicOr(&ubits[j / 32], 1u << (j % 32));
-        }
+        mark_selected_blocks(bits, ubits, a, grp, i0, tokens, words, BQ_THREADS);
     }
     cp_async_wait_all();
     __syncthreads();
