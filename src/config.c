@@ -35,6 +35,8 @@ static const char *const schedule_names[] = {"cosine", "wsd", "constant", NULL};
 static const char *const source_names[] = {"synthetic", "shards", NULL};
 static const char *const recompute_names[] = {"none", "attention", "full", NULL};
 
+const char *config_recompute_name(enum recompute r) { return recompute_names[r]; }
+
 #define INT_TOP 2147483647.0       /* INT32_MAX */
 #define INT64_TOP 9007199254740992.0 /* 2^53: the largest integer a JSON number holds exactly */
 

@@ -175,6 +175,9 @@ bool config_is_set(const struct config *c, const char *key);
 int config_key_count(void);
 const char *config_key_name(int i);
 
+/* "none", "attention" or "full". */
+const char *config_recompute_name(enum recompute r);
+
 /* Derived quantities. */
 int config_local_blocks(const struct config *c);            /* window_size / block_size */
 bool config_sparse(const struct config *c, int64_t seq_len); /* sparse attention at this length? */

@@ -271,12 +271,11 @@ size_t model_plan_bytes(const struct model *m) {
 }
 
 void model_print_plan(const struct model *m, FILE *f) {
-    static const char *const recompute[] = {"none", "attention", "full"};
     fprintf(f, "memory plan (per rank, %s): %lld parameters (%lld padded), %lld rows per "
                "micro-batch, %s attention, recompute %s\n",
             m->be->device == DEVICE_CPU ? "host" : "device", (long long)m->n_params,
             (long long)m->n_params_padded, (long long)m->N, m->sparse ? "sparse" : "dense",
-            recompute[m->cfg->train.recompute]);
+            config_recompute_name(m->cfg->train.recompute));
     for (int i = 0; i < m->n_plan; i++)
         fprintf(f, "  %-34s %12.2f MiB\n", m->plan[i].what, (double)m->plan[i].bytes / 1048576.0);
     fprintf(f, "  %-34s %12.2f MiB\n", "total", (double)model_plan_bytes(m) / 1048576.0);

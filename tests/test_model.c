@@ -100,7 +100,6 @@ static double richardson(struct model *m, const int32_t *tok, const int32_t *tgt
 static void check_recompute(const struct case_desc *k, const struct grid *g, uint64_t seed,
                             enum recompute mode, const int32_t *tok, const int32_t *tgt,
                             double ref_loss, const float *ref_grad) {
-    static const char *const names[] = {"none", "attention", "full"};
     static struct config c;
     setup_config(&c, k);
     c.train.recompute = mode;
@@ -117,7 +116,7 @@ static void check_recompute(const struct case_desc *k, const struct grid *g, uin
     for (int64_t i = 0; i < m.n_params_padded; i++) differ += m.grad_buf[i] != ref_grad[i];
     t_check(loss == ref_loss && differ == 0,
             "%s: recompute %s: loss %.9g vs %.9g, %lld of %lld gradient entries differ", k->name,
-            names[mode], loss, ref_loss, (long long)differ, (long long)m.n_params_padded);
+            config_recompute_name(mode), loss, ref_loss, (long long)differ, (long long)m.n_params_padded);
     model_free(&m);
     backend_free(&be);
     config_free(&c);
