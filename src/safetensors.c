@@ -1,6 +1,6 @@
 /*
- * safetensors.c: strict safetensors reader and atomic, streaming writer (see safetensors.h and
- * docs/FORMATS.md).
+ * safetensors.c: the dtypes and their conversions, and the strict safetensors reader (see
+ * safetensors.h and docs/FORMATS.md; the writer is safetensors_write.c).
  *
  * Reader: the header length is checked against SAFETENSORS_MAX_HEADER and the file size before
  * anything is copied; the header bytes must be UTF-8 JSON without raw control bytes; the JSON is
@@ -9,11 +9,6 @@
  * and the tensors sorted by offset must tile the data section exactly. Only then does the caller get
  * a tensor, so st_data / st_read_f32 never leave the buffer. Errors are one line:
  * "<file>: <reason>", naming the tensor or the byte offset.
- *
- * Writer: the header is built by hand (not by cJSON) so that keys keep insertion order with
- * "__metadata__" first, integers are printed exactly, and the length is padded with spaces to a
- * multiple of 8 (8-byte aligned data section, as the reference writer does). Data are streamed in
- * insertion order, converting from fp32 through a small chunk buffer.
  *
  * Legend: H header length in bytes; numel elements of a tensor; begin/end byte offsets in the data
  * section.
@@ -34,14 +29,12 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "safetensors_impl.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.c assumes a little-endian host (the format is little-endian)"
 #endif
 
-#define ST_N_DTYPES 5
-#define ST_MAX_JSON_INT 9007199254740992.0 /* 2^53: larger JSON numbers are not exact doubles */
-#define ST_CHUNK 32768                     /* elements converted per write when streaming */
 
 static const char *const dtype_names[ST_N_DTYPES] = {"F32", "BF16", "F16", "I64", "I32"};
 static const size_t dtype_sizes[ST_N_DTYPES] = {4, 2, 2, 8, 4};
@@ -120,10 +113,8 @@ float st_f16_to_f32(uint16_t h) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Reader: error text                                                                              */
 
-/* "<name>: <reason>" into err; returns -1. */
-static int fail(char *err, size_t n, const char *name, const char *fmt, ...) INFLLM_PRINTF(4, 5);
-
-static int fail(char *err, size_t n, const char *name, const char *fmt, ...) {
+/* "<name>: <reason>" into err; returns -1 (safetensors_impl.h). */
+int st_fail(char *err, size_t n, const char *name, const char *fmt, ...) {
     if (!err || n == 0) return -1;
     int k = snprintf(err, n, "%s: ", name);
     if (k >= 0 && (size_t)k < n) {
@@ -168,9 +159,8 @@ static const char *shape_text(char out[200], const int64_t *shape, int ndim) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Reader: header bytes and JSON                                                                   */
 
-/* Length of the UTF-8 sequence at p (at most n bytes), or 0 when it is invalid: overlong forms,
- * surrogates and code points above U+10FFFF are rejected, as Rust's from_utf8 does. */
-static size_t utf8_seq(const uint8_t *p, size_t n) {
+/* UTF-8 sequence length (safetensors_impl.h). */
+size_t st_utf8_seq(const uint8_t *p, size_t n) {
     uint8_t c = p[0];
     if (c < 0x80) return 1;
     size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
@@ -191,16 +181,16 @@ static size_t utf8_seq(const uint8_t *p, size_t n) {
 static int check_header_bytes(const uint8_t *h, uint64_t H, const char *name, char *err,
                               size_t n) {
     if (H == 0 || h[0] != '{')
-        return fail(err, n, name, "header is not a JSON object (byte offset 8 is not '{')");
+        return st_fail(err, n, name, "header is not a JSON object (byte offset 8 is not '{')");
     bool in_string = false;
     for (uint64_t i = 0; i < H;) {
         uint8_t c = h[i];
         if (c < 0x20 && (in_string || (c != '\t' && c != '\n' && c != '\r')))
-            return fail(err, n, name, "header has control byte 0x%02x at byte offset %llu%s", c,
+            return st_fail(err, n, name, "header has control byte 0x%02x at byte offset %llu%s", c,
                         (unsigned long long)(8 + i), in_string ? " (inside a string)" : "");
         if (in_string && c == '\\') {
             if (H - i >= 6 && h[i + 1] == 'u' && memcmp(h + i + 2, "0000", 4) == 0)
-                return fail(err, n, name, "header has an escaped NUL (\\u0000) at byte offset "
+                return st_fail(err, n, name, "header has an escaped NUL (\\u0000) at byte offset "
                             "%llu", (unsigned long long)(8 + i));
             if (H - i >= 2 && h[i + 1] >= 0x20 && h[i + 1] < 0x80) {
                 i += 2; /* the escaped byte neither ends the string nor starts an escape */
@@ -208,9 +198,9 @@ static int check_header_bytes(const uint8_t *h, uint64_t H, const char *name, ch
             }
         }
         if (c == '"') in_string = !in_string;
-        size_t len = utf8_seq(h + i, (size_t)(H - i));
+        size_t len = st_utf8_seq(h + i, (size_t)(H - i));
         if (len == 0)
-            return fail(err, n, name, "header is not valid UTF-8 at byte offset %llu",
+            return st_fail(err, n, name, "header is not valid UTF-8 at byte offset %llu",
                         (unsigned long long)(8 + i));
         i += len;
     }
@@ -229,11 +219,11 @@ static int parse_json(cJSON **root, const uint8_t *h, uint64_t H, const char *na
     size_t at = end ? (size_t)(end - text) : 0;
     free(text);
     if (!*root)
-        return fail(err, n, name, "header is not valid JSON (error near byte offset %zu)", 8 + at);
+        return st_fail(err, n, name, "header is not valid JSON (error near byte offset %zu)", 8 + at);
     if (!cJSON_IsObject(*root)) {
         cJSON_Delete(*root);
         *root = NULL;
-        return fail(err, n, name, "header is not a JSON object");
+        return st_fail(err, n, name, "header is not a JSON object");
     }
     return 0;
 }
@@ -252,7 +242,7 @@ static int check_integer_spelling(const uint8_t *h, uint64_t H, const char *name
         } else if (c == '"') {
             in_string = true;
         } else if (c >= '0' && c <= '9' && (h[i + 1] == '.' || h[i + 1] == 'e' || h[i + 1] == 'E')) {
-            return fail(err, n, name, "header has a number with a fraction or an exponent at byte "
+            return st_fail(err, n, name, "header has a number with a fraction or an exponent at byte "
                         "offset %llu (shapes and offsets are plain integers)",
                         (unsigned long long)(8 + i));
         }
@@ -279,7 +269,7 @@ static int check_unique_keys(const cJSON *obj, const char *what, const char *nam
     for (int i = 1; i < k && rc == 0; i++) {
         if (strcmp(keys[i - 1], keys[i]) == 0) {
             char pk[160];
-            rc = fail(err, n, name, "%s: key \"%s\" appears twice", what, printable(pk, keys[i]));
+            rc = st_fail(err, n, name, "%s: key \"%s\" appears twice", what, printable(pk, keys[i]));
         }
     }
     free(keys);
@@ -316,7 +306,7 @@ static void free_entries(struct st_file *f) {
 
 static int parse_meta(struct st_file *f, const cJSON *meta, const char *name, char *err,
                       size_t n) {
-    if (!cJSON_IsObject(meta)) return fail(err, n, name, "__metadata__ is not an object");
+    if (!cJSON_IsObject(meta)) return st_fail(err, n, name, "__metadata__ is not an object");
     if (check_unique_keys(meta, "__metadata__", name, err, n)) return -1;
     int count = cJSON_GetArraySize(meta);
     f->meta_keys = xcalloc((size_t)count + 1, sizeof(char *));
@@ -325,7 +315,7 @@ static int parse_meta(struct st_file *f, const cJSON *meta, const char *name, ch
     cJSON_ArrayForEach(e, meta) {
         char pk[160];
         if (!cJSON_IsString(e))
-            return fail(err, n, name, "__metadata__ value of \"%s\" is not a string",
+            return st_fail(err, n, name, "__metadata__ value of \"%s\" is not a string",
                         printable(pk, e->string));
         f->meta_keys[f->n_meta] = xstrdup(e->string);
         f->meta_values[f->n_meta] = xstrdup(e->valuestring);
@@ -350,7 +340,7 @@ static int entry_fail(const struct entry_ctx *c, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(reason, sizeof reason, fmt, ap);
     va_end(ap);
-    return fail(c->err, c->n, c->file, "tensor \"%s\": %s", c->tensor, reason);
+    return st_fail(c->err, c->n, c->file, "tensor \"%s\": %s", c->tensor, reason);
 }
 
 /* The three keys of a tensor entry, each present once, nothing else. */
@@ -474,18 +464,18 @@ static int check_tiling(const struct st_file *f, const char *name, char *err, si
     for (int i = 0; i < f->n && rc == 0; i++) {
         char pa[160], pb[160];
         if (v[i]->begin != at && i == 0)
-            rc = fail(err, n, name, "tensors overlap or leave a gap at data offset 0 (the first "
+            rc = st_fail(err, n, name, "tensors overlap or leave a gap at data offset 0 (the first "
                       "tensor, \"%s\", starts at %llu)", printable(pb, v[i]->name),
                       (unsigned long long)v[i]->begin);
         else if (v[i]->begin != at)
-            rc = fail(err, n, name, "tensors overlap or leave a gap at data offset %llu (\"%s\" "
+            rc = st_fail(err, n, name, "tensors overlap or leave a gap at data offset %llu (\"%s\" "
                       "ends at %llu, \"%s\" starts at %llu)", (unsigned long long)at,
                       printable(pa, v[i - 1]->name), (unsigned long long)at,
                       printable(pb, v[i]->name), (unsigned long long)v[i]->begin);
         at = v[i]->end;
     }
     if (rc == 0 && at != f->data_size)
-        rc = fail(err, n, name, "data section is %llu bytes but tensors end at %llu",
+        rc = st_fail(err, n, name, "data section is %llu bytes but tensors end at %llu",
                   (unsigned long long)f->data_size, (unsigned long long)at);
     free(v);
     return rc;
@@ -513,15 +503,15 @@ int st_parse(struct st_file *f, const char *name, const uint8_t *buf, size_t siz
     memset(f, 0, sizeof *f);
     if (!name) name = "(buffer)";
     if (size < 8)
-        return fail(err, err_len, name, "file is %zu bytes, shorter than the 8-byte header length",
+        return st_fail(err, err_len, name, "file is %zu bytes, shorter than the 8-byte header length",
                     size);
     uint64_t H = 0;
     for (int i = 7; i >= 0; i--) H = (H << 8) | buf[i];
     if (H > SAFETENSORS_MAX_HEADER)
-        return fail(err, err_len, name, "header length %llu exceeds SAFETENSORS_MAX_HEADER (%llu "
+        return st_fail(err, err_len, name, "header length %llu exceeds SAFETENSORS_MAX_HEADER (%llu "
                     "bytes)", (unsigned long long)H, (unsigned long long)SAFETENSORS_MAX_HEADER);
     if (H > (uint64_t)size - 8)
-        return fail(err, err_len, name, "header length %llu exceeds the file size %zu",
+        return st_fail(err, err_len, name, "header length %llu exceeds the file size %zu",
                     (unsigned long long)H, size);
     cJSON *root = NULL;
     if (check_header_bytes(buf + 8, H, name, err, err_len) ||
@@ -546,16 +536,16 @@ int st_parse(struct st_file *f, const char *name, const uint8_t *buf, size_t siz
 int st_open(struct st_file *f, const char *path, char *err, size_t err_len) {
     memset(f, 0, sizeof *f);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail(err, err_len, path, "cannot open: %s", strerror(errno));
+    if (fd < 0) return st_fail(err, err_len, path, "cannot open: %s", strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return fail(err, err_len, path, "cannot stat: %s", strerror(e));
+        return st_fail(err, err_len, path, "cannot stat: %s", strerror(e));
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, err_len, path, "not a regular file");
+        return st_fail(err, err_len, path, "not a regular file");
     }
     size_t size = (size_t)st.st_size;
     if (size < 8) { /* nothing worth mapping; st_parse words the error */
@@ -566,7 +556,7 @@ int st_open(struct st_file *f, const char *path, char *err, size_t err_len) {
     void *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
-    if (m == MAP_FAILED) return fail(err, err_len, path, "cannot map: %s", strerror(e));
+    if (m == MAP_FAILED) return st_fail(err, err_len, path, "cannot map: %s", strerror(e));
     if (st_parse(f, path, m, size, err, err_len) != 0) {
         munmap(m, size);
         return -1;
@@ -628,267 +618,4 @@ void st_read_f32(const struct st_file *f, const struct st_tensor *t, float *out)
     }
     CHECKF(0, "st_read_f32: tensor \"%s\" is %s, not a float dtype", t->name,
            st_dtype_name(t->dtype));
-}
-
-/* ---------------------------------------------------------------------------------------------- */
-/* Writer                                                                                          */
-
-struct st_item {
-    char *name;
-    enum st_dtype dtype;
-    int ndim;
-    int64_t shape[SAFETENSORS_MAX_DIMS];
-    const float *from_f32; /* (numel) fp32 source to convert, or NULL */
-    const void *raw;       /* (bytes) already in dtype, or NULL */
-    uint64_t bytes;
-};
-
-struct st_writer {
-    int n, cap;
-    struct st_item *items; /* (n), in insertion order */
-    int n_meta, meta_cap;
-    char **keys, **values; /* (n_meta) owned */
-};
-
-struct st_writer *st_writer_new(void) { return xcalloc(1, sizeof(struct st_writer)); }
-
-static bool valid_utf8(const char *s) {
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n;) {
-        size_t len = utf8_seq((const uint8_t *)s + i, n - i);
-        if (len == 0) return false;
-        i += len;
-    }
-    return true;
-}
-
-/* Contract violations are program errors: names must be UTF-8 (the reader rejects anything else),
- * unique and not "__metadata__"; shapes non-negative with a byte size that fits; fp32 sources only
- * for float dtypes; data present unless the tensor is empty. */
-void st_writer_add(struct st_writer *w, const char *name, enum st_dtype dtype, int ndim,
-                   const int64_t *shape, const float *from_f32, const void *raw) {
-    CHECKF(name && valid_utf8(name), "st_writer_add: tensor name is not UTF-8");
-    CHECKF(strcmp(name, "__metadata__") != 0, "st_writer_add: \"__metadata__\" is reserved");
-    CHECKF((unsigned)dtype < ST_N_DTYPES, "st_writer_add: \"%s\": bad dtype %d", name, (int)dtype);
-    CHECKF(ndim >= 0 && ndim <= SAFETENSORS_MAX_DIMS, "st_writer_add: \"%s\": ndim %d", name, ndim);
-    CHECKF(!from_f32 || dtype == ST_F32 || dtype == ST_BF16 || dtype == ST_F16,
-           "st_writer_add: \"%s\": fp32 source for an integer dtype", name);
-    for (int i = 0; i < w->n; i++)
-        CHECKF(strcmp(w->items[i].name, name) != 0, "st_writer_add: \"%s\" added twice", name);
-    if (w->n == w->cap) {
-        w->cap = w->cap ? 2 * w->cap : 16;
-        w->items = xrealloc(w->items, (size_t)w->cap * sizeof *w->items);
-    }
-    struct st_item *it = &w->items[w->n];
-    memset(it, 0, sizeof *it);
-    uint64_t prod = 1, limit = (uint64_t)INT64_MAX / dtype_sizes[dtype];
-    bool zero = false;
-    for (int d = 0; d < ndim; d++) {
-        CHECKF(shape[d] >= 0 && (double)shape[d] <= ST_MAX_JSON_INT,
-               "st_writer_add: \"%s\": shape[%d] = %lld", name, d, (long long)shape[d]);
-        uint64_t dim = (uint64_t)shape[d];
-        if (dim == 0) zero = true;
-        else CHECKF(prod <= limit / dim, "st_writer_add: \"%s\": shape overflows", name);
-        if (dim) prod *= dim;
-        it->shape[d] = shape[d];
-    }
-    it->bytes = zero ? 0 : prod * dtype_sizes[dtype];
-    CHECKF(it->bytes == 0 || from_f32 || raw, "st_writer_add: \"%s\": no data", name);
-    it->name = xstrdup(name);
-    it->dtype = dtype;
-    it->ndim = ndim;
-    it->from_f32 = from_f32;
-    it->raw = from_f32 ? NULL : raw;
-    w->n++;
-}
-
-void st_writer_meta(struct st_writer *w, const char *key, const char *value) {
-    CHECKF(key && value && valid_utf8(key) && valid_utf8(value),
-           "st_writer_meta: key or value is not UTF-8");
-    for (int i = 0; i < w->n_meta; i++)
-        CHECKF(strcmp(w->keys[i], key) != 0, "st_writer_meta: \"%s\" set twice", key);
-    if (w->n_meta == w->meta_cap) {
-        w->meta_cap = w->meta_cap ? 2 * w->meta_cap : 8;
-        w->keys = xrealloc(w->keys, (size_t)w->meta_cap * sizeof(char *));
-        w->values = xrealloc(w->values, (size_t)w->meta_cap * sizeof(char *));
-    }
-    w->keys[w->n_meta] = xstrdup(key);
-    w->values[w->n_meta] = xstrdup(value);
-    w->n_meta++;
-}
-
-void st_writer_free(struct st_writer *w) {
-    if (!w) return;
-    for (int i = 0; i < w->n; i++) free(w->items[i].name);
-    for (int i = 0; i < w->n_meta; i++) {
-        free(w->keys[i]);
-        free(w->values[i]);
-    }
-    free(w->items);
-    free(w->keys);
-    free(w->values);
-    free(w);
-}
-
-/* A growing byte string for the header. */
-struct sbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static void sb_put(struct sbuf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        while (b->len + n + 1 > b->cap) b->cap = b->cap ? 2 * b->cap : 4096;
-        b->p = xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) INFLLM_PRINTF(2, 3);
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) {
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    CHECK(k >= 0 && (size_t)k < sizeof tmp);
-    sb_put(b, tmp, (size_t)k);
-}
-
-/* A JSON string: '"' and '\\' escaped, control bytes as \uXXXX, UTF-8 passed through. */
-static void sb_json_string(struct sbuf *b, const char *s) {
-    sb_put(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char)c};
-            sb_put(b, esc, 2);
-        } else if (c < 0x20) {
-            sb_printf(b, "\\u%04x", c);
-        } else {
-            sb_put(b, (const char *)&c, 1);
-        }
-    }
-    sb_put(b, "\"", 1);
-}
-
-/* {"__metadata__":{...},"name":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},...} padded
- * with spaces to a multiple of 8 bytes. */
-static struct sbuf header_json(const struct st_writer *w) {
-    struct sbuf b = {0};
-    sb_put(&b, "{", 1);
-    if (w->n_meta) {
-        sb_put(&b, "\"__metadata__\":{", 16);
-        for (int i = 0; i < w->n_meta; i++) {
-            if (i) sb_put(&b, ",", 1);
-            sb_json_string(&b, w->keys[i]);
-            sb_put(&b, ":", 1);
-            sb_json_string(&b, w->values[i]);
-        }
-        sb_put(&b, "}", 1);
-    }
-    uint64_t off = 0;
-    for (int i = 0; i < w->n; i++) {
-        const struct st_item *it = &w->items[i];
-        if (i || w->n_meta) sb_put(&b, ",", 1);
-        sb_json_string(&b, it->name);
-        sb_printf(&b, ":{\"dtype\":\"%s\",\"shape\":[", dtype_names[it->dtype]);
-        for (int d = 0; d < it->ndim; d++)
-            sb_printf(&b, "%s%lld", d ? "," : "", (long long)it->shape[d]);
-        sb_printf(&b, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
-                  (unsigned long long)(off + it->bytes));
-        off += it->bytes;
-    }
-    sb_put(&b, "}", 1);
-    while (b.len % 8) sb_put(&b, " ", 1);
-    return b;
-}
-
-/* Writes one tensor: raw bytes as they are, fp32 sources through a chunk buffer (ST_CHUNK
- * elements), so a tensor of any size costs no second full copy. */
-static int write_item(FILE *fp, const struct st_item *it, uint16_t *chunk) {
-    if (it->bytes == 0) return 0;
-    if (!it->from_f32 || it->dtype == ST_F32) {
-        const void *src = it->from_f32 ? (const void *)it->from_f32 : it->raw;
-        return fwrite(src, 1, (size_t)it->bytes, fp) == (size_t)it->bytes ? 0 : -1;
-    }
-    uint64_t numel = it->bytes / 2;
-    for (uint64_t at = 0; at < numel; at += ST_CHUNK) {
-        size_t m = (size_t)(numel - at < ST_CHUNK ? numel - at : ST_CHUNK);
-        const float *x = it->from_f32 + at;
-        if (it->dtype == ST_BF16)
-            for (size_t i = 0; i < m; i++) chunk[i] = st_f32_to_bf16(x[i]);
-        else
-            for (size_t i = 0; i < m; i++) chunk[i] = st_f32_to_f16(x[i]);
-        if (fwrite(chunk, 2, m, fp) != m) return -1;
-    }
-    return 0;
-}
-
-/* Header length, header, data; then fflush + fsync. Returns 0 or -1 with errno set. */
-static int write_stream(FILE *fp, const struct st_writer *w, const struct sbuf *h) {
-    uint8_t len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)h->len >> (8 * i));
-    if (fwrite(len8, 1, 8, fp) != 8 || fwrite(h->p, 1, h->len, fp) != h->len) return -1;
-    uint16_t *chunk = xmalloc(ST_CHUNK * sizeof *chunk);
-    int rc = 0;
-    for (int i = 0; i < w->n && rc == 0; i++) rc = write_item(fp, &w->items[i], chunk);
-    free(chunk);
-    if (rc == 0 && fflush(fp) != 0) rc = -1;
-    if (rc == 0 && fsync(fileno(fp)) != 0) rc = -1;
-    return rc;
-}
-
-/* fsync of the folder holding path, so the rename itself is durable. EINVAL (a file system that
- * cannot sync folders) is not an error. */
-static int sync_parent(const char *path) {
-    char *dir = xstrdup(path);
-    char *slash = strrchr(dir, '/');
-    const char *d = slash == NULL ? "." : slash == dir ? "/" : (*slash = '\0', dir);
-    int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = fd < 0 ? -1 : 0;
-    if (fd >= 0) {
-        if (fsync(fd) != 0 && errno != EINVAL) rc = -1;
-        close(fd);
-    }
-    free(dir);
-    return rc;
-}
-
-int st_writer_finish(struct st_writer *w, const char *path, char *err, size_t err_len) {
-    struct sbuf h = header_json(w);
-    if (h.len > SAFETENSORS_MAX_HEADER) {
-        free(h.p);
-        return fail(err, err_len, path, "header of %zu bytes exceeds SAFETENSORS_MAX_HEADER",
-                    h.len);
-    }
-    size_t plen = strlen(path);
-    char *tmp = xmalloc(plen + 5);
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    int rc = 0;
-    FILE *fp = fopen(tmp, "wb");
-    if (!fp) {
-        rc = fail(err, err_len, tmp, "cannot create: %s", strerror(errno));
-    } else {
-        int wrc = write_stream(fp, w, &h), e = errno;
-        if (fclose(fp) != 0 && wrc == 0) wrc = -1, e = errno;
-        if (wrc != 0) {
-            unlink(tmp);
-            rc = fail(err, err_len, tmp, "write failed: %s", strerror(e));
-        } else if (rename(tmp, path) != 0) {
-            e = errno;
-            unlink(tmp);
-            rc = fail(err, err_len, path, "cannot rename from %s: %s", tmp, strerror(e));
-        } else if (sync_parent(path) != 0) {
-            rc = fail(err, err_len, path, "written, but its folder cannot be synced: %s",
-                      strerror(errno));
-        }
-    }
-    free(tmp);
-    free(h.p);
-    return rc;
 }

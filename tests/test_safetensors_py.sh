@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_safetensors_py.sh: cross-checks our safetensors reader and writer (src/safetensors.c) against
+# test_safetensors_py.sh: cross-checks our safetensors reader and writer (src/safetensors*.c) against
 # the reference implementation, the Python `safetensors` package (Rust underneath), with numpy.
 #
 # Usage: tests/test_safetensors_py.sh BUILD_DIR [TRAINER]   (CTest passes both; TRAINER is unused)
