@@ -384,7 +384,7 @@ static void backward_dq(float *dq, const float *dout, const float *q, const floa
  * first key; sparse, the inverse of the selection. Either [*first, *first + n) (list NULL) or
  * list[0..n). */
 static int64_t block_rows(const struct attn_rows *r, const struct attn_inverse *inv, int g,
-                          int64_t e, int64_t *first, const int64_t **list) {
+                          int64_t e, int64_t *first, const int32_t **list) {
     const struct attn_shape *s = r->s;
     if (!r->sel) {
         int64_t f = e * CHUNK - s->q_pos0;
@@ -437,7 +437,7 @@ static void batch_flush(float *ak, float *av, const struct scratch *w, int nb, i
 static void piece_dkdv(float *dk, float *dv, const float *dout, const float *q, const float *k,
                        const float *v, const float *lse, const float *delta,
                        const struct attn_shape *s, int g, int64_t j0, int64_t j1, int64_t first,
-                       const int64_t *list, int64_t nrows, struct scratch *w) {
+                       const int32_t *list, int64_t nrows, struct scratch *w) {
     int G = s->Hq / s->Hkv, D = s->D, nb = 0;
     piece_transpose(w->kt, k + j0 * s->kv_stride + (int64_t)g * D, s->kv_stride, j1 - j0, D);
     piece_transpose(w->vt, v + j0 * s->kv_stride + (int64_t)g * D, s->kv_stride, j1 - j0, D);
@@ -486,7 +486,7 @@ static void backward_dkdv(float *dk, float *dv, const float *dout, const float *
         for (int64_t u = 0; u < nblk * s->Hkv; u++) {
             int64_t e = u / s->Hkv, first;
             int g = (int)(u % s->Hkv);
-            const int64_t *list;
+            const int32_t *list;
             int64_t nrows = block_rows(r, inv, g, e, &first, &list);
             int64_t bend = e * len + len < s->Tk ? e * len + len : s->Tk;
             for (int64_t j0 = e * len; j0 < bend && nrows > 0; j0 += CHUNK)

@@ -22,7 +22,7 @@ struct attn_rows {
 struct attn_inverse {
     int64_t nblk;
     int64_t *off;   /* (Hkv * nblk + 1) */
-    int64_t *rows;  /* (entries) */
+    int32_t *rows;  /* (entries) query rows (Tq < 2^31) */
 };
 
 void attn_rows_forward(float *out, float *lse, const float *q, const float *k, const float *v,

@@ -267,12 +267,14 @@ static void build_inverse(struct attn_inverse *inv, const int32_t *sel, int nsel
             inv->off[(u % s->Hkv) * nblk + j + 1]++;
         }
     for (int64_t e = 0; e < nkeys; e++) inv->off[e + 1] += inv->off[e];
-    inv->rows = xmalloc((size_t)inv->off[nkeys] * sizeof(int64_t));
+    CHECKF(s->Tq < INT32_MAX, "%lld query rows: too many for the int32 inverse index",
+           (long long)s->Tq);
+    inv->rows = xmalloc((size_t)inv->off[nkeys] * sizeof(int32_t));
     int64_t *fill = xmalloc((size_t)nkeys * sizeof(int64_t));
     memcpy(fill, inv->off, (size_t)nkeys * sizeof(int64_t));
     for (int64_t u = 0; u < s->Tq * s->Hkv; u++)
         for (int x = 0; x < nsel && sel[u * nsel + x] >= 0; x++)
-            inv->rows[fill[(u % s->Hkv) * nblk + sel[u * nsel + x]]++] = u / s->Hkv;
+            inv->rows[fill[(u % s->Hkv) * nblk + sel[u * nsel + x]]++] = (int32_t)(u / s->Hkv);
     free(fill);
 }
 

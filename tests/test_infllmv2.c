@@ -863,7 +863,7 @@ static void report_memory(const struct attn_shape *s, int64_t L1, int64_t nblk, 
     int64_t acc = nq * D > 64 * D ? nq * D : 64 * D;
     int64_t scratch = (2 * D * 64 + 2 * 64 + acc + 64 * D + 2 * nq + 2 * 16 * 64) * 4 + 16 * 8 +
                       16 + 2 * 16 * 8;
-    int64_t delta = s->Tq * s->Hq * 4, inv = ((int64_t)s->Hkv * nblk + 1) * 8 + entries * 8;
+    int64_t delta = s->Tq * s->Hq * 4, inv = ((int64_t)s->Hkv * nblk + 1) * 8 + entries * 4;
     printf("peak extra bytes (%lld threads): select %lld, dense fwd %lld, dense bwd %lld, "
            "sparse fwd %lld, sparse bwd %lld (CSR inverse %lld of it)\n", (long long)th,
            (long long)(th * (L1 + nblk) * 4), (long long)(th * scratch),
