@@ -83,15 +83,21 @@ static struct args parse_args(int argc, char **argv) {
     return a;
 }
 
+/* The config of CONFIG and its --set overrides, checked against the world size, and the rank grid
+ * it asks for: what the train and eval commands start from. */
+static void load_run(struct config *cfg, struct grid *g, const struct args *a) {
+    config_load(cfg, a->config, a->nset, a->sets);
+    int world = 1;
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
+    config_validate(cfg, world);
+    grid_init(g, MPI_COMM_WORLD, cfg->parallel.cp);
+}
+
 static int cmd_train(int argc, char **argv) {
     struct args a = parse_args(argc, argv);
     static struct config cfg; /* large (fixed-size strings): keep it off the stack */
-    config_load(&cfg, a.config, a.nset, a.sets);
-    int world = 1;
-    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
-    config_validate(&cfg, world);
     struct grid g;
-    grid_init(&g, MPI_COMM_WORLD, cfg.parallel.cp);
+    load_run(&cfg, &g, &a);
     if (g.world_rank == 0) {
         printf("infllm-train %s: %s\n", INFLLM_VERSION, a.config);
         config_print(&cfg, stdout);
@@ -196,12 +202,8 @@ static int cmd_eval(int argc, char **argv) {
         a.sets[a.nset++] = init_from;
     }
     static struct config cfg;
-    config_load(&cfg, a.config, a.nset, a.sets);
-    int world = 1;
-    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
-    config_validate(&cfg, world);
     struct grid g;
-    grid_init(&g, MPI_COMM_WORLD, cfg.parallel.cp);
+    load_run(&cfg, &g, &a);
     struct trainer tr;
     trainer_init(&tr, &cfg, &g, TRAINER_EVAL);
     if (checkpoint) {
