@@ -14,6 +14,8 @@ import sys
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from sdpa import median_ms  # bench/sdpa.py: 1 warm-up call, median of 3 timed by CUDA events
+
 
 def model_of(cfg):
     m = cfg["model"]
@@ -44,16 +46,7 @@ def time_step(model, opt, T):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    step()
-    times = []
-    for _ in range(3):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        step()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[1]
+    return median_ms(step)
 
 
 def main():
