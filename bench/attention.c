@@ -5,13 +5,23 @@
  * forward+backward including selection, with ms, achieved TFLOP/s and the attended keys.
  *
  *   bench_attention [--hq 32] [--hkv 2] [--d 128] [--dense-max 32768] [--selection-only]
- *                   [--forward-only] T...
+ *                   [--forward-only] [--q-rho R] T...
  *
  * FLOPs are counted honestly: dense causal forward = 4 * D * Hq * sum over rows of visible keys
  * (2 T^2 D Hq for a full square), the backward 2.5 times the forward (dQ, dK, dV and the
  * recomputed scores); sparse counts only the keys each row attends (its selected blocks cut at
  * the row). Time: CUDA events around each call, 1 warm-up, median of 3 (the longest shapes take
- * seconds, far past launch overheads). Inputs are random bf16, never zeros.
+ * seconds, far past launch overheads). Inputs are random bf16, never zeros; by default every
+ * token's query is independent of its neighbours', so neighbouring tokens select unrelated blocks
+ * (the worst case for the sparse kernels, which share a K/V block between the tokens of a tile
+ * that selected it). --q-rho R makes the queries an AR(1) sequence over tokens (correlation R^k
+ * at distance k), closer to a trained model, whose neighbouring queries are alike.
+ *
+ * The sparse kernels are bounded by what they gather as much as by FLOPs: the "gather" rows give,
+ * from the selection the run made, the bytes each sparse kernel must bring into shared memory
+ * (the K/V blocks of its tiles' unions; the dK/dV kernel's Q and dO rows per (token, block)
+ * pair) and the milliseconds that takes at GATHER_TBS. Most of it hits L2 (ncu: 97.6% for the
+ * 128k forward), so this is a yardstick rather than a hard floor: L2 can deliver somewhat more.
  */
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -26,6 +36,8 @@
 #include "infllmv2.h"
 
 static struct backend be;
+
+#define GATHER_TBS 4.1 /* TB/s: the device copy rate the gather floor is counted at (ms = GB / 4.1) */
 
 struct timer {
     cudaEvent_t a, b;
@@ -43,8 +55,10 @@ static int cmp_float(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
-/* Random bf16 on the device (uploaded from fp32 normals). */
-static void *rand_bf16(int64_t n, uint64_t seed) {
+/* Random bf16 on the device (uploaded from fp32 normals). rho > 0 correlates neighbouring tokens
+ * (rows of `width` values) as an AR(1) sequence: x_t = rho x_{t-1} + sqrt(1 - rho^2) e_t, each
+ * value still a unit normal. */
+static void *rand_bf16(int64_t n, uint64_t seed, int64_t width, double rho) {
     float *h = xmalloc((size_t)n * sizeof(float));
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
     for (int64_t i = 0; i < n; i += 2) {
@@ -55,6 +69,9 @@ static void *rand_bf16(int64_t n, uint64_t seed) {
         h[i] = (float)(r * cos(6.283185307179586 * u2));
         if (i + 1 < n) h[i + 1] = (float)(r * sin(6.283185307179586 * u2));
     }
+    if (rho > 0)
+        for (int64_t i = width; i < n; i++)
+            h[i] = (float)(rho * h[i - width] + sqrt(1 - rho * rho) * h[i]);
     void *d = backend_alloc(&be, (size_t)n * 2, "bench");
     backend_upload_act(&be, d, h, n);
     free(h);
@@ -125,23 +142,46 @@ static void sparse_step(struct bench *b) {
                                    b->sel, b->nsel, b->p.block_size, &b->s, b->ws, &be.gpu);
 }
 
-/* Keys attended per (row, KV head), summed, from the selection (downloaded). */
-static double attended_keys(struct bench *b) {
-    int64_t n = b->T * b->Hkv * b->nsel;
+/* What the selection makes the sparse kernels read, from the selection (downloaded): the keys
+ * attended per row (summed over rows, averaged over KV heads), and the K/V blocks a tile of `fwd`
+ * (forward) and `dq` (dQ kernel) consecutive tokens gathers: the union of its tokens' blocks, read
+ * once per tile and KV head. Without overlap between neighbouring tokens' selections, every
+ * (token, block) pair costs a 64 x D K/V block; the dK/dV kernel gathers G rows of Q and dO (and
+ * an lse and a D_i) per (token, block) pair instead. */
+struct gather {
+    double keys, pairs, fwd_blocks, dq_blocks;
+};
+
+static struct gather gather_of(struct bench *b, int fwd, int dq) {
+    int64_t n = b->T * b->Hkv * b->nsel, nblk = (b->T + 63) / 64;
     int32_t *h = xmalloc((size_t)n * 4);
+    uint8_t *seen = xcalloc((size_t)nblk * 2, 1);
     backend_download(&be, h, b->sel, (size_t)n * 4);
-    double keys = 0;
-    for (int64_t i = 0; i < b->T; i++)
-        for (int g = 0; g < b->Hkv; g++)
-            for (int k = 0; k < b->nsel; k++) {
-                int32_t j = h[(i * b->Hkv + g) * b->nsel + k];
-                if (j < 0) break;
-                int64_t lo = (int64_t)j * b->p.block_size, hi = lo + b->p.block_size;
-                if (hi > i + 1) hi = i + 1;
-                if (hi > lo) keys += (double)(hi - lo);
+    struct gather r = {0, 0, 0, 0};
+    const int tile[2] = {fwd, dq};
+    for (int g = 0; g < b->Hkv; g++)
+        for (int which = 0; which < 2; which++)
+            for (int64_t i0 = 0; i0 < b->T; i0 += tile[which]) {
+                int64_t i1 = i0 + tile[which] < b->T ? i0 + tile[which] : b->T, u = 0;
+                for (int pass = 0; pass < 2; pass++) /* count, then clear */
+                    for (int64_t i = i0; i < i1; i++)
+                        for (int k = 0; k < b->nsel; k++) {
+                            int32_t j = h[(i * b->Hkv + g) * b->nsel + k];
+                            if (j < 0) break;
+                            if (pass == 1) { seen[j] = 0; continue; }
+                            if (!seen[j]) seen[j] = 1, u++;
+                            if (which) continue;
+                            r.pairs += 1;
+                            int64_t lo = (int64_t)j * b->p.block_size, hi = lo + b->p.block_size;
+                            if (hi > i + 1) hi = i + 1;
+                            if (hi > lo) r.keys += (double)(hi - lo);
+                        }
+                *(which ? &r.dq_blocks : &r.fwd_blocks) += (double)u;
             }
+    free(seen);
     free(h);
-    return keys / b->Hkv; /* per row, averaged over KV heads, summed over rows */
+    r.keys /= b->Hkv;
+    return r;
 }
 
 static void row(const char *what, int64_t T, float ms, double flops, const char *note) {
@@ -154,6 +194,7 @@ int main(int argc, char **argv) {
     int Hq = 32, Hkv = 2, D = 128;
     int64_t dense_max = 32768;
     int selection_only = 0, forward_only = 0;
+    double q_rho = 0;
     int64_t Ts[16];
     int nT = 0;
     for (int i = 1; i < argc; i++) {
@@ -163,6 +204,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--dense-max") && i + 1 < argc) dense_max = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--selection-only")) selection_only = 1;
         else if (!strcmp(argv[i], "--forward-only")) forward_only = 1;
+        else if (!strcmp(argv[i], "--q-rho") && i + 1 < argc) q_rho = atof(argv[++i]);
         else if (nT < 16) Ts[nT++] = atoll(argv[i]);
     }
     if (nT == 0) Ts[nT++] = 8192;
@@ -173,7 +215,8 @@ int main(int argc, char **argv) {
     }
     backend_init(&be, DEVICE_CUDA, 0);
     printf("attention, causal, bf16, batch 1, Hq %d, Hkv %d, D %d; InfLLM-V2 defaults (kernel 32/16, "
-           "block 64, window 2048, topk 64, init 1)\n\n", Hq, Hkv, D);
+           "block 64, window 2048, topk 64, init 1); queries %s (rho %.2f)\n\n", Hq, Hkv, D,
+           q_rho > 0 ? "correlated over tokens" : "independent", q_rho);
     printf("| T | kernel | ms | TFLOP/s | note |\n|---|---|---|---|---|\n");
     for (int ti = 0; ti < nT; ti++) {
         struct bench b;
@@ -187,8 +230,9 @@ int main(int argc, char **argv) {
         b.L1 = infllm_num_windows(T, 32, 16);
         b.L2 = infllm_num_windows(T, 128, 64);
         int64_t nq = T * Hq * D, nk = T * Hkv * D, nblk = (T + 63) / 64;
-        b.q = rand_bf16(nq, 1), b.k = rand_bf16(nk, 2), b.v = rand_bf16(nk, 3);
-        b.dout = rand_bf16(nq, 4);
+        b.q = rand_bf16(nq, 1, (int64_t)Hq * D, q_rho);
+        b.k = rand_bf16(nk, 2, 0, 0), b.v = rand_bf16(nk, 3, 0, 0);
+        b.dout = rand_bf16(nq, 4, 0, 0);
         b.out = backend_alloc(&be, (size_t)nq * 2, "out");
         b.dq = backend_alloc(&be, (size_t)nq * 2, "dq");
         b.dk = backend_alloc(&be, (size_t)nk * 2, "dk");
@@ -208,14 +252,26 @@ int main(int argc, char **argv) {
             }
         }
         float sel_ms = time_median(&b, select_only);
-        double keys = attended_keys(&b);
-        char note[96];
+        int G = Hq / Hkv, fwd_tok = (D == 64 ? 64 : 128) / G, dq_tok = 64 / G;
+        struct gather ga = gather_of(&b, fwd_tok > 0 ? fwd_tok : 1, dq_tok > 0 ? dq_tok : 1);
+        double keys = ga.keys;
+        char note[160];
         snprintf(note, sizeof note, "%.0f keys per query (%.1f%% of causal)", keys / T,
                  100.0 * keys / ((double)T * (T + 1) / 2));
         /* selection FLOPs: one multiply-add per (token, head, causally visible compressed key),
          * K2 for the normaliser and K1 for the scores, ~T * L / 2 visible pairs each */
         double sel_flops = 2.0 * D * Hq * (double)T * (b.L1 + b.L2) / 2;
         row("selection (stages 0-2)", T, sel_ms, sel_flops, note);
+        /* Bytes gathered, and the time they take at the device copy rate. */
+        double kvb = 64.0 * D * 2 * 2, fwd_gb = ga.fwd_blocks * kvb / 1e9,
+               dq_gb = ga.dq_blocks * kvb / 1e9, kv_gb = ga.pairs * G * (D * 2 * 2 + 8) / 1e9;
+        printf("| %6lldk | gather: fwd, %d-token tiles | %10.2f | | %.0f GB of K/V; a gathered block "
+               "serves %.2f tokens |\n", (long long)(T / 1024), fwd_tok, fwd_gb / GATHER_TBS, fwd_gb,
+               ga.pairs / ga.fwd_blocks);
+        printf("| %6lldk | gather: dQ, %d-token tiles | %10.2f | | %.0f GB of K/V |\n",
+               (long long)(T / 1024), dq_tok, dq_gb / GATHER_TBS, dq_gb);
+        printf("| %6lldk | gather: dK/dV, Q and dO rows | %10.2f | | %.0f GB |\n",
+               (long long)(T / 1024), kv_gb / GATHER_TBS, kv_gb);
         if (!selection_only) {
             double sparse_fwd_flops = 4.0 * D * Hq * keys;
             float sf = time_median(&b, sparse_fwd);

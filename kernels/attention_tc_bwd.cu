@@ -6,11 +6,12 @@
  * Dimensions as attention.h; G = Hq / Hkv divides 64, D is 64 or 128, key blocks of 64.
  * Gradient rule: ADDS into dq, dk, dv (bf16), once per element, after fp32 accumulation.
  *
- * dQ kernel: the forward's tiling. A thread block takes 64 query rows of one KV group (64 / G
- * tokens x the G heads of the group) and walks, in ascending order, the union of its tokens'
- * selected blocks (dense: every block up to its last token's). K and V of the next block are
+ * dQ kernel: the forward's tiling. A thread block takes ROWS = 16 NW query rows of one KV group
+ * (ROWS / G tokens x the G heads of the group; NW = 8 warps for dense D 128, else 4) and walks,
+ * in ascending order, the union of its tokens' selected blocks (dense: every block up to its last
+ * token's). K and V of the next block are
  * fetched with cp.async into the other of two shared stages while the current one is used.
- * Per block, each of the 4 warps (16 rows) whose rows read the block (the union of 64 / G tokens'
+ * Per block, each warp (16 rows) whose rows read the block (the union of ROWS / G tokens'
  * selections is wider than each token's: a warp skips blocks none of its rows selected) computes
  * S = Q K^T and dP = dO V^T (A fragments of Q
  * and dO by ldmatrix from shared memory, B fragments of K and V by ldmatrix), masks each row to
@@ -25,11 +26,14 @@
  * one item per (g, j) would leave a long tail; items are ordered block-major (k' = j Hkv + g) so
  * the heaviest start first. The rows are gathered 128 at a time (128 / G tokens x G heads, with
  * their lse and D_i) into one of two shared stages by cp.async while the other is used; the token
- * indices of the tile after next are fetched into a ring of three. 8 warps: two groups of 4 take
- * rows 0-63 and 64-127 of the tile; inside a group warp w owns keys 16w..16w+15 and holds their
- * dK, dV accumulators (D / 2 + D / 2 floats a thread). S^T = K Q^T and dP^T = V dO^T (32 rows at a
- * time), P^T and dS^T in registers, dV += P^T dO and dK += dS^T Q (B fragments by
- * ldmatrix.trans). At the end group 1 hands its accumulators to group 0 through shared memory.
+ * indices of the tile after next are fetched into a ring of three. 8 warps in RG row groups: a
+ * warp owns KT 16-key tiles (KT = 1 for D 128, 2 for D 64, where each Q and dO fragment then
+ * feeds two key tiles) and holds their dK, dV accumulators (KT D floats a thread); the 4 / KT
+ * warps of a group cover the 64 keys and the group takes 128 / RG rows of each tile. S^T = K Q^T
+ * and dP^T = V dO^T (32 rows at a time), P^T and dS^T in registers (the causal mask only in the
+ * tiles that reach into the block), dV += P^T dO and dK += dS^T Q (B fragments by
+ * ldmatrix.trans). At the end groups 1 .. RG-1 hand their accumulators to group 0 through shared
+ * memory.
  *
  * Determinism: no float atomics anywhere. dQ rows and the dK/dV of an unsplit (g, j) have one
  * writer. A split (g, j) writes each chunk's fp32 partial to its own slot, and a third kernel adds
@@ -44,11 +48,14 @@
 
 #include "attention_impl.cuh"
 
-#define BQ_ROWS 64      /* dQ kernel: query rows per block */
-#define BQ_THREADS 128  /* 4 warps, 16 rows each (two threads a row for D_i) */
+/* dQ kernel: warps of 16 rows (two threads a row for D_i). Dense D 128 takes 128-row tiles (each
+ * K/V block feeds 8 warps); sparse tiles stay at 64 rows: a warp computes only the blocks its own
+ * rows selected, and two 4-warp blocks a multiprocessor hide the K/V gather better than one of 8
+ * warps that mostly wait (measured on the H200: 163 ms at 128k with 64 rows, 180 with 128). */
+#define BQ_WARPS(D, sparse) ((D) == 128 && !(sparse) ? 8 : 4)
 #define BK_KEYS 64      /* key block */
 #define BK_ROWS 128     /* dK/dV kernel: query rows per tile */
-#define BK_THREADS 256  /* 8 warps: 2 groups x 4 warps of 16 keys */
+#define BK_THREADS 256  /* 8 warps: RG row groups x 4 / KT warps of 16 KT keys */
 #define SLOT_BYTES_PER_KEY_BLOCK ((size_t)2 * BK_KEYS * 128 * sizeof(float))
 #define LOG2E 1.4426950408889634f
 
@@ -67,11 +74,12 @@ size_t att_bwd_slot_bytes(int Hkv, int64_t nblk) {
     return (size_t)Hkv * (size_t)nblk * SLOT_BYTES_PER_KEY_BLOCK;
 }
 
-/* Shared memory of the dQ kernel: Q and dO tiles, K and V of two stages (6 x 64 x LD bf16), per
- * row lse (log2 units) and D_i, the per-token selection bitmaps and their union ((tokens + 1) x
- * words), the list of blocks to visit (uint16, sparse only). */
-static size_t dq_smem_bytes(int D, int tokens, int words, int64_t nblk, bool sparse) {
-    return (size_t)6 * BQ_ROWS * (D + 8) * sizeof(bf16) + (size_t)2 * BQ_ROWS * sizeof(float) +
+/* Shared memory of the dQ kernel: Q and dO tiles, K and V of two stages ((2 rows + 4 x 64) x LD
+ * bf16), per row lse (log2 units) and D_i, the per-token selection bitmaps and their union
+ * ((tokens + 1) x words), the list of blocks to visit (uint16, sparse only). */
+static size_t dq_smem_bytes(int D, int rows, int tokens, int words, int64_t nblk, bool sparse) {
+    return (size_t)(2 * rows + 4 * BK_KEYS) * (D + 8) * sizeof(bf16) +
+           (size_t)2 * rows * sizeof(float) +
            (size_t)(tokens + 1) * words * sizeof(uint32_t) +
            (sparse ? (size_t)nblk * sizeof(uint16_t) : 0);
 }
@@ -125,15 +133,16 @@ static __device__ __forceinline__ void add_bf16x2(bf16 *row, float x, float y) {
 /* ---------------------------------------------------------------------------------------------- */
 /* dQ                                                                                              */
 
-template <int D>
-static __global__ void __launch_bounds__(BQ_THREADS)
+template <int D, int NW>
+static __global__ void __launch_bounds__(NW * 32)
     att_bwd_dq_kernel(struct att_args a, float *dvec, int G, int words) {
+    constexpr int ROWS = 16 * NW, NT = 32 * NW;
     extern __shared__ __align__(16) unsigned char smraw[];
     __shared__ int nlist_s;
-    const int LD = D + 8, tokens = BQ_ROWS / G;
-    bf16 *Qs = (bf16 *)smraw, *Gs = Qs + BQ_ROWS * LD, *KV = Gs + BQ_ROWS * LD;
-    float *lse2s = (float *)(KV + 4 * BK_KEYS * LD), *dvs = lse2s + BQ_ROWS;
-    uint32_t *bits = (uint32_t *)(dvs + BQ_ROWS), *ubits = bits + tokens * words;
+    const int LD = D + 8, tokens = ROWS / G;
+    bf16 *Qs = (bf16 *)smraw, *Gs = Qs + ROWS * LD, *KV = Gs + ROWS * LD;
+    float *lse2s = (float *)(KV + 4 * BK_KEYS * LD), *dvs = lse2s + ROWS;
+    uint32_t *bits = (uint32_t *)(dvs + ROWS), *ubits = bits + tokens * words;
     uint16_t *blist = (uint16_t *)(ubits + words);
     const int grp = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int gq = lane / 4, tq = lane % 4;
@@ -141,7 +150,7 @@ static __global__ void __launch_bounds__(BQ_THREADS)
     const float sl2 = a.scale * LOG2E; /* scores in log2 units: exp2 below */
 
     /* Q and dO tiles: row r is token i0 + r / G, head grp * G + r % G (zeros past Tq). */
-    for (int idx = threadIdx.x; idx < BQ_ROWS * D / 8; idx += BQ_THREADS) {
+    for (int idx = threadIdx.x; idx < ROWS * D / 8; idx += NT) {
         int r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
         int64_t i = i0 + r / G;
         bool ok = i < a.Tq;
@@ -151,11 +160,11 @@ static __global__ void __launch_bounds__(BQ_THREADS)
     }
     cp_async_commit();
     /* Blocks to visit: each token's selection as a bitmap, and their union. */
-    for (int idx = threadIdx.x; idx < (tokens + 1) * words; idx += BQ_THREADS) bits[idx] = 0;
+    for (int idx = threadIdx.x; idx < (tokens + 1) * words; idx += NT) bits[idx] = 0;
     __syncthreads();
     const int64_t last = i0 + tokens - 1 < a.Tq - 1 ? i0 + tokens - 1 : a.Tq - 1;
     if (a.sel) {
-        mark_selected_blocks(bits, ubits, a, grp, i0, tokens, words, BQ_THREADS);
+        mark_selected_blocks(bits, ubits, a, grp, i0, tokens, words, NT);
     }
     cp_async_wait_all();
     __syncthreads();
@@ -199,7 +208,7 @@ static __global__ void __launch_bounds__(BQ_THREADS)
     for (int dn = 0; dn < D / 8; dn++) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.0f;
 
     if (nlist > 0) {
-        load_kv_async<D>(KV, KV + BK_KEYS * LD, a, a.sel ? blist[0] : 0, grp, BQ_THREADS);
+        load_kv_async<D>(KV, KV + BK_KEYS * LD, a, a.sel ? blist[0] : 0, grp, NT);
         cp_async_commit();
     }
     for (int b = 0; b < nlist; b++) {
@@ -210,7 +219,7 @@ static __global__ void __launch_bounds__(BQ_THREADS)
         if (b + 1 < nlist) {
             bf16 *Kn = KV + (st ^ 1) * 2 * BK_KEYS * LD;
             load_kv_async<D>(Kn, Kn + BK_KEYS * LD, a, a.sel ? (int64_t)blist[b + 1] : b + 1, grp,
-                             BQ_THREADS);
+                             NT);
             cp_async_commit();
         }
         const bf16 *Ks = KV + st * 2 * BK_KEYS * LD, *Vs = Ks + BK_KEYS * LD;
@@ -257,7 +266,7 @@ static __global__ void __launch_bounds__(BQ_THREADS)
                 int h = e >> 1;
                 int64_t u = k0 + nt * 8 + 2 * tq + (e & 1);
                 bool ok = blk[h] && u <= pos[h] && u < a.Tk;
-                float p = ok ? exp2f(s[nt][e] * sl2 - lse2[h]) : 0.0f;
+                float p = ok ? fast_exp2(fmaf(s[nt][e], sl2, -lse2[h])) : 0.0f;
                 s[nt][e] = p * (dp[nt][e] - dval[h]);
             }
         /* dQ += dS K: dS's A fragments are the accumulators of two neighbouring key tiles. */
@@ -343,11 +352,15 @@ static __device__ __forceinline__ void issue_tile(bf16 *QG, bf16 *Os, float *lse
     }
 }
 
-template <int D>
+/* KT: 16-key tiles a warp owns (1 for D 128, 2 for D 64: each Q and dO fragment then feeds two
+ * key tiles). The 8 warps are RG = 2 KT row groups of 4 / KT warps; inside a group the warps
+ * split the 64 keys and the group takes rows GROWS = 128 / RG of each tile, 32 at a time. */
+template <int D, int KT>
 static __global__ void __launch_bounds__(BK_THREADS, 1)
     att_bwd_dkdv_kernel(struct att_args a, struct att_bwd_ws w, int G) {
+    constexpr int KWARPS = 4 / KT, RG = 8 / KWARPS, GROWS = BK_ROWS / RG;
     extern __shared__ __align__(16) unsigned char smraw[];
-    const int LD = D + 8, ttok = BK_ROWS / G;
+    const int LD = D + 8, ttok = BK_ROWS / G, gshift = __ffs(G) - 1; /* G is a power of two */
     const bool need_o = w.dvec == NULL;
     bf16 *Ks = (bf16 *)smraw, *Vs = Ks + BK_KEYS * LD, *QG = Vs + BK_KEYS * LD;
     bf16 *Os = QG + 4 * BK_ROWS * LD;
@@ -397,12 +410,14 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
     issue_tile<D>(QG, Os, lses, dvs, ring, a, w.dvec, it, 0, G);
     cp_async_commit();
 
-    const int kw = (warp & 3) * 16, rb = (warp >> 2) * 64;
-    float dk[D / 8][4], dv[D / 8][4];
+    const int kw = (warp % KWARPS) * 16 * KT, rb = (warp / KWARPS) * GROWS;
+    float dk[KT][D / 8][4], dv[KT][D / 8][4];
 #pragma unroll
-    for (int dn = 0; dn < D / 8; dn++)
+    for (int mt = 0; mt < KT; mt++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) dk[dn][e] = dv[dn][e] = 0.0f;
+        for (int dn = 0; dn < D / 8; dn++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dk[mt][dn][e] = dv[mt][dn][e] = 0.0f;
 
     for (int m = 0; m < ntiles; m++) {
         const int st = m & 1;
@@ -422,27 +437,35 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
             if (half == 0) dvs[st * BK_ROWS + r] = d;
             __syncthreads(); /* D_i visible; the O tile free for the next one */
         }
+        /* Only a tile whose first token is inside the block needs the causal mask (the tokens
+         * are in ascending order). Padding rows past the chunk (token -1) need none: their Q, dO,
+         * lse and D_i are zeros, so they add nothing to dK and dV. */
+        const bool diag = a.q_pos0 + toks[0] < it.k0 + BK_KEYS - 1;
         if (m + 1 < ntiles) {
             if (m + 2 < ntiles) fill_ring(ring, it, m + 2, ttok);
             issue_tile<D>(QG, Os, lses, dvs, ring, a, w.dvec, it, m + 1, G);
             cp_async_commit();
         }
-        /* This warp: keys kw..kw+15 against rows rb..rb+63 of the tile, 32 rows at a time
+        /* This warp: keys kw..kw+16KT-1 against rows rb..rb+GROWS-1 of the tile, 32 at a time
          * (not unrolled: registers go to the dK, dV accumulators). */
 #pragma unroll 1
-        for (int hf = 0; hf < 2; hf++) {
-            const int rh = rb + hf * 32;
-            float s[4][4], dp[4][4];
+        for (int rh = rb; rh < rb + GROWS; rh += 32) {
+            float s[KT][4][4], dp[KT][4][4];
 #pragma unroll
-            for (int nt = 0; nt < 4; nt++)
+            for (int mt = 0; mt < KT; mt++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
+                for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) s[mt][nt][e] = dp[mt][nt][e] = 0.0f;
 #pragma unroll
             for (int ks = 0; ks < D / 16; ks++) {
-                uint32_t ka[4], va[4];
-                const int aoff = (kw + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8;
-                ldmatrix_x4(ka, Ks + aoff);
-                ldmatrix_x4(va, Vs + aoff);
+                uint32_t ka[KT][4], va[KT][4];
+#pragma unroll
+                for (int mt = 0; mt < KT; mt++) {
+                    const int aoff = (kw + mt * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8;
+                    ldmatrix_x4(ka[mt], Ks + aoff);
+                    ldmatrix_x4(va[mt], Vs + aoff);
+                }
 #pragma unroll
                 for (int np = 0; np < 2; np++) {
                     const int boff = (rh + np * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD +
@@ -450,99 +473,135 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
                     uint32_t qb[4], gb[4];
                     ldmatrix_x4(qb, Qt + boff);
                     ldmatrix_x4(gb, Gt + boff);
-                    mma_bf16(s[2 * np], ka, qb[0], qb[1]);
-                    mma_bf16(s[2 * np + 1], ka, qb[2], qb[3]);
-                    mma_bf16(dp[2 * np], va, gb[0], gb[1]);
-                    mma_bf16(dp[2 * np + 1], va, gb[2], gb[3]);
+#pragma unroll
+                    for (int mt = 0; mt < KT; mt++) {
+                        mma_bf16(s[mt][2 * np], ka[mt], qb[0], qb[1]);
+                        mma_bf16(s[mt][2 * np + 1], ka[mt], qb[2], qb[3]);
+                        mma_bf16(dp[mt][2 * np], va[mt], gb[0], gb[1]);
+                        mma_bf16(dp[mt][2 * np + 1], va[mt], gb[2], gb[3]);
+                    }
                 }
             }
-            /* P^T and dS^T: element (key kw + g + 8 (e / 2), row rh + 8 nt + 2 t + e % 2). */
+            /* P^T and dS^T: element (key kw + 16 mt + g + 8 (e / 2), row rh + 8 nt + 2 t + e % 2);
+             * P = exp2(scale log2e S - lse log2e) as one FMA and ex2 (lse -inf: a row that
+             * attends nothing, P = 0). */
 #pragma unroll
-            for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int r = rh + nt * 8 + 2 * tq + (e & 1);
-                    int32_t tok = toks[r / G];
-                    int64_t u = it.k0 + kw + gq + 8 * (e >> 1);
-                    float l2 = lse_t[r] * LOG2E;
-                    bool ok = tok >= 0 && u <= a.q_pos0 + tok && u < a.Tk && l2 != -INFINITY;
-                    float p = ok ? exp2f(s[nt][e] * sl2 - l2) : 0.0f;
-                    dp[nt][e] = p * (dp[nt][e] - dv_t[r]);
-                    s[nt][e] = p;
+            for (int nt = 0; nt < 4; nt++) {
+                const int r = rh + nt * 8 + 2 * tq;
+                const float2 lse2 = *(const float2 *)(lse_t + r), dd = *(const float2 *)(dv_t + r);
+                const float nl[2] = {lse2.x == -INFINITY ? -INFINITY : -lse2.x * LOG2E,
+                                     lse2.y == -INFINITY ? -INFINITY : -lse2.y * LOG2E};
+                const float di[2] = {dd.x, dd.y};
+                int64_t lim[2] = {0, 0};
+                if (diag) {
+                    lim[0] = a.q_pos0 + toks[r >> gshift];
+                    lim[1] = a.q_pos0 + toks[(r + 1) >> gshift];
                 }
+#pragma unroll
+                for (int mt = 0; mt < KT; mt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float p = fast_exp2(fmaf(s[mt][nt][e], sl2, nl[e & 1]));
+                        if (diag && it.k0 + kw + mt * 16 + gq + 8 * (e >> 1) > lim[e & 1]) p = 0.0f;
+                        dp[mt][nt][e] = p * (dp[mt][nt][e] - di[e & 1]);
+                        s[mt][nt][e] = p;
+                    }
+            }
             /* dV += P^T dO, dK += dS^T Q over these 32 rows (two k-steps of 16). */
 #pragma unroll
             for (int kk = 0; kk < 2; kk++) {
-                uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
-                                  pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                                  pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                  pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-                uint32_t da[4] = {pack_bf16(dp[2 * kk][0], dp[2 * kk][1]),
-                                  pack_bf16(dp[2 * kk][2], dp[2 * kk][3]),
-                                  pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
-                                  pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+                uint32_t pa[KT][4], da[KT][4];
+#pragma unroll
+                for (int mt = 0; mt < KT; mt++) {
+                    pa[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                    pa[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                    pa[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                    pa[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                    da[mt][0] = pack_bf16(dp[mt][2 * kk][0], dp[mt][2 * kk][1]);
+                    da[mt][1] = pack_bf16(dp[mt][2 * kk][2], dp[mt][2 * kk][3]);
+                    da[mt][2] = pack_bf16(dp[mt][2 * kk + 1][0], dp[mt][2 * kk + 1][1]);
+                    da[mt][3] = pack_bf16(dp[mt][2 * kk + 1][2], dp[mt][2 * kk + 1][3]);
+                }
 #pragma unroll
                 for (int d2 = 0; d2 < D / 16; d2++) {
                     const int toff = (rh + kk * 16 + (lane & 15)) * LD + d2 * 16 + (lane >> 4) * 8;
                     uint32_t gb[4], qb[4];
                     ldmatrix_x4_trans(gb, Gt + toff);
-                    mma_bf16(dv[2 * d2], pa, gb[0], gb[1]);
-                    mma_bf16(dv[2 * d2 + 1], pa, gb[2], gb[3]);
                     ldmatrix_x4_trans(qb, Qt + toff);
-                    mma_bf16(dk[2 * d2], da, qb[0], qb[1]);
-                    mma_bf16(dk[2 * d2 + 1], da, qb[2], qb[3]);
+#pragma unroll
+                    for (int mt = 0; mt < KT; mt++) {
+                        mma_bf16(dv[mt][2 * d2], pa[mt], gb[0], gb[1]);
+                        mma_bf16(dv[mt][2 * d2 + 1], pa[mt], gb[2], gb[3]);
+                        mma_bf16(dk[mt][2 * d2], da[mt], qb[0], qb[1]);
+                        mma_bf16(dk[mt][2 * d2 + 1], da[mt], qb[2], qb[3]);
+                    }
                 }
             }
         }
     }
 
-    /* Group 1 hands its accumulators to group 0 (same keys) through the Q/dO stages. */
-    __syncthreads();
-    float *red = (float *)QG + (warp & 3) * (D / 8) * 8 * 32;
-    if (warp >= 4) {
+    /* Row groups 1 .. RG-1 hand their accumulators to group 0 (same keys), one group at a time,
+     * through the Q/dO stages (KWARPS x KT x D x 8 floats <= 4 x 128 x LD bf16). */
+    const int grp_r = warp / KWARPS;
+    float *red = (float *)QG + (warp % KWARPS) * KT * (D / 8) * 8 * 32;
+#pragma unroll 1
+    for (int src = 1; src < RG; src++) {
+        __syncthreads();
+        if (grp_r == src) {
 #pragma unroll
-        for (int dn = 0; dn < D / 8; dn++)
+            for (int mt = 0; mt < KT; mt++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                red[(dn * 8 + e) * 32 + lane] = dk[dn][e];
-                red[(dn * 8 + 4 + e) * 32 + lane] = dv[dn][e];
-            }
-    }
-    __syncthreads();
-    if (warp >= 4) return;
+                for (int dn = 0; dn < D / 8; dn++)
 #pragma unroll
-    for (int dn = 0; dn < D / 8; dn++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            dk[dn][e] += red[(dn * 8 + e) * 32 + lane];
-            dv[dn][e] += red[(dn * 8 + 4 + e) * 32 + lane];
+                    for (int e = 0; e < 4; e++) {
+                        red[((mt * (D / 8) + dn) * 8 + e) * 32 + lane] = dk[mt][dn][e];
+                        red[((mt * (D / 8) + dn) * 8 + 4 + e) * 32 + lane] = dv[mt][dn][e];
+                    }
         }
+        __syncthreads();
+        if (grp_r == 0) {
+#pragma unroll
+            for (int mt = 0; mt < KT; mt++)
+#pragma unroll
+                for (int dn = 0; dn < D / 8; dn++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        dk[mt][dn][e] += red[((mt * (D / 8) + dn) * 8 + e) * 32 + lane];
+                        dv[mt][dn][e] += red[((mt * (D / 8) + dn) * 8 + 4 + e) * 32 + lane];
+                    }
+        }
+    }
+    if (grp_r != 0) return;
     /* Out: unsplit keys straight into dk, dv; a chunk of a split key into its fp32 slot. */
     float *pk = nslots > 0
                     ? w.part + (size_t)(w.slot_off[kp] + c) * 2 * BK_KEYS * D
                     : NULL;
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        int key = kw + gq + 8 * h;
-        int64_t u = it.k0 + key;
-        if (u >= a.Tk) continue;
-        if (pk) {
+    for (int mt = 0; mt < KT; mt++)
 #pragma unroll
-            for (int dn = 0; dn < D / 8; dn++) {
-                int d = dn * 8 + 2 * tq;
-                *(float2 *)(pk + key * D + d) = make_float2(dk[dn][2 * h], dk[dn][2 * h + 1]);
-                *(float2 *)(pk + (BK_KEYS + key) * D + d) =
-                    make_float2(dv[dn][2 * h], dv[dn][2 * h + 1]);
-            }
-        } else {
-            int64_t off = u * a.kv_stride + (int64_t)it.g * D + 2 * tq;
+        for (int h = 0; h < 2; h++) {
+            int key = kw + mt * 16 + gq + 8 * h;
+            int64_t u = it.k0 + key;
+            if (u >= a.Tk) continue;
+            if (pk) {
 #pragma unroll
-            for (int dn = 0; dn < D / 8; dn++) {
-                add_bf16x2(a.dk + off + dn * 8, a.scale * dk[dn][2 * h], a.scale * dk[dn][2 * h + 1]);
-                add_bf16x2(a.dv + off + dn * 8, dv[dn][2 * h], dv[dn][2 * h + 1]);
+                for (int dn = 0; dn < D / 8; dn++) {
+                    int d = dn * 8 + 2 * tq;
+                    *(float2 *)(pk + key * D + d) =
+                        make_float2(dk[mt][dn][2 * h], dk[mt][dn][2 * h + 1]);
+                    *(float2 *)(pk + (BK_KEYS + key) * D + d) =
+                        make_float2(dv[mt][dn][2 * h], dv[mt][dn][2 * h + 1]);
+                }
+            } else {
+                int64_t off = u * a.kv_stride + (int64_t)it.g * D + 2 * tq;
+#pragma unroll
+                for (int dn = 0; dn < D / 8; dn++) {
+                    add_bf16x2(a.dk + off + dn * 8, a.scale * dk[mt][dn][2 * h],
+                               a.scale * dk[mt][dn][2 * h + 1]);
+                    add_bf16x2(a.dv + off + dn * 8, dv[mt][dn][2 * h], dv[mt][dn][2 * h + 1]);
+                }
             }
         }
-    }
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -631,29 +690,30 @@ static __global__ void att_bwd_reduce_kernel(struct att_args a, struct att_bwd_w
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
-template <int D>
+template <int D, int NW>
 static void launch_dq(const struct att_args *a, float *dvec, int G, int words, size_t smem,
                       cudaStream_t st) {
-    CUDA_CHECK(cudaFuncSetAttribute(att_bwd_dq_kernel<D>,
+    CUDA_CHECK(cudaFuncSetAttribute(att_bwd_dq_kernel<D, NW>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    dim3 grid((unsigned)ceil_div(a->Tq, BQ_ROWS / G), (unsigned)a->Hkv);
-    att_bwd_dq_kernel<D><<<grid, BQ_THREADS, smem, st>>>(*a, dvec, G, words);
+    dim3 grid((unsigned)ceil_div(a->Tq, 16 * NW / G), (unsigned)a->Hkv);
+    att_bwd_dq_kernel<D, NW><<<grid, 32 * NW, smem, st>>>(*a, dvec, G, words);
     CUDA_CHECK_LAST();
 }
 
 template <int D>
 static void launch_dkdv(const struct att_args *a, const struct att_bwd_ws *w, int G,
                         int64_t nitems, size_t smem, cudaStream_t st) {
-    CUDA_CHECK(cudaFuncSetAttribute(att_bwd_dkdv_kernel<D>,
+    constexpr int KT = D == 64 ? 2 : 1;
+    CUDA_CHECK(cudaFuncSetAttribute(att_bwd_dkdv_kernel<D, KT>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    att_bwd_dkdv_kernel<D><<<(unsigned)nitems, BK_THREADS, smem, st>>>(*a, *w, G);
+    att_bwd_dkdv_kernel<D, KT><<<(unsigned)nitems, BK_THREADS, smem, st>>>(*a, *w, G);
     CUDA_CHECK_LAST();
 }
 
 bool attention_tc_backward(const struct att_args *a, const struct att_bwd_ws *w,
                            const struct gpu_ctx *g) {
     int G = a->Hq / a->Hkv;
-    if ((a->D != 64 && a->D != 128) || a->bs != BK_KEYS || BQ_ROWS % G != 0) return false;
+    if ((a->D != 64 && a->D != 128) || a->bs != BK_KEYS || 64 % G != 0) return false;
     if (a->q_stride % 8 != 0 || a->kv_stride % 8 != 0 || a->nblk > 65535) return false;
     if (!aligned16(a->q) || !aligned16(a->k) || !aligned16(a->v) || !aligned16(a->out) ||
         !aligned16(a->dout))
@@ -661,15 +721,17 @@ bool attention_tc_backward(const struct att_args *a, const struct att_bwd_ws *w,
     bool sparse = a->sel != NULL;
     if (sparse && (!w || !a->pair_rows || !a->pair_off)) return false;
     int words = sparse ? (int)((a->nblk + 31) / 32) : 0; /* dense: no bitmaps */
-    size_t sq = dq_smem_bytes(a->D, BQ_ROWS / G, words, a->nblk, sparse);
+    const int dq_rows = 16 * BQ_WARPS(a->D, sparse);
+    size_t sq = dq_smem_bytes(a->D, dq_rows, dq_rows / G, words, a->nblk, sparse);
     struct att_bwd_ws none;
     memset(&none, 0, sizeof none);
     const struct att_bwd_ws *ws = sparse ? w : &none;
     size_t sk = kv_smem_bytes(a->D, ws->dvec == NULL);
     if (sq + 64 > (227u << 10) || sk > (227u << 10)) return false; /* + the static nlist_s */
     cudaStream_t st = stream_of(g);
-    if (a->D == 64) launch_dq<64>(a, ws->dvec, G, words, sq, st);
-    else launch_dq<128>(a, ws->dvec, G, words, sq, st);
+    if (a->D == 64) launch_dq<64, BQ_WARPS(64, true)>(a, ws->dvec, G, words, sq, st);
+    else if (sparse) launch_dq<128, BQ_WARPS(128, true)>(a, ws->dvec, G, words, sq, st);
+    else launch_dq<128, BQ_WARPS(128, false)>(a, ws->dvec, G, words, sq, st);
     int64_t nkeys = (int64_t)a->Hkv * a->nblk, nitems = nkeys;
     if (sparse) {
         att_bwd_worklist_kernel<<<1, 1024, 0, st>>>(*a, *ws);
