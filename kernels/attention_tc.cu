@@ -299,7 +299,9 @@ bool attention_tc_forward(const struct att_args *a, const struct gpu_ctx *g) {
     if (a->q_stride % 8 != 0 || a->kv_stride % 8 != 0) return false; /* 16-byte rows */
     if (a->sel && a->nblk > 65536) return false;                       /* uint16 block list */
     /* Tiles measured on an H200 (causal, 8k-64k tokens): 128 rows (4 warps x 32) everywhere but
-     * D 64 block-sparse, where the narrower union of 64 rows' tokens pays more (G 8: 7% faster). */
+     * D 64 block-sparse, where the narrower union of 64 rows' tokens pays more (G 8: 7% faster).
+     * D 128 block-sparse (G 16) with 64 rows (4 warps x 16) or 128 rows as 8 warps x 16 was
+     * slower: 131 and 192 ms at 128k against 128 ms, 24.0 and 28.9 at 32k against 20.1. */
     if (a->D == 64)
         return a->sel ? launch_fwd<64, 1, 4>(a, g, G) : launch_fwd<64, 2, 4>(a, g, G);
     return launch_fwd<128, 2, 4>(a, g, G);
