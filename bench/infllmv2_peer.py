@@ -3,8 +3,8 @@
 blocks, random inputs) and printed in the same table format.
 
 It needs their `infllm_v2` Python package, built by the user from its public source (the
-OpenBMB/infllmv2_cuda_impl repository; their build covers head dim 128 only). This project does
-not ship or build it; without it the script says so and exits 77.
+OpenBMB/infllmv2_cuda_impl repository; their build covers head dim 128 and G = 16 only). This
+project does not ship or build it; without it (or without PyTorch) the script says so and exits 77.
 
 Timed as a user of their kernels runs a training step:
   selection  compression of K (mean over windows of 32, stride 16, in PyTorch), their stage-1
@@ -18,11 +18,6 @@ import argparse
 import os
 import sys
 
-import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sdpa import median_ms  # noqa: E402
-
 
 def row(T, what, ms, note=""):
     print(f"| {T // 1024:6d}k | {what} | {ms:10.2f} | | {note} |", flush=True)
@@ -35,10 +30,13 @@ def main():
     ap.add_argument("T", type=int, nargs="+")
     args = ap.parse_args()
     try:
+        import torch
         from infllm_v2 import infllmv2_attn_stage1, infllmv2_attn_varlen_func, max_pooling_1d
     except ImportError as e:
-        print(f"infllmv2_peer: the infllm_v2 package is not installed ({e})")
+        print(f"infllmv2_peer: PyTorch or the infllm_v2 package is not installed ({e})")
         sys.exit(77)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from sdpa import median_ms
     D, nsel, bs = 128, 96, 64
     dev, bf = "cuda", torch.bfloat16
     for T in args.T:
