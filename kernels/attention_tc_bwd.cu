@@ -9,15 +9,14 @@
  * dQ kernel: the forward's tiling. A thread block takes ROWS = 16 NW query rows of one KV group
  * (ROWS / G tokens x the G heads of the group; NW = 8 warps for dense D 128, else 4) and walks,
  * in ascending order, the union of its tokens' selected blocks (dense: every block up to its last
- * token's). K and V of the next block are
- * fetched with cp.async into the other of two shared stages while the current one is used.
- * Per block, each warp (16 rows) whose rows read the block (the union of ROWS / G tokens'
- * selections is wider than each token's: a warp skips blocks none of its rows selected) computes
- * S = Q K^T and dP = dO V^T (A fragments of Q
- * and dO by ldmatrix from shared memory, B fragments of K and V by ldmatrix), masks each row to
- * its own token's blocks and causal keys, forms dS in registers and accumulates dQ += dS K with
- * dS taken straight from the accumulators and K through ldmatrix.trans. D_i is computed here from
- * dO and O (and saved for the dK/dV kernel when the sparse workspace has room for it).
+ * token's). K and V of the next block are fetched with cp.async into the other of two shared
+ * stages while the current one is used. Per block, each warp (16 rows) whose rows read the block
+ * (the union of ROWS / G tokens' selections is wider than each token's: a warp skips blocks none
+ * of its rows selected) computes S = Q K^T and dP = dO V^T (A fragments of Q and dO by ldmatrix
+ * from shared memory, B fragments of K and V by ldmatrix), masks each row to its own token's
+ * blocks and causal keys, forms dS in registers and accumulates dQ += dS K with dS taken straight
+ * from the accumulators and K through ldmatrix.trans. D_i is computed here from dO and O (and
+ * saved for the dK/dV kernel when the sparse workspace has room for it).
  *
  * dK/dV kernel: a thread block per work item (KV head g, key block j, chunk of the query tokens
  * that attend to j). Dense: the tokens at or after the block, one item per (g, j). Sparse: the
