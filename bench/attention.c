@@ -37,7 +37,7 @@
 
 static struct backend be;
 
-#define GATHER_TBS 4.1 /* TB/s: the device copy rate the gather floor is counted at (ms = GB / 4.1) */
+#define GATHER_TBS 4.1 /* TB/s: the device copy rate the gather rows are timed at */
 
 struct timer {
     cudaEvent_t a, b;
@@ -190,6 +190,12 @@ static void row(const char *what, int64_t T, float ms, double flops, const char 
     fflush(stdout);
 }
 
+/* A gather row: the time GB take at GATHER_TBS in the ms column. */
+static void gather_row(int64_t T, const char *what, double gb, const char *note) {
+    printf("| %6lldk | gather at %.1f TB/s: %s | %10.2f | | %.0f GB of %s |\n",
+           (long long)(T / 1024), GATHER_TBS, what, gb / GATHER_TBS, gb, note);
+}
+
 int main(int argc, char **argv) {
     int Hq = 32, Hkv = 2, D = 128;
     int64_t dense_max = 32768;
@@ -263,15 +269,15 @@ int main(int argc, char **argv) {
         double sel_flops = 2.0 * D * Hq * (double)T * (b.L1 + b.L2) / 2;
         row("selection (stages 0-2)", T, sel_ms, sel_flops, note);
         /* Bytes gathered, and the time they take at the device copy rate. */
-        double kvb = 64.0 * D * 2 * 2, fwd_gb = ga.fwd_blocks * kvb / 1e9,
-               dq_gb = ga.dq_blocks * kvb / 1e9, kv_gb = ga.pairs * G * (D * 2 * 2 + 8) / 1e9;
-        printf("| %6lldk | gather: fwd, %d-token tiles | %10.2f | | %.0f GB of K/V; a gathered block "
-               "serves %.2f tokens |\n", (long long)(T / 1024), fwd_tok, fwd_gb / GATHER_TBS, fwd_gb,
-               ga.pairs / ga.fwd_blocks);
-        printf("| %6lldk | gather: dQ, %d-token tiles | %10.2f | | %.0f GB of K/V |\n",
-               (long long)(T / 1024), dq_tok, dq_gb / GATHER_TBS, dq_gb);
-        printf("| %6lldk | gather: dK/dV, Q and dO rows | %10.2f | | %.0f GB |\n",
-               (long long)(T / 1024), kv_gb / GATHER_TBS, kv_gb);
+        double kvb = 64.0 * D * 2 * 2, kv_gb = ga.pairs * G * (D * 2 * 2 + 8) / 1e9;
+        char what[64];
+        snprintf(what, sizeof what, "fwd, %d-token tiles", fwd_tok);
+        snprintf(note, sizeof note, "K/V; a gathered block serves %.2f tokens",
+                 ga.pairs / ga.fwd_blocks);
+        gather_row(T, what, ga.fwd_blocks * kvb / 1e9, note);
+        snprintf(what, sizeof what, "dQ, %d-token tiles", dq_tok);
+        gather_row(T, what, ga.dq_blocks * kvb / 1e9, "K/V");
+        gather_row(T, "dK/dV", kv_gb, "Q and dO rows");
         if (!selection_only) {
             double sparse_fwd_flops = 4.0 * D * Hq * keys;
             float sf = time_median(&b, sparse_fwd);
