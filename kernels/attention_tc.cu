@@ -235,12 +235,7 @@ static __global__ void __launch_bounds__(NW * 32)
         for (int k2 = 0; k2 < 4; k2++) {
             uint32_t pa[MT][4];
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                pa[mt][0] = pack_bf16(s[mt][2 * k2][0], s[mt][2 * k2][1]);
-                pa[mt][1] = pack_bf16(s[mt][2 * k2][2], s[mt][2 * k2][3]);
-                pa[mt][2] = pack_bf16(s[mt][2 * k2 + 1][0], s[mt][2 * k2 + 1][1]);
-                pa[mt][3] = pack_bf16(s[mt][2 * k2 + 1][2], s[mt][2 * k2 + 1][3]);
-            }
+            for (int mt = 0; mt < MT; mt++) acc_to_a(pa[mt], s[mt][2 * k2], s[mt][2 * k2 + 1]);
 #pragma unroll
             for (int d2 = 0; d2 < D / 16; d2++) {
                 uint32_t vb[4];

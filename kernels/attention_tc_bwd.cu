@@ -271,10 +271,8 @@ static __global__ void __launch_bounds__(NW * 32)
         /* dQ += dS K: dS's A fragments are the accumulators of two neighbouring key tiles. */
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
-            uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
-                              pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                              pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                              pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            uint32_t pa[4];
+            acc_to_a(pa, s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
             for (int d2 = 0; d2 < D / 16; d2++) {
                 uint32_t kb[4];
@@ -512,14 +510,8 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
                 uint32_t pa[KT][4], da[KT][4];
 #pragma unroll
                 for (int mt = 0; mt < KT; mt++) {
-                    pa[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                    pa[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                    pa[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                    pa[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-                    da[mt][0] = pack_bf16(dp[mt][2 * kk][0], dp[mt][2 * kk][1]);
-                    da[mt][1] = pack_bf16(dp[mt][2 * kk][2], dp[mt][2 * kk][3]);
-                    da[mt][2] = pack_bf16(dp[mt][2 * kk + 1][0], dp[mt][2 * kk + 1][1]);
-                    da[mt][3] = pack_bf16(dp[mt][2 * kk + 1][2], dp[mt][2 * kk + 1][3]);
+                    acc_to_a(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
+                    acc_to_a(da[mt], dp[mt][2 * kk], dp[mt][2 * kk + 1]);
                 }
 #pragma unroll
                 for (int d2 = 0; d2 < D / 16; d2++) {

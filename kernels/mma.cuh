@@ -72,6 +72,16 @@ static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 
 static __device__ __forceinline__ uint32_t ld32(const bf16 *p) { return *(const uint32_t *)p; }
 
+/* The A fragment (16 x 16, bf16) of two neighbouring 16 x 8 fp32 accumulator tiles c0 (k 0-7)
+ * and c1 (k 8-15): with the layouts above, an accumulator feeds the next mma with no shuffle. */
+static __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float c0[4],
+                                                const float c1[4]) {
+    a[0] = pack_bf16(c0[0], c0[1]);
+    a[1] = pack_bf16(c0[2], c0[3]);
+    a[2] = pack_bf16(c1[0], c1[1]);
+    a[3] = pack_bf16(c1[2], c1[3]);
+}
+
 /* Asynchronous global -> shared copies (16 or 4 bytes); with !valid nothing is read and the
  * destination is zero-filled (src must still be a mapped address). Completed by cp_async_wait
  * in the issuing thread; a barrier then makes them visible to the block. */
