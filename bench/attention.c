@@ -238,16 +238,20 @@ int main(int argc, char **argv) {
         int64_t nq = T * Hq * D, nk = T * Hkv * D, nblk = (T + 63) / 64;
         b.q = rand_bf16(nq, 1, (int64_t)Hq * D, q_rho);
         b.k = rand_bf16(nk, 2, 0, 0), b.v = rand_bf16(nk, 3, 0, 0);
-        b.dout = rand_bf16(nq, 4, 0, 0);
         b.out = backend_alloc(&be, (size_t)nq * 2, "out");
-        b.dq = backend_alloc(&be, (size_t)nq * 2, "dq");
-        b.dk = backend_alloc(&be, (size_t)nk * 2, "dk");
-        b.dv = backend_alloc(&be, (size_t)nk * 2, "dv");
+        if (!forward_only) { /* the backward's inputs and outputs */
+            b.dout = rand_bf16(nq, 4, 0, 0);
+            b.dq = backend_alloc(&be, (size_t)nq * 2, "dq");
+            b.dk = backend_alloc(&be, (size_t)nk * 2, "dk");
+            b.dv = backend_alloc(&be, (size_t)nk * 2, "dv");
+        }
         b.lse = backend_alloc(&be, (size_t)(T * Hq) * 4, "lse");
         b.k1 = backend_alloc(&be, (size_t)(b.L1 * Hkv * D) * 2, "k1");
         b.k2 = backend_alloc(&be, (size_t)(b.L2 * Hkv * D) * 2, "k2");
         b.sel = backend_alloc(&be, (size_t)(T * Hkv * b.nsel) * 4, "sel");
-        b.ws = backend_alloc(&be, sparse_attention_backward_workspace_bytes(T, Hkv, b.nsel, nblk), "ws");
+        if (!forward_only)
+            b.ws = backend_alloc(&be, sparse_attention_backward_workspace_bytes(T, Hkv, b.nsel, nblk),
+                                 "ws");
         double dense_fwd_flops = 4.0 * D * Hq * ((double)T * (T + 1) / 2);
         if (T <= dense_max && !selection_only) {
             float f = time_median(&b, dense_fwd);
@@ -290,7 +294,8 @@ int main(int argc, char **argv) {
             }
         }
         void *bufs[] = {b.q, b.k, b.v, b.dout, b.out, b.dq, b.dk, b.dv, b.lse, b.k1, b.k2, b.sel, b.ws};
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) backend_release(&be, bufs[i]);
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            if (bufs[i]) backend_release(&be, bufs[i]);
     }
     backend_free(&be);
     return 0;

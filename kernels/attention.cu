@@ -13,8 +13,9 @@
  * scores and over channels for the accumulation; dK/dV use one thread block per (key block, KV
  * head) that walks, in row order, the (row, head) pairs that attend to it, with the block's keys,
  * values and accumulators in shared memory. No float atomics: the result is deterministic.
- * The tensor-core paths (attention_tc.cu, attention_tc_bwd.cu) take over where the shape allows
- * (D 64 or 128, G dividing 64, 64-key blocks); these kernels are their reference and fallback.
+ * The tensor-core paths (attention_tc.cu, attention_tc_bwd.cu) run every shape they support
+ * (attention_tc_supported: D 64 or 128, 64-key blocks, any G up to 64); these kernels are their
+ * exact reference on the GPU and take the other shapes.
  */
 #include <cub/cub.cuh>
 
@@ -287,7 +288,10 @@ static struct att_args args_of(const struct attn_shape *s, int bs) {
 
 static void forward(struct att_args a, const struct gpu_ctx *g) {
     if (a.Tq == 0) return;
-    if (attention_tc_forward(&a, g)) return; /* tensor cores where the shape allows */
+    if (attention_tc_supports(&a, a.sel != NULL)) { /* tensor cores where the shape allows */
+        attention_tc_forward(&a, g);
+        return;
+    }
     dim3 grid((unsigned)ceil_div(a.Tq, ATT_WARPS), (unsigned)a.Hq);
     att_forward_kernel<<<grid, ATT_WARPS * 32, 0, stream_of(g)>>>(a);
     CUDA_CHECK_LAST();
@@ -297,7 +301,10 @@ static void forward(struct att_args a, const struct gpu_ctx *g) {
  * the simple ones. */
 static void backward(struct att_args a, const struct att_bwd_ws *w, const struct gpu_ctx *g) {
     if (a.Tq == 0) return;
-    if (attention_tc_backward(&a, w, g)) return;
+    if (attention_tc_supports(&a, a.sel != NULL)) {
+        attention_tc_backward(&a, w, g);
+        return;
+    }
     dim3 grid((unsigned)ceil_div(a.Tq, ATT_WARPS), (unsigned)a.Hq);
     att_backward_dq_kernel<<<grid, ATT_WARPS * 32, 0, stream_of(g)>>>(a);
     CUDA_CHECK_LAST();
@@ -309,10 +316,15 @@ static void backward(struct att_args a, const struct att_bwd_ws *w, const struct
     CUDA_CHECK_LAST();
 }
 
+extern "C" bool attention_tc_supported(const struct attn_shape *s, int block_size, bool sparse) {
+    struct att_args a = args_of(s, block_size);
+    return attention_tc_supports(&a, sparse);
+}
+
 extern "C" void attention_forward_cuda(void *out, float *lse, const void *q, const void *k,
                                        const void *v, const struct attn_shape *s,
                                        const struct gpu_ctx *g) {
-    struct att_args a = args_of(s, ATT_DENSE_BLOCK);
+    struct att_args a = args_of(s, ATT_BLOCK);
     a.q = (const bf16 *)q, a.k = (const bf16 *)k, a.v = (const bf16 *)v;
     a.o = (bf16 *)out, a.lse = lse;
     forward(a, g);
@@ -322,7 +334,7 @@ extern "C" void attention_backward_cuda(void *dq, void *dk, void *dv, const void
                                         const void *q, const void *k, const void *v,
                                         const void *out, const float *lse,
                                         const struct attn_shape *s, const struct gpu_ctx *g) {
-    struct att_args a = args_of(s, ATT_DENSE_BLOCK);
+    struct att_args a = args_of(s, ATT_BLOCK);
     a.q = (const bf16 *)q, a.k = (const bf16 *)k, a.v = (const bf16 *)v;
     a.out = (const bf16 *)out, a.dout = (const bf16 *)dout, a.lse_in = lse;
     a.dq = (bf16 *)dq, a.dk = (bf16 *)dk, a.dv = (bf16 *)dv;
@@ -402,7 +414,7 @@ static struct inv_ws inv_carve(void *ws, int64_t M, const struct att_args *a, in
     w.tc.items = (int2 *)p, p += a256((size_t)w.tc.max_items * 8);
     w.tc.part = (float *)p;
     w.tc.max_slots = (int64_t)(att_bwd_slot_bytes(a->Hkv, a->nblk) /
-                               ((size_t)2 * 64 * a->D * sizeof(float))); /* 64-key blocks */
+                               ((size_t)2 * ATT_BLOCK * a->D * sizeof(float)));
     w.tc.chunk = att_bwd_chunk_tokens(a->Tq, nsel, a->nblk, a->D);
     return w;
 }

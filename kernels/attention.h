@@ -16,6 +16,7 @@
 #ifndef INFLLM_ATTENTION_H
 #define INFLLM_ATTENTION_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "gpu.h"
@@ -59,6 +60,14 @@ void attention_backward_cpu(float *dq,          /* (Tq, Hq, D) */
 
 
 /* CUDA: bf16 q, k, v, out and gradients, fp32 lse; the same contract (deterministic). */
+
+/* Whether the tensor-core kernels (forward, dQ, dK/dV) run this shape, dense (block_size 64) or
+ * block-sparse (the selected blocks of sparse_attention_*_cuda, infllmv2.h): D 64 or 128, block
+ * size 64, any G = Hq / Hkv up to 64, strides multiples of 8 elements, and (sparse) the selection
+ * bitmaps of Tk / 64 blocks fitting the device's shared memory. Other shapes run the exact
+ * CUDA-core kernels, 1-2 orders of magnitude slower. Needs a current CUDA device. */
+bool attention_tc_supported(const struct attn_shape *s, int block_size, bool sparse);
+
 void attention_forward_cuda(void *out, float *lse, const void *q, const void *k, const void *v,
                             const struct attn_shape *s, const struct gpu_ctx *g);
 void attention_backward_cuda(void *dq, void *dk, void *dv, const void *dout, const void *q,

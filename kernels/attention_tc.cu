@@ -2,12 +2,13 @@
  * attention_tc.cu: the tensor-core forward of stage 3 (and of dense attention): bf16 mma.sync
  * m16n8k16 with fp32 accumulation, online softmax in registers (flash-attention 2 algebra).
  *
- * Dimensions as attention.h; G = Hq / Hkv divides 64, D is 64 or 128, key blocks of 64.
- * A thread block takes ROWS = 16 MT NW query rows of one KV group: ROWS / G consecutive tokens x
- * the G heads of the group, which share each token's selection (InfLLM-V2 selects per token and
- * KV group). It walks, in ascending order, the union of its tokens' selected blocks (dense: every
- * block up to the last token's), one 64-key block at a time. K and V of the next block are fetched
- * with cp.async into the other of two shared stages while the current one is used.
+ * Dimensions as attention.h; D is 64 or 128, key blocks of ATT_BLOCK (64), any G <= 64.
+ * A thread block takes ROWS = 16 MT NW query rows of one KV group, packed as attention_impl.cuh
+ * says: ROWS / G consecutive tokens x the G heads of the group, which share each token's selection
+ * (InfLLM-V2 selects per token and KV group), and ROWS mod G padding rows. It walks, in ascending
+ * order, the union of its tokens' selected blocks (dense: every block up to the last token's), one
+ * 64-key block at a time. K and V of the next block are fetched with cp.async into the other of
+ * two shared stages while the current one is used.
  * Each of the NW warps owns MT tiles of 16 rows: S = Q K^T on tensor cores (B fragments of K by
  * ldmatrix, each used for the MT row tiles), each row masked to its own token's blocks and causal
  * positions, online softmax in exp2 units, O += P V with P taken straight from the S accumulators
@@ -18,35 +19,19 @@
  * Thread blocks run from the last query tile to the first: the causal tiles with the most blocks
  * start first, so the short ones fill the tail.
  *
- * Fragment layouts and the ldmatrix addressing: attention_impl.cuh. Shared rows are padded by 8
- * bf16 so the ldmatrix rows of one 8x8 matrix hit 32 different banks.
+ * Fragment layouts: mma.cuh; K/V loader, row packing, mask and softmax pieces: attention_impl.cuh.
  */
 #include "attention_impl.cuh"
 
-#define TC_KEYS 64
-
 /* Shared memory: the Q tile (rows x (D + 8) bf16), K and V of two stages (4 x 64 x (D + 8) bf16),
- * per-token selection bitmaps and their union ((tokens + 1) x words, words = ceil(nblk / 32)),
- * the list of blocks to visit (uint16, sparse only). */
-static size_t tc_smem_bytes(int rows, int D, int tokens, int words, int64_t nblk, bool sparse) {
-    return (size_t)(rows + 4 * TC_KEYS) * (D + 8) * sizeof(bf16) +
-           (size_t)(tokens + 1) * words * sizeof(uint32_t) +
-           (sparse ? (size_t)nblk * sizeof(uint16_t) : 0);
-}
-
-/* K and V rows of key block j (group grp) into Ks, Vs by cp.async; zeros past Tk. */
-template <int D, int NT>
-static __device__ __forceinline__ void fwd_load_kv(bf16 *Ks, bf16 *Vs, const struct att_args &a,
-                                                   int64_t j, int grp) {
-    const int LD = D + 8;
-    for (int idx = threadIdx.x; idx < TC_KEYS * D / 8; idx += NT) {
-        int r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
-        int64_t u = j * TC_KEYS + r;
-        bool ok = u < a.Tk;
-        int64_t off = ok ? u * a.kv_stride + (int64_t)grp * D + c8 : 0;
-        cp_async16(Ks + r * LD + c8, a.k + off, ok);
-        cp_async16(Vs + r * LD + c8, a.v + off, ok);
-    }
+ * sparse only: per-token selection bitmaps and their union ((tokens + 1) x words, words =
+ * ceil(nblk / 32)), the list of blocks to visit (uint16) and its length. */
+static size_t fwd_smem_bytes(int rows, int D, int tokens, int64_t nblk, bool sparse) {
+    size_t words = (size_t)ceil_div(nblk, 32);
+    return (size_t)(rows + 4 * ATT_BLOCK) * (D + 8) * sizeof(bf16) +
+           (sparse ? (tokens + 1) * words * sizeof(uint32_t) +
+                         (size_t)((nblk + 7) & ~7) * sizeof(uint16_t) + sizeof(int)
+                   : 0);
 }
 
 template <int D, int MT, int NW>
@@ -55,24 +40,17 @@ static __global__ void __launch_bounds__(NW * 32)
     constexpr int ROWS = 16 * MT * NW, NT = NW * 32, LD = D + 8;
     constexpr bool QREG = MT * D <= 128;
     extern __shared__ __align__(16) unsigned char smraw[];
-    __shared__ int nlist_s;
     const int tokens = ROWS / G;
     bf16 *Qs = (bf16 *)smraw, *KV = Qs + ROWS * LD;
-    uint32_t *bits = (uint32_t *)(KV + 4 * TC_KEYS * LD), *ubits = bits + tokens * words;
+    uint32_t *bits = (uint32_t *)(KV + 4 * ATT_BLOCK * LD), *ubits = bits + tokens * words;
     uint16_t *blist = (uint16_t *)(ubits + words);
+    int *nlist_s = (int *)(blist + ((a.nblk + 7) & ~7));
     const int grp = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int gq = lane / 4, tq = lane % 4;
     const int64_t i0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * tokens;
-    const float sl2 = a.scale * 1.4426950408889634f; /* scores in log2 units: exp2 below */
+    const float sl2 = a.scale * LOG2E; /* scores in log2 units: exp2 below */
 
-    /* Q tile: row r is token i0 + r / G, head grp * G + r % G (zeros past Tq). */
-    for (int idx = threadIdx.x; idx < ROWS * D / 8; idx += NT) {
-        int r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
-        int64_t i = i0 + r / G;
-        bool ok = i < a.Tq;
-        int64_t off = ok ? i * a.q_stride + (int64_t)(grp * G + r % G) * D + c8 : 0;
-        cp_async16(Qs + r * LD + c8, a.q + off, ok);
-    }
+    load_row_tile<D>(Qs, a.q, a, i0, tokens, G, grp, ROWS, NT);
     cp_async_commit();
     /* Blocks to visit: each token's selection as a bitmap, their union, then its list. */
     const int64_t last = i0 + tokens - 1 < a.Tq - 1 ? i0 + tokens - 1 : a.Tq - 1;
@@ -84,21 +62,21 @@ static __global__ void __launch_bounds__(NW * 32)
         __syncthreads();
         if (warp == 0) {
             int n = list_set_blocks(blist, ubits, words, lane);
-            if (lane == 0) nlist_s = n;
+            if (lane == 0) *nlist_s = n;
         }
         __syncthreads();
-        nlist = nlist_s;
+        nlist = *nlist_s;
     } else {
-        int64_t jmax = (a.q_pos0 + last) / TC_KEYS;
+        int64_t jmax = (a.q_pos0 + last) / ATT_BLOCK;
         nlist = (int)(jmax + 1 < a.nblk ? jmax + 1 : a.nblk);
     }
     if (nlist > 0) {
-        fwd_load_kv<D, NT>(KV, KV + TC_KEYS * LD, a, a.sel ? (int64_t)blist[0] : 0, grp);
+        load_kv_block<D>(KV, KV + ATT_BLOCK * LD, a, a.sel ? (int64_t)blist[0] : 0, grp, NT);
         cp_async_commit();
     }
 
     /* This warp's row tiles; in tile mt this thread holds rows r = 16 (MT warp + mt) + g and
-     * r + 8 (h = 0, 1). */
+     * r + 8 (h = 0, 1), of token r / G (padding rows: token >= ntok). */
     const int rbase = warp * 16 * MT;
     const int ntok = (int)(a.Tq - i0 < tokens ? a.Tq - i0 : tokens); /* tokens inside Tq */
     int tok[MT][2];
@@ -123,7 +101,7 @@ static __global__ void __launch_bounds__(NW * 32)
     const uint32_t qaddr = sm0 + ((rbase + (lane & 15)) * LD + (lane >> 4) * 8) * 2;
     const uint32_t kbase = sm0 + (ROWS * LD + ((lane & 7) + ((lane >> 4) << 3)) * LD +
                                   ((lane >> 3) & 1) * 8) * 2;
-    const uint32_t vbase = sm0 + ((ROWS + TC_KEYS) * LD + (lane & 15) * LD + (lane >> 4) * 8) * 2;
+    const uint32_t vbase = sm0 + ((ROWS + ATT_BLOCK) * LD + (lane & 15) * LD + (lane >> 4) * 8) * 2;
 
     for (int b = 0; b < nlist; b++) {
         const int st = b & 1;
@@ -131,9 +109,9 @@ static __global__ void __launch_bounds__(NW * 32)
         cp_async_wait_all();
         __syncthreads(); /* block b (and Q) landed; everyone is done with the other stage */
         if (b + 1 < nlist) {
-            bf16 *Kn = KV + (st ^ 1) * 2 * TC_KEYS * LD;
-            fwd_load_kv<D, NT>(Kn, Kn + TC_KEYS * LD, a, a.sel ? (int64_t)blist[b + 1] : b + 1,
-                               grp);
+            bf16 *Kn = KV + (st ^ 1) * 2 * ATT_BLOCK * LD;
+            load_kv_block<D>(Kn, Kn + ATT_BLOCK * LD, a, a.sel ? (int64_t)blist[b + 1] : b + 1,
+                             grp, NT);
             cp_async_commit();
         }
         if (QREG && b == 0) {
@@ -143,12 +121,11 @@ static __global__ void __launch_bounds__(NW * 32)
                 for (int ks = 0; ks < (QREG ? D / 16 : 1); ks++)
                     ldsm_x4(qr[mt][ks], qaddr + (mt * 16 * LD + ks * 16) * 2);
         }
-        const uint32_t kaddr = kbase + st * (2 * TC_KEYS * LD * 2), vaddr = vbase + st * (2 * TC_KEYS * LD * 2);
-        /* lim: the last key of the block the row sees (its token selected the block, causal,
-         * < Tk), -1 for none; a row tile whose rows all have -1 skips the block. */
-        const int64_t k0 = j * TC_KEYS, rel = a.q_pos0 + i0 - k0; /* token 0's key in the block */
-        const int kend = (int)(a.Tk - 1 - k0 < TC_KEYS - 1 ? a.Tk - 1 - k0 : TC_KEYS - 1);
-        const int rel0 = (int)(rel < -1024 ? -1024 : rel > TC_KEYS ? TC_KEYS : rel); /* t < 256 */
+        const uint32_t kaddr = kbase + st * (2 * ATT_BLOCK * LD * 2);
+        const uint32_t vaddr = vbase + st * (2 * ATT_BLOCK * LD * 2);
+        /* lim: the last key of the block the row sees (-1: its token did not select the block, or
+         * the block is past it); a row tile whose rows all have -1 skips the block. */
+        const struct block_mask bm = block_mask_of(a, j, a.q_pos0 + i0);
         int lim[MT][2];
         bool need[MT], any = false;
 #pragma unroll
@@ -157,8 +134,7 @@ static __global__ void __launch_bounds__(NW * 32)
             for (int h = 0; h < 2; h++) {
                 const int t = tok[mt][h];
                 bool ok = t < ntok && (!a.sel || ((bits[t * words + j / 32] >> (j % 32)) & 1u));
-                int e = min(rel0 + t, kend); /* < 0: the block is past the row */
-                lim[mt][h] = ok ? max(e, -1) : -1;
+                lim[mt][h] = ok ? mask_limit(bm, t) : -1;
             }
             need[mt] = __any_sync(0xffffffffu, lim[mt][0] >= 0 || lim[mt][1] >= 0);
             any = any || need[mt];
@@ -203,18 +179,19 @@ static __global__ void __launch_bounds__(NW * 32)
             for (int nt = 0; nt < 8; nt++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    int h = e >> 1, c = nt * 8 + 2 * tq + (e & 1);
-                    s[mt][nt][e] = c <= lim[mt][h] ? s[mt][nt][e] : -INFINITY;
+                    /* masked scores to -inf once (their p is then 0), one select an element */
+                    const int h = e >> 1;
+                    s[mt][nt][e] = nt * 8 + 2 * tq + (e & 1) <= lim[mt][h] ? s[mt][nt][e] : -INFINITY;
                     mx[h] = fmaxf(mx[h], s[mt][nt][e]);
                 }
-            float msc[2];
+            float bias[2];
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
                 mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
                 float mn = fmaxf(m[mt][h], mx[h]);
-                msc[h] = mn == -INFINITY ? 0.0f : mn * sl2; /* no key yet: every p is 0 */
-                float alpha = fast_exp2(m[mt][h] * sl2 - msc[h]);
+                bias[h] = mn == -INFINITY ? 0.0f : -mn * sl2; /* no key yet: every p is 0 */
+                float alpha = fast_exp2(fmaf(m[mt][h], sl2, bias[h]));
                 m[mt][h] = mn;
                 l[mt][h] *= alpha;
 #pragma unroll
@@ -224,8 +201,8 @@ static __global__ void __launch_bounds__(NW * 32)
             for (int nt = 0; nt < 8; nt++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    int h = e >> 1;
-                    float p = fast_exp2(fmaf(s[mt][nt][e], sl2, -msc[h]));
+                    const int h = e >> 1;
+                    float p = softmax_prob(s[mt][nt][e], sl2, bias[h], true);
                     s[mt][nt][e] = p;
                     l[mt][h] += p;
                 }
@@ -273,31 +250,43 @@ static __global__ void __launch_bounds__(NW * 32)
         }
 }
 
+/* Tiles measured on an H200 (causal, 8k-64k tokens): 128 rows (4 warps x 32) everywhere but D 64
+ * block-sparse, where the narrower union of 64 rows' tokens pays more (G 8: 7% faster). D 128
+ * block-sparse (G 16) with 64 rows (4 warps x 16) or 128 rows as 8 warps x 16 was slower: 131 and
+ * 192 ms at 128k against 128 ms, 24.0 and 28.9 at 32k against 20.1. */
+static int fwd_rows(int D, bool sparse) { return D == 64 && sparse ? 64 : 128; }
+
+bool attention_tc_supports(const struct att_args *a, bool sparse) {
+    if ((a->D != 64 && a->D != 128) || a->bs != ATT_BLOCK) return false;
+    if (a->Hkv <= 0 || a->Hq % a->Hkv != 0 || a->Hq / a->Hkv > ATT_TC_MAX_G) return false;
+    if (a->q_stride % 8 != 0 || a->kv_stride % 8 != 0) return false; /* 16-byte rows */
+    if (sparse && a->nblk > ATT_MAX_BLOCKS) return false;
+    int G = a->Hq / a->Hkv, rows = fwd_rows(a->D, sparse);
+    size_t limit = smem_optin_bytes();
+    return fwd_smem_bytes(rows, a->D, rows / G, a->nblk, sparse) <= limit &&
+           attention_tc_bwd_fits(a, sparse, limit);
+}
+
 template <int D, int MT, int NW>
-static bool launch_fwd(const struct att_args *a, const struct gpu_ctx *g, int G) {
+static void launch_fwd(const struct att_args *a, const struct gpu_ctx *g, int G) {
     const int rows = 16 * MT * NW, tokens = rows / G;
-    if (rows % G != 0) return false;
-    int words = (int)((a->nblk + 31) / 32);
-    size_t smem = tc_smem_bytes(rows, D, tokens, words, a->nblk, a->sel != NULL);
-    if (smem > (227u << 10)) return false;
+    const bool sparse = a->sel != NULL;
+    const int words = sparse ? (int)ceil_div(a->nblk, 32) : 0;
+    size_t smem = fwd_smem_bytes(rows, D, tokens, a->nblk, sparse);
     dim3 grid((unsigned)ceil_div(a->Tq, tokens), (unsigned)a->Hkv);
     CUDA_CHECK(cudaFuncSetAttribute(att_fwd_tc_kernel<D, MT, NW>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     att_fwd_tc_kernel<D, MT, NW><<<grid, NW * 32, smem, stream_of(g)>>>(*a, G, words);
     CUDA_CHECK_LAST();
-    return true;
 }
 
-bool attention_tc_forward(const struct att_args *a, const struct gpu_ctx *g) {
-    int G = a->Hq / a->Hkv;
-    if ((a->D != 64 && a->D != 128) || a->bs != TC_KEYS || 64 % G != 0) return false;
-    if (a->q_stride % 8 != 0 || a->kv_stride % 8 != 0) return false; /* 16-byte rows */
-    if (a->sel && a->nblk > 65536) return false;                       /* uint16 block list */
-    /* Tiles measured on an H200 (causal, 8k-64k tokens): 128 rows (4 warps x 32) everywhere but
-     * D 64 block-sparse, where the narrower union of 64 rows' tokens pays more (G 8: 7% faster).
-     * D 128 block-sparse (G 16) with 64 rows (4 warps x 16) or 128 rows as 8 warps x 16 was
-     * slower: 131 and 192 ms at 128k against 128 ms, 24.0 and 28.9 at 32k against 20.1. */
+void attention_tc_forward(const struct att_args *a, const struct gpu_ctx *g) {
+    const int G = a->Hq / a->Hkv;
+    CHECKF(((uintptr_t)a->q & 15) == 0 && ((uintptr_t)a->k & 15) == 0 &&
+               ((uintptr_t)a->v & 15) == 0,
+           "attention: q, k, v must be 16-byte aligned for the tensor-core forward");
     if (a->D == 64)
-        return a->sel ? launch_fwd<64, 1, 4>(a, g, G) : launch_fwd<64, 2, 4>(a, g, G);
-    return launch_fwd<128, 2, 4>(a, g, G);
+        a->sel ? launch_fwd<64, 1, 4>(a, g, G) : launch_fwd<64, 2, 4>(a, g, G);
+    else
+        launch_fwd<128, 2, 4>(a, g, G);
 }

@@ -3,7 +3,8 @@
  * m16n8k16 with fp32 accumulation, flash-attention 2 algebra with P recomputed from q, k and the
  * saved fp32 lse: P = exp(scale S - lse), dP = dO V^T, dS = P (dP - D_i), D_i = dO_i . O_i.
  *
- * Dimensions as attention.h; G = Hq / Hkv divides 64, D is 64 or 128, key blocks of 64.
+ * Dimensions as attention.h; D is 64 or 128, key blocks of ATT_BLOCK (64), any G <= 64: query
+ * tiles pack tokens x G heads plus padding rows as attention_impl.cuh says.
  * Gradient rule: ADDS into dq, dk, dv (bf16), once per element, after fp32 accumulation.
  *
  * dQ kernel: the forward's tiling. A thread block takes ROWS = 16 NW query rows of one KV group
@@ -24,7 +25,7 @@
  * att_bwd_chunk_tokens tokens: block 0 and the local blocks are selected by nearly every token, so
  * one item per (g, j) would leave a long tail; items are ordered block-major (k' = j Hkv + g) so
  * the heaviest start first. The rows are gathered 128 at a time (128 / G tokens x G heads, with
- * their lse and D_i) into one of two shared stages by cp.async while the other is used; the token
+ * their lse and D_i; zero padding rows after them) into one of two shared stages by cp.async while the other is used; the token
  * indices of the tile after next are fetched into a ring of three. 8 warps in RG row groups: a
  * warp owns KT 16-key tiles (KT = 1 for D 128, 2 for D 64, where each Q and dO fragment then
  * feeds two key tiles) and holds their dK, dV accumulators (KT D floats a thread); the 4 / KT
@@ -40,8 +41,7 @@
  * floats a chunk, for the few split blocks), a kernel with one block per (g, j). The chunking
  * depends only on the shapes and the selection, so runs are bitwise reproducible.
  *
- * Fragment layouts and the ldmatrix addressing: attention_impl.cuh. Shared rows are padded by 8
- * bf16 so the ldmatrix rows of one 8x8 matrix hit 32 different banks.
+ * Fragment layouts: mma.cuh; K/V loader, row packing, mask and softmax pieces: attention_impl.cuh.
  */
 #include <string.h>
 
@@ -52,11 +52,9 @@
  * rows selected, and two 4-warp blocks a multiprocessor hide the K/V gather better than one of 8
  * warps that mostly wait (measured on the H200: 163 ms at 128k with 64 rows, 180 with 128). */
 #define BQ_WARPS(D, sparse) ((D) == 128 && !(sparse) ? 8 : 4)
-#define BK_KEYS 64      /* key block */
 #define BK_ROWS 128     /* dK/dV kernel: query rows per tile */
 #define BK_THREADS 256  /* 8 warps: RG row groups x 4 / KT warps of 16 KT keys */
-#define SLOT_BYTES_PER_KEY_BLOCK ((size_t)2 * BK_KEYS * 128 * sizeof(float))
-#define LOG2E 1.4426950408889634f
+#define SLOT_BYTES_PER_KEY_BLOCK ((size_t)2 * ATT_BLOCK * 128 * sizeof(float)) /* D <= 128 */
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Sizes                                                                                           */
@@ -74,13 +72,15 @@ size_t att_bwd_slot_bytes(int Hkv, int64_t nblk) {
 }
 
 /* Shared memory of the dQ kernel: Q and dO tiles, K and V of two stages ((2 rows + 4 x 64) x LD
- * bf16), per row lse (log2 units) and D_i, the per-token selection bitmaps and their union
- * ((tokens + 1) x words), the list of blocks to visit (uint16, sparse only). */
-static size_t dq_smem_bytes(int D, int rows, int tokens, int words, int64_t nblk, bool sparse) {
-    return (size_t)(2 * rows + 4 * BK_KEYS) * (D + 8) * sizeof(bf16) +
+ * bf16), per row lse (log2 units) and D_i, sparse only: the per-token selection bitmaps and their
+ * union ((tokens + 1) x words), the list of blocks to visit (uint16) and its length. */
+static size_t dq_smem_bytes(int D, int rows, int tokens, int64_t nblk, bool sparse) {
+    size_t words = (size_t)ceil_div(nblk, 32);
+    return (size_t)(2 * rows + 4 * ATT_BLOCK) * (D + 8) * sizeof(bf16) +
            (size_t)2 * rows * sizeof(float) +
-           (size_t)(tokens + 1) * words * sizeof(uint32_t) +
-           (sparse ? (size_t)nblk * sizeof(uint16_t) : 0);
+           (sparse ? (tokens + 1) * words * sizeof(uint32_t) +
+                         (size_t)((nblk + 7) & ~7) * sizeof(uint16_t) + sizeof(int)
+                   : 0);
 }
 
 /* Shared memory of the dK/dV kernel: K and V of the block (2 x 64 x LD), Q and dO tiles of two
@@ -88,27 +88,12 @@ static size_t dq_smem_bytes(int D, int rows, int tokens, int words, int64_t nblk
  * D_i (4 x 128 floats), token indices of three tiles (3 x 128 ints). The hand-over of group 1's
  * accumulators at the end reuses the Q/dO stages (4 x 32 x 2 x D / 2 floats <= 4 x 128 x LD bf16). */
 static size_t kv_smem_bytes(int D, bool need_o) {
-    return (size_t)(2 * BK_KEYS + 4 * BK_ROWS + (need_o ? BK_ROWS : 0)) * (D + 8) * sizeof(bf16) +
+    return (size_t)(2 * ATT_BLOCK + 4 * BK_ROWS + (need_o ? BK_ROWS : 0)) * (D + 8) * sizeof(bf16) +
            (size_t)4 * BK_ROWS * sizeof(float) + (size_t)3 * BK_ROWS * sizeof(int32_t);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Shared pieces                                                                                   */
-
-/* K and V rows of key block j (group grp) into Ks, Vs by cp.async; zeros past Tk. */
-template <int D>
-static __device__ __forceinline__ void load_kv_async(bf16 *Ks, bf16 *Vs, const struct att_args &a,
-                                                     int64_t j, int grp, int nthreads) {
-    const int LD = D + 8;
-    for (int idx = threadIdx.x; idx < BK_KEYS * D / 8; idx += nthreads) {
-        int r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
-        int64_t u = j * BK_KEYS + r;
-        bool ok = u < a.Tk;
-        int64_t off = ok ? u * a.kv_stride + (int64_t)grp * D + c8 : 0;
-        cp_async16(Ks + r * LD + c8, a.k + off, ok);
-        cp_async16(Vs + r * LD + c8, a.v + off, ok);
-    }
-}
 
 /* Dot product of 8 bf16 pairs held in two uint4. */
 static __device__ __forceinline__ float dot8(uint4 x, uint4 y) {
@@ -137,43 +122,38 @@ static __global__ void __launch_bounds__(NW * 32)
     att_bwd_dq_kernel(struct att_args a, float *dvec, int G, int words) {
     constexpr int ROWS = 16 * NW, NT = 32 * NW;
     extern __shared__ __align__(16) unsigned char smraw[];
-    __shared__ int nlist_s;
     const int LD = D + 8, tokens = ROWS / G;
     bf16 *Qs = (bf16 *)smraw, *Gs = Qs + ROWS * LD, *KV = Gs + ROWS * LD;
-    float *lse2s = (float *)(KV + 4 * BK_KEYS * LD), *dvs = lse2s + ROWS;
+    float *lse2s = (float *)(KV + 4 * ATT_BLOCK * LD), *dvs = lse2s + ROWS;
     uint32_t *bits = (uint32_t *)(dvs + ROWS), *ubits = bits + tokens * words;
     uint16_t *blist = (uint16_t *)(ubits + words);
+    int *nlist_s = (int *)(blist + ((a.nblk + 7) & ~7));
     const int grp = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int gq = lane / 4, tq = lane % 4;
     const int64_t i0 = (int64_t)blockIdx.x * tokens;
     const float sl2 = a.scale * LOG2E; /* scores in log2 units: exp2 below */
 
-    /* Q and dO tiles: row r is token i0 + r / G, head grp * G + r % G (zeros past Tq). */
-    for (int idx = threadIdx.x; idx < ROWS * D / 8; idx += NT) {
-        int r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
-        int64_t i = i0 + r / G;
-        bool ok = i < a.Tq;
-        int64_t off = ok ? i * a.q_stride + (int64_t)(grp * G + r % G) * D + c8 : 0;
-        cp_async16(Qs + r * LD + c8, a.q + off, ok);
-        cp_async16(Gs + r * LD + c8, a.dout + off, ok);
-    }
+    load_row_tile<D>(Qs, a.q, a, i0, tokens, G, grp, ROWS, NT);
+    load_row_tile<D>(Gs, a.dout, a, i0, tokens, G, grp, ROWS, NT);
     cp_async_commit();
     /* Blocks to visit: each token's selection as a bitmap, and their union. */
-    for (int idx = threadIdx.x; idx < (tokens + 1) * words; idx += NT) bits[idx] = 0;
-    __syncthreads();
     const int64_t last = i0 + tokens - 1 < a.Tq - 1 ? i0 + tokens - 1 : a.Tq - 1;
     if (a.sel) {
+        for (int idx = threadIdx.x; idx < (tokens + 1) * words; idx += NT) bits[idx] = 0;
+        __syncthreads();
         mark_selected_blocks(bits, ubits, a, grp, i0, tokens, words, NT);
     }
     cp_async_wait_all();
     __syncthreads();
-    /* D_i = dO_i . O_i and lse, two threads a row; warp 0 then lists the union's blocks. */
+    /* D_i = dO_i . O_i and lse, two threads a row (padding rows: 0 and -inf, nothing saved); warp
+     * 0 then lists the union's blocks. */
     {
         int r = threadIdx.x / 2, half = threadIdx.x % 2;
         int64_t i = i0 + r / G;
         int head = grp * G + r % G;
+        bool live = r / G < tokens && i < a.Tq;
         float d = 0.0f;
-        if (i < a.Tq) {
+        if (live) {
             const bf16 *orow = a.out + i * a.q_stride + (int64_t)head * D + half * (D / 2);
             const bf16 *grow = Gs + r * LD + half * (D / 2);
 #pragma unroll
@@ -183,31 +163,31 @@ static __global__ void __launch_bounds__(NW * 32)
         d += __shfl_xor_sync(0xffffffffu, d, 1);
         if (half == 0) {
             dvs[r] = d;
-            lse2s[r] = i < a.Tq ? a.lse_in[i * a.Hq + head] * LOG2E : -INFINITY;
-            if (dvec && i < a.Tq) dvec[i * a.Hq + head] = d;
+            lse2s[r] = live ? a.lse_in[i * a.Hq + head] * LOG2E : -INFINITY;
+            if (dvec && live) dvec[i * a.Hq + head] = d;
         }
     }
     if (a.sel && warp == 0) {
         int n = list_set_blocks(blist, ubits, words, lane);
-        if (lane == 0) nlist_s = n;
+        if (lane == 0) *nlist_s = n;
     }
     __syncthreads();
-    const int nlist = a.sel ? nlist_s : (int)((a.q_pos0 + last) / BK_KEYS) + 1;
+    const int nlist = a.sel ? *nlist_s : (int)((a.q_pos0 + last) / ATT_BLOCK) + 1;
 
-    /* This warp's 16 rows; this thread holds rows r0 = 16 warp + g and r1 = r0 + 8. */
+    /* This warp's 16 rows; this thread holds rows r0 = 16 warp + g and r1 = r0 + 8 (padding rows
+     * and rows past Tq have lse -inf: never live). */
     const int r0 = warp * 16 + gq, r1 = r0 + 8;
     const int tok[2] = {r0 / G, r1 / G};
-    const int64_t pos[2] = {a.q_pos0 + i0 + tok[0], a.q_pos0 + i0 + tok[1]};
     const float lse2[2] = {lse2s[r0], lse2s[r1]}, dval[2] = {dvs[r0], dvs[r1]};
     bool rowok[2];
 #pragma unroll
-    for (int h = 0; h < 2; h++) rowok[h] = i0 + tok[h] < a.Tq && lse2[h] != -INFINITY;
+    for (int h = 0; h < 2; h++) rowok[h] = lse2[h] != -INFINITY;
     float acc[D / 8][4];
 #pragma unroll
     for (int dn = 0; dn < D / 8; dn++) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.0f;
 
     if (nlist > 0) {
-        load_kv_async<D>(KV, KV + BK_KEYS * LD, a, a.sel ? blist[0] : 0, grp, NT);
+        load_kv_block<D>(KV, KV + ATT_BLOCK * LD, a, a.sel ? blist[0] : 0, grp, NT);
         cp_async_commit();
     }
     for (int b = 0; b < nlist; b++) {
@@ -216,22 +196,23 @@ static __global__ void __launch_bounds__(NW * 32)
         cp_async_wait_all();
         __syncthreads(); /* block b landed; everyone is done with the other stage */
         if (b + 1 < nlist) {
-            bf16 *Kn = KV + (st ^ 1) * 2 * BK_KEYS * LD;
-            load_kv_async<D>(Kn, Kn + BK_KEYS * LD, a, a.sel ? (int64_t)blist[b + 1] : b + 1, grp,
+            bf16 *Kn = KV + (st ^ 1) * 2 * ATT_BLOCK * LD;
+            load_kv_block<D>(Kn, Kn + ATT_BLOCK * LD, a, a.sel ? (int64_t)blist[b + 1] : b + 1, grp,
                              NT);
             cp_async_commit();
         }
-        const bf16 *Ks = KV + st * 2 * BK_KEYS * LD, *Vs = Ks + BK_KEYS * LD;
+        const bf16 *Ks = KV + st * 2 * ATT_BLOCK * LD, *Vs = Ks + ATT_BLOCK * LD;
         /* Rows that read block j: their own token selected it (sparse), it is not past them. A
          * warp none of whose rows does skips it (the union of 64 / G tokens' selections can be
          * several times one token's). */
-        const int64_t k0 = j * BK_KEYS;
-        bool blk[2];
+        const struct block_mask bm = block_mask_of(a, j, a.q_pos0 + i0);
+        int lim[2];
 #pragma unroll
         for (int h = 0; h < 2; h++)
-            blk[h] = rowok[h] && pos[h] >= k0 &&
-                     (!a.sel || ((bits[tok[h] * words + j / 32] >> (j % 32)) & 1u));
-        if (!__any_sync(0xffffffffu, blk[0] || blk[1])) continue;
+            lim[h] = rowok[h] && (!a.sel || ((bits[tok[h] * words + j / 32] >> (j % 32)) & 1u))
+                         ? mask_limit(bm, tok[h])
+                         : -1;
+        if (!__any_sync(0xffffffffu, lim[0] >= 0 || lim[1] >= 0)) continue;
         /* S = Q K^T and dP = dO V^T for this warp's 16 rows x 64 keys. */
         float s[8][4], dp[8][4];
 #pragma unroll
@@ -263,9 +244,7 @@ static __global__ void __launch_bounds__(NW * 32)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int h = e >> 1;
-                int64_t u = k0 + nt * 8 + 2 * tq + (e & 1);
-                bool ok = blk[h] && u <= pos[h] && u < a.Tk;
-                float p = ok ? fast_exp2(fmaf(s[nt][e], sl2, -lse2[h])) : 0.0f;
+                float p = softmax_prob(s[nt][e], sl2, -lse2[h], nt * 8 + 2 * tq + (e & 1) <= lim[h]);
                 s[nt][e] = p * (dp[nt][e] - dval[h]);
             }
         /* dQ += dS K: dS's A fragments are the accumulators of two neighbouring key tiles. */
@@ -285,7 +264,7 @@ static __global__ void __launch_bounds__(NW * 32)
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         int64_t i = i0 + tok[h];
-        if (i >= a.Tq) continue;
+        if (tok[h] >= tokens || i >= a.Tq) continue;
         int head = grp * G + (h ? r1 : r0) % G;
         bf16 *row = a.dq + i * a.q_stride + (int64_t)head * D + 2 * tq;
 #pragma unroll
@@ -321,18 +300,25 @@ static __device__ __forceinline__ void fill_ring(int32_t *ring, const struct kv_
     }
 }
 
-/* Q, dO (and O) rows, lse and D_i of tile m into stage m % 2, from the tokens of ring slot m % 3. */
+/* Token of row r of a tile whose ring slot is toks (ttok tokens x G heads, then padding), or -1. */
+static __device__ __forceinline__ int32_t tile_row_token(const int32_t *toks, int r, int G,
+                                                         int ttok) {
+    return r < ttok * G ? toks[r / G] : -1;
+}
+
+/* Q, dO (and O) rows, lse and D_i of tile m into stage m % 2, from the tokens of ring slot m % 3;
+ * rows of no token (past the chunk, padding) are zero-filled. */
 template <int D>
 static __device__ __forceinline__ void issue_tile(bf16 *QG, bf16 *Os, float *lses, float *dvs,
                                                   const int32_t *ring, const struct att_args &a,
                                                   const float *dvec, const struct kv_item &it,
                                                   int m, int G) {
-    const int LD = D + 8, st = m & 1;
+    const int LD = D + 8, st = m & 1, ttok = BK_ROWS / G;
     const int32_t *toks = ring + (m % 3) * BK_ROWS;
     bf16 *Qd = QG + st * 2 * BK_ROWS * LD, *Gd = Qd + BK_ROWS * LD;
     for (int idx = threadIdx.x; idx < BK_ROWS * D / 8; idx += BK_THREADS) {
         int r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
-        int32_t tok = toks[r / G];
+        int32_t tok = tile_row_token(toks, r, G, ttok);
         bool ok = tok >= 0;
         int64_t off = ok ? (int64_t)tok * a.q_stride + (int64_t)(it.g * G + r % G) * D + c8 : 0;
         cp_async16(Qd + r * LD + c8, a.q + off, ok);
@@ -341,7 +327,7 @@ static __device__ __forceinline__ void issue_tile(bf16 *QG, bf16 *Os, float *lse
     }
     if (threadIdx.x < BK_ROWS) {
         int r = threadIdx.x;
-        int32_t tok = toks[r / G];
+        int32_t tok = tile_row_token(toks, r, G, ttok);
         bool ok = tok >= 0;
         int64_t li = ok ? (int64_t)tok * a.Hq + it.g * G + r % G : 0;
         cp_async4(lses + st * BK_ROWS + r, a.lse_in + li, ok);
@@ -357,9 +343,9 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
     att_bwd_dkdv_kernel(struct att_args a, struct att_bwd_ws w, int G) {
     constexpr int KWARPS = 4 / KT, RG = 8 / KWARPS, GROWS = BK_ROWS / RG;
     extern __shared__ __align__(16) unsigned char smraw[];
-    const int LD = D + 8, ttok = BK_ROWS / G, gshift = __ffs(G) - 1; /* G is a power of two */
+    const int LD = D + 8, ttok = BK_ROWS / G;
     const bool need_o = w.dvec == NULL;
-    bf16 *Ks = (bf16 *)smraw, *Vs = Ks + BK_KEYS * LD, *QG = Vs + BK_KEYS * LD;
+    bf16 *Ks = (bf16 *)smraw, *Vs = Ks + ATT_BLOCK * LD, *QG = Vs + ATT_BLOCK * LD;
     bf16 *Os = QG + 4 * BK_ROWS * LD;
     float *lses = (float *)(Os + (need_o ? BK_ROWS * LD : 0)), *dvs = lses + 2 * BK_ROWS;
     int32_t *ring = (int32_t *)(dvs + 2 * BK_ROWS);
@@ -378,7 +364,7 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
     struct kv_item it;
     it.g = kp % a.Hkv;
     it.j = kp / a.Hkv;
-    it.k0 = it.j * BK_KEYS;
+    it.k0 = it.j * ATT_BLOCK;
     int64_t n;
     if (a.sel) {
         int64_t o = a.pair_off[it.g * a.nblk + it.j];
@@ -398,7 +384,7 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
     const int nslots = a.sel ? w.slot_off[kp + 1] - w.slot_off[kp] : 0;
 
     /* Prologue: K, V of the block and the token indices of tiles 0 and 1; then tile 0. */
-    load_kv_async<D>(Ks, Vs, a, it.j, it.g, BK_THREADS);
+    load_kv_block<D>(Ks, Vs, a, it.j, it.g, BK_THREADS);
     fill_ring(ring, it, 0, ttok);
     if (ntiles > 1) fill_ring(ring, it, 1, ttok);
     cp_async_commit();
@@ -437,7 +423,7 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
         /* Only a tile whose first token is inside the block needs the causal mask (the tokens
          * are in ascending order). Padding rows past the chunk (token -1) need none: their Q, dO,
          * lse and D_i are zeros, so they add nothing to dK and dV. */
-        const bool diag = a.q_pos0 + toks[0] < it.k0 + BK_KEYS - 1;
+        const bool diag = a.q_pos0 + toks[0] < it.k0 + ATT_BLOCK - 1;
         if (m + 1 < ntiles) {
             if (m + 2 < ntiles) fill_ring(ring, it, m + 2, ttok);
             issue_tile<D>(QG, Os, lses, dvs, ring, a, w.dvec, it, m + 1, G);
@@ -480,8 +466,7 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
                 }
             }
             /* P^T and dS^T: element (key kw + 16 mt + g + 8 (e / 2), row rh + 8 nt + 2 t + e % 2);
-             * P = exp2(scale log2e S - lse log2e) as one FMA and ex2 (lse -inf: a row that
-             * attends nothing, P = 0). */
+             * lse -inf (a row that attends nothing): P = 0. The mask only in diagonal tiles. */
 #pragma unroll
             for (int nt = 0; nt < 4; nt++) {
                 const int r = rh + nt * 8 + 2 * tq;
@@ -489,17 +474,19 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
                 const float nl[2] = {lse2.x == -INFINITY ? -INFINITY : -lse2.x * LOG2E,
                                      lse2.y == -INFINITY ? -INFINITY : -lse2.y * LOG2E};
                 const float di[2] = {dd.x, dd.y};
-                int64_t lim[2] = {0, 0};
-                if (diag) {
-                    lim[0] = a.q_pos0 + toks[r >> gshift];
-                    lim[1] = a.q_pos0 + toks[(r + 1) >> gshift];
-                }
+                int lim[2] = {ATT_BLOCK - 1, ATT_BLOCK - 1};
+                if (diag)
+#pragma unroll
+                    for (int x = 0; x < 2; x++) {
+                        int32_t t = tile_row_token(toks, r + x, G, ttok);
+                        lim[x] = t >= 0 ? mask_limit(block_mask_of(a, it.j, a.q_pos0 + t), 0) : -1;
+                    }
 #pragma unroll
                 for (int mt = 0; mt < KT; mt++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        float p = fast_exp2(fmaf(s[mt][nt][e], sl2, nl[e & 1]));
-                        if (diag && it.k0 + kw + mt * 16 + gq + 8 * (e >> 1) > lim[e & 1]) p = 0.0f;
+                        float p = softmax_prob(s[mt][nt][e], sl2, nl[e & 1], true);
+                        if (diag && kw + mt * 16 + gq + 8 * (e >> 1) > lim[e & 1]) p = 0.0f;
                         dp[mt][nt][e] = p * (dp[mt][nt][e] - di[e & 1]);
                         s[mt][nt][e] = p;
                     }
@@ -565,7 +552,7 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
     if (grp_r != 0) return;
     /* Out: unsplit keys straight into dk, dv; a chunk of a split key into its fp32 slot. */
     float *pk = nslots > 0
-                    ? w.part + (size_t)(w.slot_off[kp] + c) * 2 * BK_KEYS * D
+                    ? w.part + (size_t)(w.slot_off[kp] + c) * 2 * ATT_BLOCK * D
                     : NULL;
 #pragma unroll
     for (int mt = 0; mt < KT; mt++)
@@ -580,7 +567,7 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
                     int d = dn * 8 + 2 * tq;
                     *(float2 *)(pk + key * D + d) =
                         make_float2(dk[mt][dn][2 * h], dk[mt][dn][2 * h + 1]);
-                    *(float2 *)(pk + (BK_KEYS + key) * D + d) =
+                    *(float2 *)(pk + (ATT_BLOCK + key) * D + d) =
                         make_float2(dv[mt][dn][2 * h], dv[mt][dn][2 * h + 1]);
                 }
             } else {
@@ -660,14 +647,14 @@ static __global__ void att_bwd_reduce_kernel(struct att_args a, struct att_bwd_w
     if (ns == 0) return;
     const int g = kp % a.Hkv;
     const int64_t j = kp / a.Hkv;
-    for (int idx = threadIdx.x; idx < BK_KEYS * D / 2; idx += blockDim.x) {
+    for (int idx = threadIdx.x; idx < ATT_BLOCK * D / 2; idx += blockDim.x) {
         int key = 2 * idx / D, d = 2 * idx % D;
-        int64_t u = j * BK_KEYS + key;
+        int64_t u = j * ATT_BLOCK + key;
         if (u >= a.Tk) continue;
         float2 sk = make_float2(0.0f, 0.0f), sv = make_float2(0.0f, 0.0f);
         for (int cc = 0; cc < ns; cc++) {
-            const float *p = w.part + (size_t)(s0 + cc) * 2 * BK_KEYS * D + (size_t)key * D + d;
-            float2 x = *(const float2 *)p, y = *(const float2 *)(p + BK_KEYS * D);
+            const float *p = w.part + (size_t)(s0 + cc) * 2 * ATT_BLOCK * D + (size_t)key * D + d;
+            float2 x = *(const float2 *)p, y = *(const float2 *)(p + ATT_BLOCK * D);
             sk.x += x.x, sk.y += x.y, sv.x += y.x, sv.y += y.y;
         }
         int64_t off = u * a.kv_stride + (int64_t)g * D + d;
@@ -680,6 +667,12 @@ static __global__ void att_bwd_reduce_kernel(struct att_args a, struct att_bwd_w
 /* Launcher                                                                                        */
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+bool attention_tc_bwd_fits(const struct att_args *a, bool sparse, size_t smem_limit) {
+    const int G = a->Hq / a->Hkv, dq_rows = 16 * BQ_WARPS(a->D, sparse);
+    return dq_smem_bytes(a->D, dq_rows, dq_rows / G, a->nblk, sparse) <= smem_limit &&
+           kv_smem_bytes(a->D, true) <= smem_limit;
+}
 
 template <int D, int NW>
 static void launch_dq(const struct att_args *a, float *dvec, int G, int words, size_t smem,
@@ -701,24 +694,22 @@ static void launch_dkdv(const struct att_args *a, const struct att_bwd_ws *w, in
     CUDA_CHECK_LAST();
 }
 
-bool attention_tc_backward(const struct att_args *a, const struct att_bwd_ws *w,
+void attention_tc_backward(const struct att_args *a, const struct att_bwd_ws *w,
                            const struct gpu_ctx *g) {
-    int G = a->Hq / a->Hkv;
-    if ((a->D != 64 && a->D != 128) || a->bs != BK_KEYS || 64 % G != 0) return false;
-    if (a->q_stride % 8 != 0 || a->kv_stride % 8 != 0 || a->nblk > 65535) return false;
-    if (!aligned16(a->q) || !aligned16(a->k) || !aligned16(a->v) || !aligned16(a->out) ||
-        !aligned16(a->dout))
-        return false; /* 16-byte cp.async rows */
-    bool sparse = a->sel != NULL;
-    if (sparse && (!w || !a->pair_rows || !a->pair_off)) return false;
-    int words = sparse ? (int)((a->nblk + 31) / 32) : 0; /* dense: no bitmaps */
+    const int G = a->Hq / a->Hkv;
+    const bool sparse = a->sel != NULL;
+    CHECKF(aligned16(a->q) && aligned16(a->k) && aligned16(a->v) && aligned16(a->out) &&
+               aligned16(a->dout),
+           "attention: q, k, v, out, dout must be 16-byte aligned for the tensor-core backward");
+    CHECKF(!sparse || (w && a->pair_rows && a->pair_off),
+           "sparse attention backward: the inverse index and its workspace are missing");
+    const int words = sparse ? (int)ceil_div(a->nblk, 32) : 0; /* dense: no bitmaps */
     const int dq_rows = 16 * BQ_WARPS(a->D, sparse);
-    size_t sq = dq_smem_bytes(a->D, dq_rows, dq_rows / G, words, a->nblk, sparse);
+    size_t sq = dq_smem_bytes(a->D, dq_rows, dq_rows / G, a->nblk, sparse);
     struct att_bwd_ws none;
     memset(&none, 0, sizeof none);
     const struct att_bwd_ws *ws = sparse ? w : &none;
     size_t sk = kv_smem_bytes(a->D, ws->dvec == NULL);
-    if (sq + 64 > (227u << 10) || sk > (227u << 10)) return false; /* + the static nlist_s */
     cudaStream_t st = stream_of(g);
     if (a->D == 64) launch_dq<64, BQ_WARPS(64, true)>(a, ws->dvec, G, words, sq, st);
     else if (sparse) launch_dq<128, BQ_WARPS(128, true)>(a, ws->dvec, G, words, sq, st);
@@ -739,5 +730,4 @@ bool attention_tc_backward(const struct att_args *a, const struct att_bwd_ws *w,
         att_bwd_reduce_kernel<<<(unsigned)nkeys, 256, 0, st>>>(*a, *ws);
         CUDA_CHECK_LAST();
     }
-    return true;
 }

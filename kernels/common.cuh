@@ -18,6 +18,15 @@ static inline cudaStream_t stream_of(const struct gpu_ctx *g) { return (cudaStre
 
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+/* Dynamic plus static shared memory one thread block may opt into on the current device (227 KiB
+ * on an H100 / H200): every launcher sizes its tiles against this, not a constant. */
+static inline size_t smem_optin_bytes(void) {
+    int dev = 0, bytes = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return (size_t)bytes;
+}
+
 static __device__ __forceinline__ float bf(const bf16 x) { return __bfloat162float(x); }
 static __device__ __forceinline__ bf16 to_bf(float x) { return __float2bfloat16_rn(x); }
 

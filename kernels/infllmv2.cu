@@ -8,8 +8,9 @@
  * the tiles go by, so nothing is O(T^2) and nothing reaches device memory but the selection. Top-k
  * is a bitonic sort of (score, block) pairs in shared memory: descending score, ascending block on
  * ties, the CPU reference's order. Results are bitwise deterministic.
- * This CUDA-core kernel is the fallback: infllm_select_cuda first tries the tensor-core selection
- * of infllmv2_tc.cu, which covers the model's shapes (D 64/128, G up to 16, default windows).
+ * This CUDA-core kernel is the exact reference on the GPU and takes the shapes the tensor-core
+ * selection of infllmv2_tc.cu does not (infllm_select_tc_supported: D 64/128, G up to 32, the
+ * default windows cover every model shape).
  */
 #include "infllmv2_impl.cuh"
 
@@ -281,8 +282,10 @@ extern "C" void infllm_select_cuda(int32_t *sel, const void *q, const void *k1, 
                                    const void *k2, int64_t L2, const struct attn_shape *s,
                                    const struct infllm_params *p, const struct gpu_ctx *g) {
     if (s->Tq == 0) return;
-    if (infllm_select_tc(sel, (const bf16 *)q, (const bf16 *)k1, L1, (const bf16 *)k2, L2, s, p, g))
+    if (infllm_select_tc_supported(s, p)) {
+        infllm_select_tc(sel, (const bf16 *)q, (const bf16 *)k1, L1, (const bf16 *)k2, L2, s, p, g);
         return;
+    }
     struct sel_args a;
     a.sel = sel;
     a.q = (const bf16 *)q, a.k1 = (const bf16 *)k1, a.k2 = (const bf16 *)k2;
@@ -302,7 +305,7 @@ extern "C" void infllm_select_cuda(int32_t *sel, const void *q, const void *k1, 
     int rows = 16;
     while (rows > 1 && select_smem_floats(rows, G, s->D, a.nblk, sort_n) * 4 > (200u << 10)) rows /= 2;
     size_t smem = select_smem_floats(rows, G, s->D, a.nblk, sort_n) * 4;
-    CHECKF(smem <= (227u << 10), "selection: %zu bytes of shared memory for T = %lld", smem,
+    CHECKF(smem <= smem_optin_bytes(), "selection: %zu bytes of shared memory for T = %lld", smem,
            (long long)s->Tk);
     a.rows = rows;
     CUDA_CHECK(cudaFuncSetAttribute(select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -122,6 +122,13 @@ void infllm_compress_cuda(void *kc, const void *k, int64_t n, int Hkv, int D, in
 void infllm_select_cuda(int32_t *sel, const void *q, const void *k1, int64_t L1, const void *k2,
                         int64_t L2, const struct attn_shape *s, const struct infllm_params *p,
                         const struct gpu_ctx *g);
+/* Whether infllm_select_cuda runs stages 1-2 on tensor cores for this shape: D 64 or 128, any
+ * G = Hq / Hkv up to 32, block_size / kernel_stride dividing 64, (kernel_size - 1) / kernel_stride
+ * <= 8, an even q_stride, and the block scores of at least one warp's tokens (4 x ceil(Tk /
+ * block_size) floats each) fitting the device's shared memory (T up to ~1.5M at G 16, ~0.8M at
+ * G <= 8). Other shapes run the exact CUDA-core kernel, 1-2 orders of magnitude slower. Needs a
+ * current CUDA device. The sparse stage 3 has its own: attention_tc_supported (attention.h). */
+bool infllm_select_tc_supported(const struct attn_shape *s, const struct infllm_params *p);
 void sparse_attention_forward_cuda(void *out, float *lse, const void *q, const void *k,
                                    const void *v, const int32_t *sel, int nsel, int block_size,
                                    const struct attn_shape *s, const struct gpu_ctx *g);

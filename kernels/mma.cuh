@@ -21,22 +21,12 @@ static __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4],
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* Two 8x8 bf16 matrices (rows from lanes 0-7 and 8-15) loaded transposed: the B fragment of
- * P V from V stored [key][d]. */
-static __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t &r0, uint32_t &r1,
-                                                         const bf16 *p) {
-    uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
-                 : "=r"(r0), "=r"(r1)
-                 : "r"(addr));
-}
-
-/* Four 8x8 bf16 matrices, rows addressed by lanes 0-7, 8-15, 16-23, 24-31; r[i] from matrix i.
- * For an A fragment of X[m][k] (row-major) at (m0, k0): lane address X[m0 + lane % 16]
- * [k0 + lane / 16 * 8]. For the B fragments of two n-tiles of X[n][k] at (n0, k0) (r0, r1: n0;
- * r2, r3: n0 + 8): X[n0 + lane % 8 + lane / 16 * 8][k0 + lane / 8 % 2 * 8]. */
-static __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const bf16 *p) {
-    uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
+/* Four 8x8 bf16 matrices from a shared-space address (__cvta_generic_to_shared), rows addressed
+ * by lanes 0-7, 8-15, 16-23, 24-31; r[i] from matrix i. A kernel can keep one 32-bit base a lane
+ * and add compile-time offsets. For an A fragment of X[m][k] (row-major) at (m0, k0): lane address
+ * X[m0 + lane % 16][k0 + lane / 16 * 8]. For the B fragments of two n-tiles of X[n][k] at (n0, k0)
+ * (r0, r1: n0; r2, r3: n0 + 8): X[n0 + lane % 8 + lane / 16 * 8][k0 + lane / 8 % 2 * 8]. */
+static __device__ __forceinline__ void ldsm_x4(uint32_t r[4], uint32_t addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(addr));
@@ -44,33 +34,25 @@ static __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const bf16 *p)
 
 /* The same, transposed: the B fragments of two n-tiles of X[k][n] (row-major) at (k0, n0)
  * (r0, r1: n0; r2, r3: n0 + 8): lane address X[k0 + lane % 16][n0 + lane / 16 * 8]. */
-static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const bf16 *p) {
-    uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-/* The same two, from a shared-space address (__cvta_generic_to_shared), so that a kernel can
- * keep one 32-bit base a lane and add compile-time offsets. */
-static __device__ __forceinline__ void ldsm_x4(uint32_t r[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
 static __device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], uint32_t addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(addr));
 }
 
+/* The two from a generic pointer into shared memory. */
+static __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const bf16 *p) {
+    ldsm_x4(r, (uint32_t)__cvta_generic_to_shared(p));
+}
+
+static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const bf16 *p) {
+    ldsm_x4_trans(r, (uint32_t)__cvta_generic_to_shared(p));
+}
+
 static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *(uint32_t *)&v;
 }
-
-static __device__ __forceinline__ uint32_t ld32(const bf16 *p) { return *(const uint32_t *)p; }
 
 /* The A fragment (16 x 16, bf16) of two neighbouring 16 x 8 fp32 accumulator tiles c0 (k 0-7)
  * and c1 (k 8-15): with the layouts above, an accumulator feeds the next mma with no shuffle. */
@@ -112,6 +94,8 @@ template <int N>
 static __device__ __forceinline__ void cp_async_wait(void) {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
+
+#define LOG2E 1.4426950408889634f /* scores times scale LOG2E are in the log2 units of fast_exp2 */
 
 /* 2^x (ex2.approx: 2 ulp, -inf -> +0). */
 static __device__ __forceinline__ float fast_exp2(float x) {

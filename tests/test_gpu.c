@@ -10,6 +10,9 @@
  * probabilities in the attention backward) a few times that. Tolerances: 1e-2 for single ops,
  * 3e-2 for attention backward and whole-model gradients; selections identical but for counted
  * near-tie swaps (near_tie_swaps: fp32 rounding at the top-k boundary, never an exact tie).
+ * Attention and the selection are checked for every GQA group size of gqa_groups (dense and
+ * sparse, forward and backward, D 64 and 128), and the tensor-core kernels' supported() guards
+ * must accept every model shape, so a shape that would fall back to the CUDA-core kernels fails.
  */
 #include <math.h>
 #include <mpi.h>
@@ -536,6 +539,62 @@ static void test_stage3(const struct att_case *k, int nsel, int pad) {
 }
 
 /* ---------------------------------------------------------------------------------------------- */
+/* Every GQA group size                                                                            */
+
+/* The group sizes of the models we ship or target: 1 (MHA), 2, 3 (Llama-3.2-3B, SmolLM2), 4
+ * (Llama-3-8B, Qwen3), 6 and 7 (Qwen2.5), 8, 16 (MiniCPM4, the InfLLM-V2 paper). */
+static const int gqa_groups[] = {1, 2, 3, 4, 6, 7, 8, 16};
+#define N_GQA_GROUPS ((int)(sizeof gqa_groups / sizeof gqa_groups[0]))
+
+/* The tensor-core kernels' guards accept every model shape (D 64 and 128, every G above, the
+ * default InfLLM-V2 parameters, 64k and 128k tokens): a false is a broken guard, which would send
+ * the shape to the CUDA-core kernels, 70-180x slower, and nothing else would fail. The guards are
+ * not constant: D 96 is refused (and runs the exact kernels in test_dense_attention). */
+static void test_tc_supported(void) {
+    const struct infllm_params defaults = {32, 16, 64, 1, 32, 64, true};
+    int n = 0;
+    for (int D = 64; D <= 128; D *= 2)
+        for (int gi = 0; gi < N_GQA_GROUPS; gi++)
+            for (int64_t T = 65536; T <= 131072; T *= 2) {
+                const int G = gqa_groups[gi], Hkv = 2, Hq = G * Hkv;
+                struct attn_shape s = {T, 0, T, Hq, Hkv, D, (int64_t)Hq * D, (int64_t)Hkv * D,
+                                       (float)(1.0 / sqrt((double)D))};
+                bool dense = attention_tc_supported(&s, 64, false);
+                bool sparse = attention_tc_supported(&s, 64, true);
+                bool sel = infllm_select_tc_supported(&s, &defaults);
+                t_check(dense && sparse && sel,
+                        "tensor cores refuse T %lld Hq %d Hkv %d D %d: dense %d sparse %d select %d",
+                        (long long)T, Hq, Hkv, D, dense, sparse, sel);
+                n += dense && sparse && sel;
+            }
+    struct attn_shape d96 = {4096, 0, 4096, 4, 2, 96, 4 * 96, 2 * 96, 0.1f};
+    t_check(!attention_tc_supported(&d96, 64, false) && !infllm_select_tc_supported(&d96, &defaults),
+            "the tensor-core guards accept D 96");
+    printf("  %-44s %d of %d (D 64/128 x G 1-16 x 64k/128k), D 96 refused\n",
+           "tensor-core dense, sparse, selection shapes", n, 2 * N_GQA_GROUPS * 2);
+}
+
+/* Stage 3 for every G and D: dense and block-sparse (random selection), on a chunk of a sequence
+ * (q_pos0 > 0), Tq not a multiple of any tile's tokens (tiles of 128 / G, 64 / G tokens plus
+ * padding rows), and selection + sparse stage 3 from the GPU's selection at 2k tokens. Then the
+ * selection's other launch shapes, which only long sequences take: key parts (NK 2, 4) and fewer
+ * tokens a thread column (G 1 at 64k: 4 of 8), against the CPU at 64k tokens. */
+static void test_every_group(void) {
+    const struct infllm_params small = {32, 16, 64, 1, 2, 4, true};
+    for (int gi = 0; gi < N_GQA_GROUPS; gi++)
+        for (int D = 64; D <= 128; D *= 2) {
+            const int G = gqa_groups[gi], Hkv = G > 8 ? 1 : 2;
+            const int64_t Tq = 150 + 29 * G, q0 = 70 + 64 * gi;
+            const struct att_case c = {Tq, q0, q0 + Tq + 33, G * Hkv, Hkv, D};
+            test_stage3(&c, 0, 8);
+            test_stage3(&c, 6, 0);
+            test_sparse(2048, G * Hkv, Hkv, D, &small, gi % 2 == 1);
+        }
+    test_sparse(65536, 1, 1, 64, &small, false);   /* G 1: NK 4, 4 tokens a column */
+    test_sparse(65536, 3, 1, 64, &small, true);    /* G 3: NK 2 */
+}
+
+/* ---------------------------------------------------------------------------------------------- */
 /* Whole model: one step of loss and gradients, then ten steps of loss                             */
 
 static void model_config(struct config *c, bool sparse) {
@@ -684,14 +743,11 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_dense_attention(&cases[i]);
     printf("InfLLM-V2\n");
     struct infllm_params small = {32, 16, 64, 1, 2, 4, true};
-    test_sparse(2048, 4, 2, 64, &small, false);
-    test_sparse(2048, 8, 1, 128, &small, true);
     struct infllm_params exact = small;
     exact.lse_approx = false;
     test_sparse(1600, 4, 4, 64, &exact, false);
     struct infllm_params defaults = {32, 16, 64, 1, 32, 64, true};
     test_sparse(8192, 16, 2, 64, &defaults, false);
-    test_sparse(2048, 16, 1, 128, &small, false);
     printf("stage 3 (tensor-core paths: CP chunks, padded rows, prefilled gradients, G 1-64)\n");
     const struct att_case dense3[] = {
         {700, 1300, 2048, 16, 1, 128}, {333, 200, 600, 2, 2, 64}, {130, 64, 194, 64, 1, 64},
@@ -699,13 +755,17 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof dense3 / sizeof dense3[0]; i++) test_stage3(&dense3[i], 0, 8);
     /* chunks of 256 tokens: block 0 (every token's) is split and reduced */
     test_stage3(&(struct att_case){1000, 3000, 4096, 16, 1, 128}, 8, 8);
-    test_stage3(&(struct att_case){700, 1000, 2048, 2, 2, 64}, 6, 0);
     test_stage3(&(struct att_case){777, 512, 1289, 8, 2, 128}, 5, 8);
     /* G 1: a forward tile of 128 tokens, with a tail, far into the sequence */
     test_stage3(&(struct att_case){300, 2100, 2400, 2, 2, 128}, 0, 8);
     test_stage3(&(struct att_case){333, 1500, 1833, 1, 1, 128}, 7, 8);
     /* G > 2 nsel: D_i does not fit the workspace and is recomputed from out */
     test_stage3(&(struct att_case){500, 0, 500, 16, 1, 64}, 4, 8);
+    /* G 48: a 64-row tile holds one token and 16 padding rows */
+    test_stage3(&(struct att_case){90, 40, 200, 48, 1, 64}, 3, 8);
+    printf("every GQA group size (G 1, 2, 3, 4, 6, 7, 8, 16; D 64 and 128)\n");
+    test_tc_supported();
+    test_every_group();
     printf("model\n");
     test_model_step(false);
     test_model_step(true);
