@@ -6,6 +6,7 @@
 # Binaries: from $PREBUILT (test_gpu, bench_attention) when they start on this machine (else it
 # stops, unless BUILD_IF_NEEDED=1), or built into $BUILD (default /tmp/build-gqa) for sm_90 when
 # PREBUILT is unset. Logs go to $OUT when set.
+# SHAPES ("Hq,Hkv,D ...") and BENCH_ARGS (e.g. --forward-only) narrow the timings.
 # Usage: bench/gqa_check.sh [T, default 65536]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -36,11 +37,12 @@ else
 fi
 tg=$bin/test_gpu; [ -x "$tg" ] || tg=$bin/tests/test_gpu
 ba=$bin/bench_attention; [ -x "$ba" ] || ba=$bin/bench/bench_attention
-shapes="9,3,64 12,4,64 16,2,64 8,1,64 4,4,64 32,2,128 28,4,128 24,4,128"
+shapes=${SHAPES:-"9,3,64 12,4,64 16,2,64 8,1,64 4,4,64 32,2,128 28,4,128 24,4,128"}
 for s in $shapes; do
   IFS=, read -r hq hkv d <<<"$s"
   echo "## Hq $hq Hkv $hkv D $d" >>"$out/bench.log"
-  timeout "${BENCH_TIMEOUT:-120}" "$ba" --hq "$hq" --hkv "$hkv" --d "$d" --dense-max "$T" "$T" >>"$out/bench.log" 2>&1 ||
+  timeout "${BENCH_TIMEOUT:-120}" "$ba" --hq "$hq" --hkv "$hkv" --d "$d" --dense-max "$T" ${BENCH_ARGS:-} "$T" \
+    >>"$out/bench.log" 2>&1 ||
     echo "| bench Hq $hq Hkv $hkv D $d failed or timed out |" >>"$out/bench.log"
 done
 t0=$(date +%s)
@@ -49,16 +51,17 @@ rc=$?
 grep -E "FAIL|refuse|differ beyond|tensor-core dense" "$out/test_gpu.log" | head -20
 echo "test_gpu: rc $rc in $(( $(date +%s) - t0 )) s: $(tail -1 "$out/test_gpu.log")"
 echo
-echo "| Hq/Hkv/D | G | dense fwd+bwd ms | selection ms | sparse fwd ms | sparse fwd+bwd+sel ms | sel TFLOP/s |"
-echo "|---|---|---|---|---|---|---|"
+echo "| Hq/Hkv/D | G | dense fwd ms | dense fwd+bwd ms | selection ms | sparse fwd ms | sparse fwd+bwd+sel ms | sel TFLOP/s |"
+echo "|---|---|---|---|---|---|---|---|"
 awk -F'|' '
   /^## Hq/ { if (key != "") print row; split($0, w, " "); key = w[3] "/" w[5] "/" w[7];
-             g = w[3] / w[5]; df = sel = sf = sfb = st = "-" ; row = "" }
+             g = w[3] / w[5]; d1 = df = sel = sf = sfb = st = "-" ; row = "" }
+  /dense fwd  / { d1 = $4 + 0 }
   /dense fwd\+bwd/ { df = $4 + 0 }
   /selection \(stages/ { sel = $4 + 0; st = $5 + 0 }
   /sparse fwd \(stage 3\)/ { sf = $4 + 0 }
   /sparse fwd\+bwd incl/ { sfb = $4 + 0 }
-  { if (key != "") row = sprintf("| %s | %d | %s | %s | %s | %s | %s |", key, g, df, sel, sf, sfb, st) }
+  { if (key != "") row = sprintf("| %s | %d | %s | %s | %s | %s | %s | %s |", key, g, d1, df, sel, sf, sfb, st) }
   /failed or timed out/ { row = row " (failed)" }
   END { if (key != "") print row }' "$out/bench.log"
 exit $rc
