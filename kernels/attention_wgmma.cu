@@ -109,8 +109,7 @@ static __device__ __forceinline__ void fwd_pv(float (&o)[D / 2], const uint32_t 
 #pragma unroll
     for (int kk = 0; kk < FW_KEYS / 16; kk++) {
         const uint64_t db = wg_desc(vt + kk * 16 * 128, FW_KEYS * 128, 1024);
-        if constexpr (D == 128) wgmma_rs_n128(o, pf[kk], db, 1);
-        else wgmma_rs_n64(o, pf[kk], db, 1);
+        wgmma_rs<D>(o, pf[kk], db, 1);
     }
     wgmma_commit();
 }
@@ -152,24 +151,6 @@ static __device__ __forceinline__ void fwd_softmax(float (&s)[FW_KEYS / 2], floa
     l[1] = l[1] * alpha[1] + sum[1];
 }
 
-/* P's register A fragments (k-step kk: keys 16 kk .. 16 kk + 15) from the S accumulators. */
-static __device__ __forceinline__ void p_frags(uint32_t (&pf)[FW_KEYS / 16][4],
-                                               const float (&s)[FW_KEYS / 2]) {
-#pragma unroll
-    for (int kk = 0; kk < FW_KEYS / 16; kk++) {
-        pf[kk][0] = pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
-        pf[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
-        pf[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
-        pf[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
-    }
-}
-
-/* One arrival per warp on an empty barrier, once the whole warp is done with the stage. */
-static __device__ __forceinline__ void warp_release(uint32_t bar, int lane) {
-    __syncwarp();
-    if (lane == 0) mbar_arrive(bar);
-}
-
 /* Causal limits of the two rows this thread holds against a tile starting at key j0 (the last
  * column each row sees, -1 for none) and whether the tile needs them at all for this warpgroup. */
 static __device__ __forceinline__ bool tile_limits(int (&lim)[2], int64_t pos0, int64_t pos_wg,
@@ -204,10 +185,10 @@ static __device__ __forceinline__ void fwd_consume(const struct wg_fwd_params &p
     fwd_qk<D>(s, qa, sk);
     wgmma_wait<0>();
     acc_fence(s);
-    warp_release(BAR_EMPTY_K(bars, 0), lane);
+    mbar_arrive_warp(BAR_EMPTY_K(bars, 0));
     bool mask = tile_limits(lim, pos0, pos_wg, (int64_t)(ntiles - 1) * FW_KEYS);
     fwd_softmax(s, m, l, alpha, mask, lim, sl2, tq);
-    p_frags(pf, s);
+    wg_acc_to_a(pf, s);
     for (int it = 1; it < ntiles; it++) {
         const int st = it % FW_STAGES, pst = (it - 1) % FW_STAGES;
         const uint32_t ph = (it / FW_STAGES) & 1, pph = ((it - 1) / FW_STAGES) & 1;
@@ -217,22 +198,22 @@ static __device__ __forceinline__ void fwd_consume(const struct wg_fwd_params &p
         fwd_pv<D>(o, pf, sv + pst * KV_BYTES);
         wgmma_wait<1>(); /* S of this tile done; P V of the previous one may run on */
         acc_fence(s);
-        warp_release(BAR_EMPTY_K(bars, st), lane);
+        mbar_arrive_warp(BAR_EMPTY_K(bars, st));
         mask = tile_limits(lim, pos0, pos_wg, (int64_t)(ntiles - 1 - it) * FW_KEYS);
         fwd_softmax(s, m, l, alpha, mask, lim, sl2, tq);
         wgmma_wait<0>();
         acc_fence(o);
-        warp_release(BAR_EMPTY_V(bars, pst), lane);
+        mbar_arrive_warp(BAR_EMPTY_V(bars, pst));
 #pragma unroll
         for (int i = 0; i < D / 2; i++) o[i] *= alpha[(i >> 1) & 1];
-        p_frags(pf, s);
+        wg_acc_to_a(pf, s);
     }
     const int lst = (ntiles - 1) % FW_STAGES;
     mbar_wait(BAR_FULL_V(bars, lst), ((ntiles - 1) / FW_STAGES) & 1);
     fwd_pv<D>(o, pf, sv + lst * KV_BYTES);
     wgmma_wait<0>();
     acc_fence(o);
-    warp_release(BAR_EMPTY_V(bars, lst), lane);
+    mbar_arrive_warp(BAR_EMPTY_V(bars, lst));
     /* Row sums over the quad, normalise, store O and lse. */
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {

@@ -28,7 +28,7 @@
 #include <cuda.h>          /* CUtensorMap and its enums; the encoder is fetched from the driver */
 #include <cudaTypedefs.h>  /* PFN_cuTensorMapEncodeTiled */
 
-#include "common.cuh"
+#include "mma.cuh" /* pack_bf16 */
 
 static __device__ __forceinline__ uint32_t smem_u32(const void *p) {
     return (uint32_t)__cvta_generic_to_shared(p);
@@ -231,6 +231,33 @@ static __device__ __forceinline__ void wgmma_rs_n128(float (&d)[64], const uint3
           "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
           "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(acc));
+}
+
+/* D (64 x N) (+)= A (registers) B (MN-major, shared) for the N = 64 or 128 of a head dim. */
+template <int N>
+static __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4],
+                                                uint64_t desc_b, int acc) {
+    if constexpr (N == 128) wgmma_rs_n128(d, a, desc_b, acc);
+    else wgmma_rs_n64(d, a, desc_b, acc);
+}
+
+/* The register A fragments of k-steps 0 .. NK-1 from an accumulator of 8 NK columns: k-step kk is
+ * accumulator columns 16 kk .. 16 kk + 15 (the layouts at the top line up, as for mma.sync). */
+template <int NK>
+static __device__ __forceinline__ void wg_acc_to_a(uint32_t (&f)[NK][4], const float (&d)[NK * 8]) {
+#pragma unroll
+    for (int kk = 0; kk < NK; kk++) {
+        f[kk][0] = pack_bf16(d[8 * kk + 0], d[8 * kk + 1]);
+        f[kk][1] = pack_bf16(d[8 * kk + 2], d[8 * kk + 3]);
+        f[kk][2] = pack_bf16(d[8 * kk + 4], d[8 * kk + 5]);
+        f[kk][3] = pack_bf16(d[8 * kk + 6], d[8 * kk + 7]);
+    }
+}
+
+/* One arrival per warp on a consumer-release barrier, once the whole warp is past its reads. */
+static __device__ __forceinline__ void mbar_arrive_warp(uint32_t bar) {
+    __syncwarp();
+    if ((threadIdx.x & 31) == 0) mbar_arrive(bar);
 }
 
 /* ---------------------------------------------------------------------------------------------- */

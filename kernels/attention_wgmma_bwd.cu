@@ -1,0 +1,436 @@
+/*
+ * attention_wgmma_bwd.cu: dense causal GQA attention backward on Hopper (sm_90a), wgmma + TMA,
+ * warp-specialised like the forward (attention_wgmma.cu): warpgroup 0 produces (one thread issues
+ * the TMA copies into mbarrier-guarded stages), warpgroups 1 and 2 compute. flash-attention 2
+ * algebra with P recomputed from q, k and the saved fp32 lse: P = exp(scale S - lse),
+ * dP = dO V^T, dS = P (dP - D_i), D_i = dO_i . O_i; dV = P^T dO, dK = scale dS^T Q,
+ * dQ = scale dS K.
+ *
+ * Dimensions as attention.h: Tq query rows at global positions q_pos0 + i, Tk keys, Hq / Hkv heads,
+ * G = Hq / Hkv (any positive integer), D 64 or 128. Gradient rule: ADDS into dq, dk, dv (bf16),
+ * once per element, after fp32 accumulation.
+ *
+ * Deterministic by construction, with no workspace and no atomics: two kernels, each output
+ * element reduced by one thread in a fixed order.
+ *  - dQ kernel: a block per (128 query rows, query head), the forward's tiling. It walks the key
+ *    tiles of DQ_KEYS = 64 its rows see (K and V through the stages); per tile and warpgroup
+ *    (64 rows): S = Q K^T and dP = dO V^T (both operands in shared memory), dS in registers, then
+ *    dQ += dS K with dS as the register A operand and K as the transposed (MN-major) B operand.
+ *    D_i and lse of its rows are computed once at the start (O and dO read from global memory).
+ *  - dK/dV kernel: a block per (128 keys, KV head), blocks of the most work (key tile 0) first. K and
+ *    V stay in shared memory; the block walks work items (64 query rows, one of the G heads of the
+ *    group) from the first rows that see its keys; Q and dO of each item come through the stages.
+ *    Per item and warpgroup (64 keys): S^T = K Q^T and dP^T = V dO^T, P^T and dS^T in registers,
+ *    dV += P^T dO and dK += dS^T Q (the register A operand; dO and Q as MN-major B). The two
+ *    warpgroups compute lse and D_i of the item's rows (D_i from O in global memory and dO in the
+ *    stage) while the first products run, and meet at a named barrier.
+ * The price of determinism without a dQ accumulator: S and dP are computed twice (once per kernel),
+ * 7 products where an atomic dQ would need 5.
+ */
+#include "attention_wgmma.h"
+#include "mma.cuh"
+
+#ifdef INFLLM_WGMMA
+#include "hopper.cuh"
+
+#define BW_THREADS 384 /* warpgroup 0 produces, 1 and 2 consume */
+#define BW_STAGES 2
+#define DQ_ROWS 128    /* dQ kernel: query rows of a block */
+#define DQ_KEYS 64     /* dQ kernel: keys of a K/V tile */
+#define KV_KEYS 128    /* dK/dV kernel: keys of a block */
+#define KV_ROWS 64     /* dK/dV kernel: query rows of a work item */
+#define BW_PRODUCER_REGS 24
+#define BW_CONSUMER_REGS 240
+#define LOG2E 1.4426950408889634f
+
+struct wg_bwd_params {
+    const bf16 *out, *dout; /* (Tq, Hq, D), q_stride elements between rows */
+    const float *lse;       /* (Tq, Hq) */
+    bf16 *dq;               /* (Tq, Hq, D) */
+    bf16 *dk, *dv;          /* (Tk, Hkv, D), kv_stride elements between rows */
+    int64_t Tq, q_pos0, Tk, q_stride, kv_stride;
+    int Hq, G;
+    float scale;
+};
+
+/* Shared memory of both kernels: two resident tiles of `rows` x D (dQ: Q and dO; dK/dV: K and V),
+ * BW_STAGES stages of two tiles of `srows` x D (dQ: K and V; dK/dV: Q and dO), then 2 x 2 x 128
+ * floats of row statistics and the mbarriers (resident, full and empty per stage). */
+static size_t bw_smem_bytes(int rows, int srows, int D) {
+    return 1024 + (size_t)(2 * rows + 2 * BW_STAGES * srows) * D * 2 + 4 * 512 +
+           8 * (1 + 2 * BW_STAGES);
+}
+
+#define BAR_FULL(b, s) ((b) + 8 * (1 + (s)))
+#define BAR_EMPTY(b, s) ((b) + 8 * (1 + BW_STAGES + (s)))
+
+static __device__ __forceinline__ void bw_init_barriers(uint32_t bars) {
+    if (threadIdx.x == 0) {
+        mbar_init(bars, 1);
+        for (int s = 0; s < BW_STAGES; s++) {
+            mbar_init(BAR_FULL(bars, s), 1);
+            mbar_init(BAR_EMPTY(bars, s), 8); /* one arrival per consumer warp */
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+}
+
+/* Both tiles of `rows` rows starting at row r0, columns col0 .. col0 + D - 1 of two tensor maps,
+ * into t0 and t1 (each D / 64 column blocks of rows x 128 bytes), completing on bar. */
+template <int D>
+static __device__ __forceinline__ void load_pair(uint32_t t0, uint32_t t1, const CUtensorMap *m0,
+                                                 const CUtensorMap *m1, int col0, int r0, int rows,
+                                                 uint32_t bar) {
+    mbar_expect_tx(bar, 2 * rows * D * 2);
+#pragma unroll
+    for (int c = 0; c < D / 64; c++) {
+        tma_load_2d(t0 + c * rows * 128, m0, col0 + c * 64, r0, bar);
+        tma_load_2d(t1 + c * rows * 128, m1, col0 + c * 64, r0, bar);
+    }
+}
+
+/* C (64 x N) = A (64 x D, rows of a K-major tile at a) B^T (B: N x D, K-major tile at b); tiles of
+ * arows and brows rows per column block. Not committed. */
+template <int D>
+static __device__ __forceinline__ void gemm_ss_n64(float (&c)[32], uint32_t a, int arows, uint32_t b,
+                                                   int brows) {
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) {
+        const uint32_t off = (ks % 4) * 32;
+        wgmma_ss_n64(c, wg_desc(a + (ks / 4) * arows * 128 + off, 16, 1024),
+                     wg_desc(b + (ks / 4) * brows * 128 + off, 16, 1024), ks > 0);
+    }
+}
+
+/* C (64 x D) += A (64 x 64, register fragments) B (64 x D, the MN-major tile at b, brows rows per
+ * column block). Not committed. */
+template <int D>
+static __device__ __forceinline__ void gemm_rs_k64(float (&c)[D / 2], const uint32_t (&a)[4][4],
+                                                   uint32_t b, int brows) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wgmma_rs<D>(c, a[kk], wg_desc(b + kk * 16 * 128, brows * 128, 1024), 1);
+}
+
+/* Dot product of 8 bf16 pairs held in two uint4. */
+static __device__ __forceinline__ float dot8(uint4 x, uint4 y) {
+    const __nv_bfloat162 *x2 = (const __nv_bfloat162 *)&x, *y2 = (const __nv_bfloat162 *)&y;
+    float s = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        float2 a = __bfloat1622float2(x2[e]), b = __bfloat1622float2(y2[e]);
+        s += a.x * b.x + a.y * b.y;
+    }
+    return s;
+}
+
+/* row[0..1] += (x, y) in bf16. */
+static __device__ __forceinline__ void add_bf16x2(bf16 *row, float x, float y) {
+    __nv_bfloat162 *p = (__nv_bfloat162 *)row;
+    float2 old = __bfloat1622float2(*p);
+    *p = __floats2bfloat162_rn(old.x + x, old.y + y);
+}
+
+/* lse of a row in log2 units; +inf for a row past Tq or one that attends nothing, so P = 0. */
+static __device__ __forceinline__ float lse_log2(const struct wg_bwd_params &p, int64_t r, int h) {
+    const float v = r < p.Tq ? p.lse[r * p.Hq + h] : -INFINITY;
+    return v == -INFINITY ? INFINITY : v * LOG2E;
+}
+
+/* acc (64 x D accumulator of this warpgroup, rows base + 16 warp + g (+ 8)) times mul, added into
+ * the bf16 rows of dst (row stride `stride`, column offset col0) below `nrows`. */
+template <int D>
+static __device__ __forceinline__ void add_rows(bf16 *dst, const float (&acc)[D / 2], float mul,
+                                                int64_t base, int64_t nrows, int64_t stride,
+                                                int64_t col0) {
+    const int lt = threadIdx.x % 128, lane = lt % 32;
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        const int64_t r = base + (lt / 32) * 16 + lane / 4 + 8 * hh;
+        if (r >= nrows) continue;
+        bf16 *row = dst + r * stride + col0 + 2 * (lane % 4);
+#pragma unroll
+        for (int j = 0; j < D / 8; j++)
+            add_bf16x2(row + 8 * j, mul * acc[4 * j + 2 * hh], mul * acc[4 * j + 2 * hh + 1]);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* dQ                                                                                              */
+
+template <int D>
+static __device__ __forceinline__ void dq_consume(const struct wg_bwd_params &p, uint32_t sq,
+                                                  uint32_t sdo, uint32_t skv, float *stats,
+                                                  uint32_t bars, int h, int64_t i0, int ntiles) {
+    constexpr uint32_t TILE = DQ_KEYS * D * 2;
+    const int cw = threadIdx.x / 128 - 1, lt = threadIdx.x % 128, lane = lt % 32, tq = lane % 4;
+    const float sl2 = p.scale * LOG2E;
+    float *lse2s = stats + cw * 64, *dis = stats + 128 + cw * 64;
+    { /* lse and D_i of this warpgroup's 64 rows, two threads a row */
+        const int row = lt / 2, half = lt % 2;
+        const int64_t r = i0 + cw * 64 + row;
+        float d = 0.0f;
+        if (r < p.Tq) {
+            const int64_t off = r * p.q_stride + (int64_t)h * D + half * (D / 2);
+#pragma unroll
+            for (int c = 0; c < D / 2; c += 8)
+                d += dot8(*(const uint4 *)(p.out + off + c), *(const uint4 *)(p.dout + off + c));
+        }
+        d += __shfl_xor_sync(0xffffffffu, d, 1);
+        if (half == 0) dis[row] = d, lse2s[row] = lse_log2(p, r, h);
+        named_bar_sync(2 + cw, 128);
+    }
+    const int rr = (lt / 32) * 16 + lane / 4; /* this thread's rows: rr, rr + 8 of the warpgroup */
+    const float lse2[2] = {lse2s[rr], lse2s[rr + 8]}, di[2] = {dis[rr], dis[rr + 8]};
+    const int64_t pos0 = p.q_pos0 + i0 + cw * 64 + rr, pos_wg = p.q_pos0 + i0 + cw * 64;
+    float acc[D / 2], s[32], dp[32];
+    uint32_t f[4][4];
+#pragma unroll
+    for (int i = 0; i < D / 2; i++) acc[i] = 0.0f;
+    mbar_wait(bars, 0);
+    for (int it = 0; it < ntiles; it++) {
+        const int st = it % BW_STAGES;
+        const int64_t j0 = (int64_t)it * DQ_KEYS;
+        const uint32_t kt = skv + st * 2 * TILE, vt = kt + TILE;
+        mbar_wait(BAR_FULL(bars, st), (it / BW_STAGES) & 1);
+        wgmma_fence();
+        gemm_ss_n64<D>(s, sq + cw * 64 * 128, DQ_ROWS, kt, DQ_KEYS);
+        gemm_ss_n64<D>(dp, sdo + cw * 64 * 128, DQ_ROWS, vt, DQ_KEYS);
+        wgmma_commit();
+        wgmma_wait<0>();
+        acc_fence(s);
+        acc_fence(dp);
+        const bool mask = j0 + DQ_KEYS - 1 > pos_wg;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int hh = e >> 1;
+                float pr = fast_exp2(fmaf(s[4 * j + e], sl2, -lse2[hh]));
+                if (mask && j0 + 8 * j + 2 * tq + (e & 1) > pos0 + 8 * hh) pr = 0.0f;
+                s[4 * j + e] = pr * (dp[4 * j + e] - di[hh]);
+            }
+        wg_acc_to_a(f, s);
+        wgmma_fence();
+        gemm_rs_k64<D>(acc, f, kt, DQ_KEYS);
+        wgmma_commit();
+        wgmma_wait<0>();
+        acc_fence(acc);
+        mbar_arrive_warp(BAR_EMPTY(bars, st));
+    }
+    add_rows<D>(p.dq, acc, p.scale, i0 + cw * 64, p.Tq, p.q_stride, (int64_t)h * D);
+}
+
+template <int D>
+static __global__ void __launch_bounds__(BW_THREADS, 1)
+    att_bwd_dq_wgmma_kernel(const __grid_constant__ CUtensorMap tm_q,
+                            const __grid_constant__ CUtensorMap tm_do,
+                            const __grid_constant__ CUtensorMap tm_k,
+                            const __grid_constant__ CUtensorMap tm_v, struct wg_bwd_params p) {
+    constexpr uint32_t TILE = DQ_KEYS * D * 2;
+    extern __shared__ unsigned char smraw[];
+    const uint32_t sq = (smem_u32(smraw) + 1023) & ~1023u, sdo = sq + DQ_ROWS * D * 2;
+    const uint32_t skv = sdo + DQ_ROWS * D * 2, sstat = skv + BW_STAGES * 2 * TILE;
+    const uint32_t bars = sstat + 4 * 512;
+    float *stats = (float *)(smraw + (sstat - smem_u32(smraw)));
+    const int h = blockIdx.y;
+    const int64_t i0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * DQ_ROWS;
+    const int64_t last = (i0 + DQ_ROWS < p.Tq ? i0 + DQ_ROWS : p.Tq) - 1;
+    const int ntiles = (int)((p.q_pos0 + last) / DQ_KEYS) + 1;
+    bw_init_barriers(bars);
+    if (threadIdx.x < 128) {
+        regs_release<BW_PRODUCER_REGS>();
+        if (threadIdx.x != 0) return;
+        const int kvh = h / p.G;
+        load_pair<D>(sq, sdo, &tm_q, &tm_do, h * D, (int)i0, DQ_ROWS, bars);
+        for (int it = 0; it < ntiles; it++) {
+            const int st = it % BW_STAGES;
+            mbar_wait(BAR_EMPTY(bars, st), ((it / BW_STAGES) & 1) ^ 1);
+            load_pair<D>(skv + st * 2 * TILE, skv + st * 2 * TILE + TILE, &tm_k, &tm_v, kvh * D,
+                         it * DQ_KEYS, DQ_KEYS, BAR_FULL(bars, st));
+        }
+        return;
+    }
+    regs_claim<BW_CONSUMER_REGS>();
+    dq_consume<D>(p, sq, sdo, skv, stats, bars, h, i0, ntiles);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* dK, dV                                                                                          */
+
+/* lse (log2 units) and D_i of the item's KV_ROWS rows into lse2s, dis: warpgroup cw takes rows
+ * 32 cw .. 32 cw + 31, four threads a row; dO from the stage (swizzled tile dot), O from memory. */
+template <int D>
+static __device__ __forceinline__ void item_stats(const struct wg_bwd_params &p, float *lse2s,
+                                                  float *dis, uint32_t dot, int64_t i0, int h,
+                                                  int cw) {
+    const int lt = threadIdx.x % 128, row = cw * 32 + lt / 4, quarter = lt % 4;
+    const int64_t r = i0 + row;
+    float d = 0.0f;
+    if (r < p.Tq) {
+        const bf16 *orow = p.out + r * p.q_stride + (int64_t)h * D;
+#pragma unroll
+        for (int c = quarter * (D / 4); c < (quarter + 1) * (D / 4); c += 8) {
+            const int chunk = (c % 64) / 8;
+            const uint32_t a = dot + (c / 64) * KV_ROWS * 128 + row * 128 + ((chunk ^ (row & 7)) * 16);
+            uint4 g;
+            asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                         : "=r"(g.x), "=r"(g.y), "=r"(g.z), "=r"(g.w)
+                         : "r"(a));
+            d += dot8(*(const uint4 *)(orow + c), g);
+        }
+    }
+    d += __shfl_xor_sync(0xffffffffu, d, 1);
+    d += __shfl_xor_sync(0xffffffffu, d, 2);
+    if (quarter == 0) dis[row] = d, lse2s[row] = lse_log2(p, r, h);
+}
+
+template <int D>
+static __device__ __forceinline__ void dkdv_consume(const struct wg_bwd_params &p, uint32_t sk,
+                                                    uint32_t sv, uint32_t sqd, float *stats,
+                                                    uint32_t bars, int g, int64_t n0, int m_first,
+                                                    int nitems) {
+    constexpr uint32_t TILE = KV_ROWS * D * 2;
+    const int cw = threadIdx.x / 128 - 1, lt = threadIdx.x % 128, lane = lt % 32, tq = lane % 4;
+    const float sl2 = p.scale * LOG2E;
+    const int64_t key0 = n0 + cw * 64 + (lt / 32) * 16 + lane / 4; /* this thread's keys: key0, +8 */
+    float dk[D / 2], dv[D / 2], s[32], dp[32];
+    uint32_t fp[4][4], fd[4][4];
+#pragma unroll
+    for (int i = 0; i < D / 2; i++) dk[i] = dv[i] = 0.0f;
+    mbar_wait(bars, 0);
+    for (int it = 0; it < nitems; it++) {
+        const int st = it % BW_STAGES, buf = it & 1, h = g * p.G + it % p.G;
+        const int64_t i0 = (int64_t)(m_first + it / p.G) * KV_ROWS;
+        const uint32_t qt = sqd + st * 2 * TILE, dot = qt + TILE;
+        float *lse2s = stats + buf * 2 * KV_ROWS, *dis = lse2s + KV_ROWS;
+        mbar_wait(BAR_FULL(bars, st), (it / BW_STAGES) & 1);
+        wgmma_fence();
+        gemm_ss_n64<D>(s, sk + cw * 64 * 128, KV_KEYS, qt, KV_ROWS);
+        gemm_ss_n64<D>(dp, sv + cw * 64 * 128, KV_KEYS, dot, KV_ROWS);
+        wgmma_commit();
+        item_stats<D>(p, lse2s, dis, dot, i0, h, cw);
+        named_bar_sync(1, 256); /* both warpgroups' halves of the statistics are in */
+        wgmma_wait<0>();
+        acc_fence(s);
+        acc_fence(dp);
+        /* P^T and dS^T: element (key key0 + 8 (e / 2), row i0 + 8 j + 2 tq + e % 2). */
+        const bool mask = p.q_pos0 + i0 < n0 + cw * 64 + 63;
+        const int64_t lim = p.q_pos0 + i0 + 2 * tq - key0; /* key0 + 8 hh <= q_pos0 + row */
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const float2 l2 = *(const float2 *)(lse2s + 8 * j + 2 * tq);
+            const float2 d2 = *(const float2 *)(dis + 8 * j + 2 * tq);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float lv = e & 1 ? l2.y : l2.x, dv_i = e & 1 ? d2.y : d2.x;
+                float pr = fast_exp2(fmaf(s[4 * j + e], sl2, -lv));
+                if (mask && 8 * (e >> 1) > lim + 8 * j + (e & 1)) pr = 0.0f;
+                dp[4 * j + e] = pr * (dp[4 * j + e] - dv_i);
+                s[4 * j + e] = pr;
+            }
+        }
+        wg_acc_to_a(fp, s);
+        wg_acc_to_a(fd, dp);
+        wgmma_fence();
+        gemm_rs_k64<D>(dv, fp, dot, KV_ROWS);
+        gemm_rs_k64<D>(dk, fd, qt, KV_ROWS);
+        wgmma_commit();
+        wgmma_wait<0>();
+        acc_fence(dk);
+        acc_fence(dv);
+        mbar_arrive_warp(BAR_EMPTY(bars, st));
+    }
+    const int64_t base = n0 + cw * 64, col0 = (int64_t)g * D;
+    add_rows<D>(p.dk, dk, p.scale, base, p.Tk, p.kv_stride, col0);
+    add_rows<D>(p.dv, dv, 1.0f, base, p.Tk, p.kv_stride, col0);
+}
+
+template <int D>
+static __global__ void __launch_bounds__(BW_THREADS, 1)
+    att_bwd_dkdv_wgmma_kernel(const __grid_constant__ CUtensorMap tm_q,
+                              const __grid_constant__ CUtensorMap tm_do,
+                              const __grid_constant__ CUtensorMap tm_k,
+                              const __grid_constant__ CUtensorMap tm_v, struct wg_bwd_params p) {
+    constexpr uint32_t TILE = KV_ROWS * D * 2;
+    extern __shared__ unsigned char smraw[];
+    const uint32_t sk = (smem_u32(smraw) + 1023) & ~1023u, sv = sk + KV_KEYS * D * 2;
+    const uint32_t sqd = sv + KV_KEYS * D * 2, sstat = sqd + BW_STAGES * 2 * TILE;
+    const uint32_t bars = sstat + 4 * 512;
+    float *stats = (float *)(smraw + (sstat - smem_u32(smraw)));
+    const int g = blockIdx.y;
+    const int64_t n0 = (int64_t)blockIdx.x * KV_KEYS, first = n0 - p.q_pos0;
+    const int m_first = (int)((first > 0 ? first : 0) / KV_ROWS);
+    const int nitems = ((int)((p.Tq + KV_ROWS - 1) / KV_ROWS) - m_first) * p.G;
+    bw_init_barriers(bars);
+    if (threadIdx.x < 128) {
+        regs_release<BW_PRODUCER_REGS>();
+        if (threadIdx.x != 0) return;
+        load_pair<D>(sk, sv, &tm_k, &tm_v, g * D, (int)n0, KV_KEYS, bars);
+        for (int it = 0; it < nitems; it++) {
+            const int st = it % BW_STAGES, h = g * p.G + it % p.G;
+            mbar_wait(BAR_EMPTY(bars, st), ((it / BW_STAGES) & 1) ^ 1);
+            load_pair<D>(sqd + st * 2 * TILE, sqd + st * 2 * TILE + TILE, &tm_q, &tm_do, h * D,
+                         (m_first + it / p.G) * KV_ROWS, KV_ROWS, BAR_FULL(bars, st));
+        }
+        return;
+    }
+    regs_claim<BW_CONSUMER_REGS>();
+    dkdv_consume<D>(p, sk, sv, sqd, stats, bars, g, n0, m_first, nitems);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Launchers                                                                                       */
+
+template <int D>
+static void bwd_launch(const struct wg_bwd_params &p, const void *q, const void *k, const void *v,
+                       const struct attn_shape *s, cudaStream_t st) {
+    const int64_t qcols = (int64_t)s->Hq * D, kcols = (int64_t)s->Hkv * D;
+    CUtensorMap tq, tdo, tk, tv;
+    /* dQ: Q and dO in 128-row boxes, K and V in 64-row boxes */
+    tmap_bf16_2d(&tq, q, qcols, s->Tq, s->q_stride, DQ_ROWS);
+    tmap_bf16_2d(&tdo, p.dout, qcols, s->Tq, s->q_stride, DQ_ROWS);
+    tmap_bf16_2d(&tk, k, kcols, s->Tk, s->kv_stride, DQ_KEYS);
+    tmap_bf16_2d(&tv, v, kcols, s->Tk, s->kv_stride, DQ_KEYS);
+    size_t smem = bw_smem_bytes(DQ_ROWS, DQ_KEYS, D);
+    CUDA_CHECK(cudaFuncSetAttribute(att_bwd_dq_wgmma_kernel<D>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((unsigned)ceil_div(s->Tq, DQ_ROWS), (unsigned)s->Hq);
+    att_bwd_dq_wgmma_kernel<D><<<grid, BW_THREADS, smem, st>>>(tq, tdo, tk, tv, p);
+    CUDA_CHECK_LAST();
+    /* dK/dV: K and V in 128-row boxes, Q and dO in 64-row boxes; key tiles past the last query
+     * row get no gradient and no block */
+    tmap_bf16_2d(&tq, q, qcols, s->Tq, s->q_stride, KV_ROWS);
+    tmap_bf16_2d(&tdo, p.dout, qcols, s->Tq, s->q_stride, KV_ROWS);
+    tmap_bf16_2d(&tk, k, kcols, s->Tk, s->kv_stride, KV_KEYS);
+    tmap_bf16_2d(&tv, v, kcols, s->Tk, s->kv_stride, KV_KEYS);
+    smem = bw_smem_bytes(KV_KEYS, KV_ROWS, D);
+    CUDA_CHECK(cudaFuncSetAttribute(att_bwd_dkdv_wgmma_kernel<D>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const int64_t seen = s->q_pos0 + s->Tq < s->Tk ? s->q_pos0 + s->Tq : s->Tk;
+    dim3 grid2((unsigned)ceil_div(seen, KV_KEYS), (unsigned)s->Hkv);
+    att_bwd_dkdv_wgmma_kernel<D><<<grid2, BW_THREADS, smem, st>>>(tq, tdo, tk, tv, p);
+    CUDA_CHECK_LAST();
+}
+#endif /* INFLLM_WGMMA */
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+extern "C" int attention_wgmma_backward(void *dq, void *dk, void *dv, const void *dout,
+                                        const void *q, const void *k, const void *v,
+                                        const void *out, const float *lse,
+                                        const struct attn_shape *s, const struct gpu_ctx *g) {
+    if (!attention_wgmma_supported(s)) return 0;
+    const void *ptrs[] = {dq, dk, dv, dout, q, k, v, out};
+    for (int i = 0; i < 8; i++)
+        if (!aligned16(ptrs[i])) return 0;
+#ifdef INFLLM_WGMMA
+    if (s->Tq == 0) return 1;
+    struct wg_bwd_params p = {(const bf16 *)out, (const bf16 *)dout, lse, (bf16 *)dq, (bf16 *)dk,
+                              (bf16 *)dv, s->Tq, s->q_pos0, s->Tk, s->q_stride, s->kv_stride,
+                              s->Hq, s->Hq / s->Hkv, s->scale};
+    if (s->D == 64) bwd_launch<64>(p, q, k, v, s, stream_of(g));
+    else bwd_launch<128>(p, q, k, v, s, stream_of(g));
+#endif
+    return 1;
+}
