@@ -19,7 +19,9 @@
  * memory), the online softmax in registers (exp2 units, the scale folded into one FMA), then
  * O += P V with P straight from the S accumulators as wgmma's register A operand and V as its
  * transposed (MN-major) B operand. The loop issues S of tile n and P V of tile n - 1 together and
- * does the softmax of tile n while the tensor cores run P V (O is rescaled after it completes).
+ * does the softmax of tile n while the tensor cores run P V (O is rescaled after it completes), and
+ * the two warpgroups take turns to issue (named barriers), so one's softmax overlaps the other's
+ * products.
  * Blocks run from the last query tile to the first, so the longest start first.
  */
 #include "attention_wgmma.h"
@@ -32,6 +34,7 @@
 #define FW_KEYS 128    /* keys of a K/V tile */
 #define FW_STAGES 2    /* K/V stages in flight */
 #define FW_THREADS 384 /* warpgroup 0 produces, 1 and 2 consume */
+#define FW_TURN 4      /* named barriers 4, 5: consumer warpgroup 0's, 1's turn to issue */
 #define FW_PRODUCER_REGS 24
 #define FW_CONSUMER_REGS 240 /* 128 x (24 + 2 x 240) <= 64k registers */
 #define LOG2E 1.4426950408889634f
@@ -180,9 +183,14 @@ static __device__ __forceinline__ void fwd_consume(const struct wg_fwd_params &p
 #pragma unroll
     for (int i = 0; i < D / 2; i++) o[i] = 0.0f;
     mbar_wait(bars, 0);
+    /* The two warpgroups take turns to issue their products (named barriers FW_TURN + cw), so
+     * that one's softmax runs while the other's products do; warpgroup 0 starts. */
+    if (cw == 1) named_bar_arrive(FW_TURN, 256);
     /* Tile ntiles - 1 (it = 0): S, softmax, P. */
     mbar_wait(BAR_FULL_K(bars, 0), 0);
+    named_bar_sync(FW_TURN + cw, 256);
     fwd_qk<D>(s, qa, sk);
+    named_bar_arrive(FW_TURN + (cw ^ 1), 256);
     wgmma_wait<0>();
     acc_fence(s);
     mbar_arrive_warp(BAR_EMPTY_K(bars, 0));
@@ -193,9 +201,11 @@ static __device__ __forceinline__ void fwd_consume(const struct wg_fwd_params &p
         const int st = it % FW_STAGES, pst = (it - 1) % FW_STAGES;
         const uint32_t ph = (it / FW_STAGES) & 1, pph = ((it - 1) / FW_STAGES) & 1;
         mbar_wait(BAR_FULL_K(bars, st), ph);
+        named_bar_sync(FW_TURN + cw, 256);
         fwd_qk<D>(s, qa, sk + st * KV_BYTES);
         mbar_wait(BAR_FULL_V(bars, pst), pph);
         fwd_pv<D>(o, pf, sv + pst * KV_BYTES);
+        named_bar_arrive(FW_TURN + (cw ^ 1), 256);
         wgmma_wait<1>(); /* S of this tile done; P V of the previous one may run on */
         acc_fence(s);
         mbar_arrive_warp(BAR_EMPTY_K(bars, st));
@@ -210,7 +220,9 @@ static __device__ __forceinline__ void fwd_consume(const struct wg_fwd_params &p
     }
     const int lst = (ntiles - 1) % FW_STAGES;
     mbar_wait(BAR_FULL_V(bars, lst), ((ntiles - 1) / FW_STAGES) & 1);
+    named_bar_sync(FW_TURN + cw, 256);
     fwd_pv<D>(o, pf, sv + lst * KV_BYTES);
+    if (cw == 0) named_bar_arrive(FW_TURN + 1, 256); /* every turn taken is given back once */
     wgmma_wait<0>();
     acc_fence(o);
     mbar_arrive_warp(BAR_EMPTY_V(bars, lst));

@@ -15,13 +15,15 @@
  *  - dQ kernel: a block per (128 query rows, query head), the forward's tiling. It walks the key
  *    tiles of DQ_KEYS = 64 its rows see (K and V through the stages); per tile and warpgroup
  *    (64 rows): S = Q K^T and dP = dO V^T (both operands in shared memory), dS in registers, then
- *    dQ += dS K with dS as the register A operand and K as the transposed (MN-major) B operand.
+ *    dQ += dS K with dS as the register A operand and K as the transposed (MN-major) B operand;
+ *    dQ of one tile is issued with S and dP of the next and runs while the next dS is formed.
  *    D_i and lse of its rows are computed once at the start (O and dO read from global memory).
  *  - dK/dV kernel: a block per (128 keys, KV head), blocks of the most work (key tile 0) first. K and
  *    V stay in shared memory; the block walks work items (64 query rows, one of the G heads of the
  *    group) from the first rows that see its keys; Q and dO of each item come through the stages.
- *    Per item and warpgroup (64 keys): S^T = K Q^T and dP^T = V dO^T, P^T and dS^T in registers,
- *    dV += P^T dO and dK += dS^T Q (the register A operand; dO and Q as MN-major B). The two
+ *    Per item and warpgroup (64 keys): S^T = K Q^T and dP^T = V dO^T, P^T in registers, then
+ *    dV += P^T dO (P^T as the register A operand, dO as MN-major B) runs while dS^T is formed,
+ *    then dK += dS^T Q. The two
  *    warpgroups compute lse and D_i of the item's rows (D_i from O in global memory and dO in the
  *    stage) while the first products run, and meet at a named barrier.
  * The price of determinism without a dQ accumulator: S and dP are computed twice (once per kernel),
@@ -34,11 +36,13 @@
 #include "hopper.cuh"
 
 #define BW_THREADS 384 /* warpgroup 0 produces, 1 and 2 consume */
-#define BW_STAGES 2
 #define DQ_ROWS 128    /* dQ kernel: query rows of a block */
 #define DQ_KEYS 64     /* dQ kernel: keys of a K/V tile */
-#define KV_KEYS 128    /* dK/dV kernel: keys of a block */
+#define DQ_STAGES 2    /* dQ kernel: K/V stages */
+#define KV_KEYS 64     /* dK/dV kernel: keys of a block */
 #define KV_ROWS 64     /* dK/dV kernel: query rows of a work item */
+#define KV_STAGES 4    /* dK/dV kernel: Q/dO stages, two for each consumer warpgroup */
+#define BW_TURN 4      /* named barriers 4, 5: dQ consumer warpgroup 0's, 1's turn to issue */
 #define BW_PRODUCER_REGS 24
 #define BW_CONSUMER_REGS 240
 #define LOG2E 1.4426950408889634f
@@ -54,22 +58,23 @@ struct wg_bwd_params {
 };
 
 /* Shared memory of both kernels: two resident tiles of `rows` x D (dQ: Q and dO; dK/dV: K and V),
- * BW_STAGES stages of two tiles of `srows` x D (dQ: K and V; dK/dV: Q and dO), then 2 x 2 x 128
- * floats of row statistics and the mbarriers (resident, full and empty per stage). */
-static size_t bw_smem_bytes(int rows, int srows, int D) {
-    return 1024 + (size_t)(2 * rows + 2 * BW_STAGES * srows) * D * 2 + 4 * 512 +
-           8 * (1 + 2 * BW_STAGES);
+ * `stages` stages of two tiles of `srows` x D (dQ: K and V; dK/dV: Q and dO), then 512 floats of
+ * row statistics and the mbarriers (resident; full and empty per stage). */
+static size_t bw_smem_bytes(int rows, int srows, int stages, int D) {
+    return 1024 + (size_t)(2 * rows + 2 * stages * srows) * D * 2 + 4 * 512 + 8 * (1 + 2 * stages);
 }
 
 #define BAR_FULL(b, s) ((b) + 8 * (1 + (s)))
-#define BAR_EMPTY(b, s) ((b) + 8 * (1 + BW_STAGES + (s)))
+#define BAR_EMPTY(b, s, stages) ((b) + 8 * (1 + (stages) + (s)))
 
-static __device__ __forceinline__ void bw_init_barriers(uint32_t bars) {
+/* The resident barrier, and full / empty of each stage; `release` arrivals empty a stage (one per
+ * consumer warp that reads it). */
+static __device__ __forceinline__ void bw_init_barriers(uint32_t bars, int stages, int release) {
     if (threadIdx.x == 0) {
         mbar_init(bars, 1);
-        for (int s = 0; s < BW_STAGES; s++) {
+        for (int s = 0; s < stages; s++) {
             mbar_init(BAR_FULL(bars, s), 1);
-            mbar_init(BAR_EMPTY(bars, s), 8); /* one arrival per consumer warp */
+            mbar_init(BAR_EMPTY(bars, s, stages), release);
         }
         mbar_init_fence();
     }
@@ -158,13 +163,49 @@ static __device__ __forceinline__ void add_rows(bf16 *dst, const float (&acc)[D 
 /* ---------------------------------------------------------------------------------------------- */
 /* dQ                                                                                              */
 
+/* S = Q K^T and dP = dO V^T of key tile `it` for this warpgroup's 64 rows, one commit group. */
+template <int D>
+static __device__ __forceinline__ void dq_issue_sdp(float (&s)[32], float (&dp)[32], uint32_t qa,
+                                                    uint32_t doa, uint32_t skv, uint32_t bars,
+                                                    int it) {
+    constexpr uint32_t TILE = DQ_KEYS * D * 2;
+    const int st = it % DQ_STAGES;
+    mbar_wait(BAR_FULL(bars, st), (it / DQ_STAGES) & 1);
+    wgmma_fence();
+    gemm_ss_n64<D>(s, qa, DQ_ROWS, skv + st * 2 * TILE, DQ_KEYS);
+    gemm_ss_n64<D>(dp, doa, DQ_ROWS, skv + st * 2 * TILE + TILE, DQ_KEYS);
+    wgmma_commit();
+}
+
+/* The rows' fixed quantities in the dQ loop. */
+struct dq_rows {
+    float lse2[2], di[2];
+    int64_t pos0, pos_wg; /* position of this thread's first row, of the warpgroup's first row */
+    float sl2;
+    int tq;
+};
+
+/* dS = P (dP - D_i) of key tile it in place of S (fp32), P masked to the causal keys. */
+static __device__ __forceinline__ void dq_form_ds(float (&s)[32], const float (&dp)[32],
+                                                  const struct dq_rows &rw, int it) {
+    const int64_t j0 = (int64_t)it * DQ_KEYS;
+    const bool mask = j0 + DQ_KEYS - 1 > rw.pos_wg;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int hh = e >> 1;
+            float pr = fast_exp2(fmaf(s[4 * j + e], rw.sl2, -rw.lse2[hh]));
+            if (mask && j0 + 8 * j + 2 * rw.tq + (e & 1) > rw.pos0 + 8 * hh) pr = 0.0f;
+            s[4 * j + e] = pr * (dp[4 * j + e] - rw.di[hh]);
+        }
+}
+
 template <int D>
 static __device__ __forceinline__ void dq_consume(const struct wg_bwd_params &p, uint32_t sq,
                                                   uint32_t sdo, uint32_t skv, float *stats,
                                                   uint32_t bars, int h, int64_t i0, int ntiles) {
-    constexpr uint32_t TILE = DQ_KEYS * D * 2;
-    const int cw = threadIdx.x / 128 - 1, lt = threadIdx.x % 128, lane = lt % 32, tq = lane % 4;
-    const float sl2 = p.scale * LOG2E;
+    const int cw = threadIdx.x / 128 - 1, lt = threadIdx.x % 128, lane = lt % 32;
     float *lse2s = stats + cw * 64, *dis = stats + 128 + cw * 64;
     { /* lse and D_i of this warpgroup's 64 rows, two threads a row */
         const int row = lt / 2, half = lt % 2;
@@ -181,43 +222,54 @@ static __device__ __forceinline__ void dq_consume(const struct wg_bwd_params &p,
         named_bar_sync(2 + cw, 128);
     }
     const int rr = (lt / 32) * 16 + lane / 4; /* this thread's rows: rr, rr + 8 of the warpgroup */
-    const float lse2[2] = {lse2s[rr], lse2s[rr + 8]}, di[2] = {dis[rr], dis[rr + 8]};
-    const int64_t pos0 = p.q_pos0 + i0 + cw * 64 + rr, pos_wg = p.q_pos0 + i0 + cw * 64;
+    const struct dq_rows rw = {{lse2s[rr], lse2s[rr + 8]}, {dis[rr], dis[rr + 8]},
+                               p.q_pos0 + i0 + cw * 64 + rr, p.q_pos0 + i0 + cw * 64,
+                               p.scale * LOG2E, lane % 4};
+    const uint32_t qa = sq + cw * 64 * 128, doa = sdo + cw * 64 * 128;
+    constexpr uint32_t TILE = DQ_KEYS * D * 2;
     float acc[D / 2], s[32], dp[32];
     uint32_t f[4][4];
 #pragma unroll
     for (int i = 0; i < D / 2; i++) acc[i] = 0.0f;
     mbar_wait(bars, 0);
-    for (int it = 0; it < ntiles; it++) {
-        const int st = it % BW_STAGES;
-        const int64_t j0 = (int64_t)it * DQ_KEYS;
-        const uint32_t kt = skv + st * 2 * TILE, vt = kt + TILE;
-        mbar_wait(BAR_FULL(bars, st), (it / BW_STAGES) & 1);
+    /* The warpgroups take turns to issue (as in the forward); warpgroup 0 starts. */
+    if (cw == 1) named_bar_arrive(BW_TURN, 256);
+    named_bar_sync(BW_TURN + cw, 256);
+    dq_issue_sdp<D>(s, dp, qa, doa, skv, bars, 0);
+    named_bar_arrive(BW_TURN + (cw ^ 1), 256);
+    wgmma_wait<0>();
+    acc_fence(s);
+    acc_fence(dp);
+    dq_form_ds(s, dp, rw, 0);
+    wg_acc_to_a(f, s);
+    /* Tile it: S/dP of it and dQ += dS K of it - 1 are issued together; dS of it is formed while
+     * the latter runs. */
+    for (int it = 1; it < ntiles; it++) {
+        const int pst = (it - 1) % DQ_STAGES;
+        named_bar_sync(BW_TURN + cw, 256);
+        dq_issue_sdp<D>(s, dp, qa, doa, skv, bars, it);
         wgmma_fence();
-        gemm_ss_n64<D>(s, sq + cw * 64 * 128, DQ_ROWS, kt, DQ_KEYS);
-        gemm_ss_n64<D>(dp, sdo + cw * 64 * 128, DQ_ROWS, vt, DQ_KEYS);
+        gemm_rs_k64<D>(acc, f, skv + pst * 2 * TILE, DQ_KEYS);
         wgmma_commit();
-        wgmma_wait<0>();
+        named_bar_arrive(BW_TURN + (cw ^ 1), 256);
+        wgmma_wait<1>();
         acc_fence(s);
         acc_fence(dp);
-        const bool mask = j0 + DQ_KEYS - 1 > pos_wg;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int hh = e >> 1;
-                float pr = fast_exp2(fmaf(s[4 * j + e], sl2, -lse2[hh]));
-                if (mask && j0 + 8 * j + 2 * tq + (e & 1) > pos0 + 8 * hh) pr = 0.0f;
-                s[4 * j + e] = pr * (dp[4 * j + e] - di[hh]);
-            }
-        wg_acc_to_a(f, s);
-        wgmma_fence();
-        gemm_rs_k64<D>(acc, f, kt, DQ_KEYS);
-        wgmma_commit();
+        dq_form_ds(s, dp, rw, it);
         wgmma_wait<0>();
         acc_fence(acc);
-        mbar_arrive_warp(BAR_EMPTY(bars, st));
+        mbar_arrive_warp(BAR_EMPTY(bars, pst, DQ_STAGES));
+        wg_acc_to_a(f, s);
     }
+    const int lst = (ntiles - 1) % DQ_STAGES;
+    named_bar_sync(BW_TURN + cw, 256);
+    wgmma_fence();
+    gemm_rs_k64<D>(acc, f, skv + lst * 2 * TILE, DQ_KEYS);
+    wgmma_commit();
+    if (cw == 0) named_bar_arrive(BW_TURN + 1, 256); /* every turn taken is given back once */
+    wgmma_wait<0>();
+    acc_fence(acc);
+    mbar_arrive_warp(BAR_EMPTY(bars, lst, DQ_STAGES));
     add_rows<D>(p.dq, acc, p.scale, i0 + cw * 64, p.Tq, p.q_stride, (int64_t)h * D);
 }
 
@@ -230,22 +282,22 @@ static __global__ void __launch_bounds__(BW_THREADS, 1)
     constexpr uint32_t TILE = DQ_KEYS * D * 2;
     extern __shared__ unsigned char smraw[];
     const uint32_t sq = (smem_u32(smraw) + 1023) & ~1023u, sdo = sq + DQ_ROWS * D * 2;
-    const uint32_t skv = sdo + DQ_ROWS * D * 2, sstat = skv + BW_STAGES * 2 * TILE;
+    const uint32_t skv = sdo + DQ_ROWS * D * 2, sstat = skv + DQ_STAGES * 2 * TILE;
     const uint32_t bars = sstat + 4 * 512;
     float *stats = (float *)(smraw + (sstat - smem_u32(smraw)));
     const int h = blockIdx.y;
     const int64_t i0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * DQ_ROWS;
     const int64_t last = (i0 + DQ_ROWS < p.Tq ? i0 + DQ_ROWS : p.Tq) - 1;
     const int ntiles = (int)((p.q_pos0 + last) / DQ_KEYS) + 1;
-    bw_init_barriers(bars);
+    bw_init_barriers(bars, DQ_STAGES, 8);
     if (threadIdx.x < 128) {
         regs_release<BW_PRODUCER_REGS>();
         if (threadIdx.x != 0) return;
         const int kvh = h / p.G;
         load_pair<D>(sq, sdo, &tm_q, &tm_do, h * D, (int)i0, DQ_ROWS, bars);
         for (int it = 0; it < ntiles; it++) {
-            const int st = it % BW_STAGES;
-            mbar_wait(BAR_EMPTY(bars, st), ((it / BW_STAGES) & 1) ^ 1);
+            const int st = it % DQ_STAGES;
+            mbar_wait(BAR_EMPTY(bars, st, DQ_STAGES), ((it / DQ_STAGES) & 1) ^ 1);
             load_pair<D>(skv + st * 2 * TILE, skv + st * 2 * TILE + TILE, &tm_k, &tm_v, kvh * D,
                          it * DQ_KEYS, DQ_KEYS, BAR_FULL(bars, st));
         }
@@ -258,19 +310,18 @@ static __global__ void __launch_bounds__(BW_THREADS, 1)
 /* ---------------------------------------------------------------------------------------------- */
 /* dK, dV                                                                                          */
 
-/* lse (log2 units) and D_i of the item's KV_ROWS rows into lse2s, dis: warpgroup cw takes rows
- * 32 cw .. 32 cw + 31, four threads a row; dO from the stage (swizzled tile dot), O from memory. */
+/* lse (log2 units) and D_i of the item's KV_ROWS rows into lse2s, dis, two threads a row; dO from
+ * the stage (the swizzled tile at dot), O from memory. */
 template <int D>
 static __device__ __forceinline__ void item_stats(const struct wg_bwd_params &p, float *lse2s,
-                                                  float *dis, uint32_t dot, int64_t i0, int h,
-                                                  int cw) {
-    const int lt = threadIdx.x % 128, row = cw * 32 + lt / 4, quarter = lt % 4;
+                                                  float *dis, uint32_t dot, int64_t i0, int h) {
+    const int lt = threadIdx.x % 128, row = lt / 2, half = lt % 2;
     const int64_t r = i0 + row;
     float d = 0.0f;
     if (r < p.Tq) {
         const bf16 *orow = p.out + r * p.q_stride + (int64_t)h * D;
 #pragma unroll
-        for (int c = quarter * (D / 4); c < (quarter + 1) * (D / 4); c += 8) {
+        for (int c = half * (D / 2); c < (half + 1) * (D / 2); c += 8) {
             const int chunk = (c % 64) / 8;
             const uint32_t a = dot + (c / 64) * KV_ROWS * 128 + row * 128 + ((chunk ^ (row & 7)) * 16);
             uint4 g;
@@ -281,69 +332,103 @@ static __device__ __forceinline__ void item_stats(const struct wg_bwd_params &p,
         }
     }
     d += __shfl_xor_sync(0xffffffffu, d, 1);
-    d += __shfl_xor_sync(0xffffffffu, d, 2);
-    if (quarter == 0) dis[row] = d, lse2s[row] = lse_log2(p, r, h);
+    if (half == 0) dis[row] = d, lse2s[row] = lse_log2(p, r, h);
 }
 
+/* The fixed quantities of a dK/dV block for one consumer warpgroup. */
+struct kv_ctx {
+    int64_t n0, key0;  /* the block's first key; this thread's keys key0, key0 + 8 */
+    int g, m_first;    /* KV head; first query tile (of KV_ROWS rows) that sees the block */
+    float sl2;
+    int tq;
+};
+
+/* One work item (KV_ROWS query rows of head h from row i0) of the dK/dV loop, stage qt / dot. */
+template <int D>
+static __device__ __forceinline__ void kv_item(float (&dk)[D / 2], float (&dv)[D / 2],
+                                               const struct wg_bwd_params &p,
+                                               const struct kv_ctx &c, uint32_t sk, uint32_t sv,
+                                               uint32_t qt, uint32_t dot, float *lse2s, float *dis,
+                                               int64_t i0, int h) {
+    float s[32], dp[32];
+    uint32_t fp[4][4], fd[4][4];
+    const int cw = threadIdx.x / 128 - 1;
+    wgmma_fence();
+    gemm_ss_n64<D>(s, sk, KV_KEYS, qt, KV_ROWS);
+    gemm_ss_n64<D>(dp, sv, KV_KEYS, dot, KV_ROWS);
+    wgmma_commit();
+    item_stats<D>(p, lse2s, dis, dot, i0, h); /* while S^T and dP^T run */
+    named_bar_sync(2 + cw, 128);
+    wgmma_wait<0>();
+    acc_fence(s);
+    acc_fence(dp);
+    /* P^T: element (key key0 + 8 (e / 2), row i0 + 8 j + 2 tq + e % 2), causal keys only. */
+    const bool mask = p.q_pos0 + i0 < c.n0 + KV_KEYS - 1;
+    const int64_t lim = p.q_pos0 + i0 + 2 * c.tq - c.key0; /* key0 + 8 hh <= q_pos0 + row */
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const float2 l2 = *(const float2 *)(lse2s + 8 * j + 2 * c.tq);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float pr = fast_exp2(fmaf(s[4 * j + e], c.sl2, -(e & 1 ? l2.y : l2.x)));
+            if (mask && 8 * (e >> 1) > lim + 8 * j + (e & 1)) pr = 0.0f;
+            s[4 * j + e] = pr;
+        }
+    }
+    /* dV += P^T dO runs while dS^T = P^T (dP^T - D_i) is formed, then dK += dS^T Q */
+    wg_acc_to_a(fp, s);
+    wgmma_fence();
+    gemm_rs_k64<D>(dv, fp, dot, KV_ROWS);
+    wgmma_commit();
+    acc_fence(dp); /* keeps dS^T after the dV issue */
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const float2 d2 = *(const float2 *)(dis + 8 * j + 2 * c.tq);
+#pragma unroll
+        for (int e = 0; e < 4; e++) dp[4 * j + e] = s[4 * j + e] * (dp[4 * j + e] - (e & 1 ? d2.y : d2.x));
+    }
+    wg_acc_to_a(fd, dp);
+    wgmma_fence();
+    gemm_rs_k64<D>(dk, fd, qt, KV_ROWS);
+    wgmma_commit();
+    wgmma_wait<0>();
+    acc_fence(dk);
+    acc_fence(dv);
+}
+
+/* Consumer warpgroup cw takes items cw, cw + 2, ... (stages it % KV_STAGES), then warpgroup 1's
+ * dK, dV go through shared memory (the stages) to warpgroup 0, which adds them in and writes. */
 template <int D>
 static __device__ __forceinline__ void dkdv_consume(const struct wg_bwd_params &p, uint32_t sk,
-                                                    uint32_t sv, uint32_t sqd, float *stats,
-                                                    uint32_t bars, int g, int64_t n0, int m_first,
-                                                    int nitems) {
+                                                    uint32_t sv, uint32_t sqd, float *red,
+                                                    float *stats, uint32_t bars,
+                                                    const struct kv_ctx &c, int nitems) {
     constexpr uint32_t TILE = KV_ROWS * D * 2;
-    const int cw = threadIdx.x / 128 - 1, lt = threadIdx.x % 128, lane = lt % 32, tq = lane % 4;
-    const float sl2 = p.scale * LOG2E;
-    const int64_t key0 = n0 + cw * 64 + (lt / 32) * 16 + lane / 4; /* this thread's keys: key0, +8 */
-    float dk[D / 2], dv[D / 2], s[32], dp[32];
-    uint32_t fp[4][4], fd[4][4];
+    const int cw = threadIdx.x / 128 - 1, lt = threadIdx.x % 128;
+    float dk[D / 2], dv[D / 2];
 #pragma unroll
     for (int i = 0; i < D / 2; i++) dk[i] = dv[i] = 0.0f;
     mbar_wait(bars, 0);
-    for (int it = 0; it < nitems; it++) {
-        const int st = it % BW_STAGES, buf = it & 1, h = g * p.G + it % p.G;
-        const int64_t i0 = (int64_t)(m_first + it / p.G) * KV_ROWS;
-        const uint32_t qt = sqd + st * 2 * TILE, dot = qt + TILE;
-        float *lse2s = stats + buf * 2 * KV_ROWS, *dis = lse2s + KV_ROWS;
-        mbar_wait(BAR_FULL(bars, st), (it / BW_STAGES) & 1);
-        wgmma_fence();
-        gemm_ss_n64<D>(s, sk + cw * 64 * 128, KV_KEYS, qt, KV_ROWS);
-        gemm_ss_n64<D>(dp, sv + cw * 64 * 128, KV_KEYS, dot, KV_ROWS);
-        wgmma_commit();
-        item_stats<D>(p, lse2s, dis, dot, i0, h, cw);
-        named_bar_sync(1, 256); /* both warpgroups' halves of the statistics are in */
-        wgmma_wait<0>();
-        acc_fence(s);
-        acc_fence(dp);
-        /* P^T and dS^T: element (key key0 + 8 (e / 2), row i0 + 8 j + 2 tq + e % 2). */
-        const bool mask = p.q_pos0 + i0 < n0 + cw * 64 + 63;
-        const int64_t lim = p.q_pos0 + i0 + 2 * tq - key0; /* key0 + 8 hh <= q_pos0 + row */
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const float2 l2 = *(const float2 *)(lse2s + 8 * j + 2 * tq);
-            const float2 d2 = *(const float2 *)(dis + 8 * j + 2 * tq);
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const float lv = e & 1 ? l2.y : l2.x, dv_i = e & 1 ? d2.y : d2.x;
-                float pr = fast_exp2(fmaf(s[4 * j + e], sl2, -lv));
-                if (mask && 8 * (e >> 1) > lim + 8 * j + (e & 1)) pr = 0.0f;
-                dp[4 * j + e] = pr * (dp[4 * j + e] - dv_i);
-                s[4 * j + e] = pr;
-            }
-        }
-        wg_acc_to_a(fp, s);
-        wg_acc_to_a(fd, dp);
-        wgmma_fence();
-        gemm_rs_k64<D>(dv, fp, dot, KV_ROWS);
-        gemm_rs_k64<D>(dk, fd, qt, KV_ROWS);
-        wgmma_commit();
-        wgmma_wait<0>();
-        acc_fence(dk);
-        acc_fence(dv);
-        mbar_arrive_warp(BAR_EMPTY(bars, st));
+    for (int it = cw; it < nitems; it += 2) {
+        const int st = it % KV_STAGES, h = c.g * p.G + it % p.G;
+        const int64_t i0 = (int64_t)(c.m_first + it / p.G) * KV_ROWS;
+        float *lse2s = stats + cw * 256 + ((it >> 1) & 1) * 128; /* two buffers a warpgroup */
+        mbar_wait(BAR_FULL(bars, st), (it / KV_STAGES) & 1);
+        kv_item<D>(dk, dv, p, c, sk, sv, sqd + st * 2 * TILE, sqd + st * 2 * TILE + TILE, lse2s,
+                   lse2s + 64, i0, h);
+        mbar_arrive_warp(BAR_EMPTY(bars, st, KV_STAGES));
     }
-    const int64_t base = n0 + cw * 64, col0 = (int64_t)g * D;
-    add_rows<D>(p.dk, dk, p.scale, base, p.Tk, p.kv_stride, col0);
-    add_rows<D>(p.dv, dv, 1.0f, base, p.Tk, p.kv_stride, col0);
+    named_bar_sync(1, 256); /* both warpgroups are past the stages */
+    if (cw == 1) {
+#pragma unroll
+        for (int i = 0; i < D / 2; i++) red[i * 128 + lt] = dk[i], red[(D / 2 + i) * 128 + lt] = dv[i];
+    }
+    named_bar_sync(1, 256);
+    if (cw == 1) return;
+#pragma unroll
+    for (int i = 0; i < D / 2; i++) dk[i] += red[i * 128 + lt], dv[i] += red[(D / 2 + i) * 128 + lt];
+    add_rows<D>(p.dk, dk, p.scale, c.n0, p.Tk, p.kv_stride, (int64_t)c.g * D);
+    add_rows<D>(p.dv, dv, 1.0f, c.n0, p.Tk, p.kv_stride, (int64_t)c.g * D);
 }
 
 template <int D>
@@ -355,28 +440,35 @@ static __global__ void __launch_bounds__(BW_THREADS, 1)
     constexpr uint32_t TILE = KV_ROWS * D * 2;
     extern __shared__ unsigned char smraw[];
     const uint32_t sk = (smem_u32(smraw) + 1023) & ~1023u, sv = sk + KV_KEYS * D * 2;
-    const uint32_t sqd = sv + KV_KEYS * D * 2, sstat = sqd + BW_STAGES * 2 * TILE;
+    const uint32_t sqd = sv + KV_KEYS * D * 2, sstat = sqd + KV_STAGES * 2 * TILE;
     const uint32_t bars = sstat + 4 * 512;
     float *stats = (float *)(smraw + (sstat - smem_u32(smraw)));
-    const int g = blockIdx.y;
-    const int64_t n0 = (int64_t)blockIdx.x * KV_KEYS, first = n0 - p.q_pos0;
-    const int m_first = (int)((first > 0 ? first : 0) / KV_ROWS);
-    const int nitems = ((int)((p.Tq + KV_ROWS - 1) / KV_ROWS) - m_first) * p.G;
-    bw_init_barriers(bars);
+    float *red = (float *)(smraw + (sqd - smem_u32(smraw))); /* 2 x 64 x D floats at the end */
+    struct kv_ctx c;
+    c.g = blockIdx.y;
+    c.n0 = (int64_t)blockIdx.x * KV_KEYS;
+    const int64_t first = c.n0 - p.q_pos0;
+    c.m_first = (int)((first > 0 ? first : 0) / KV_ROWS);
+    const int nitems = ((int)((p.Tq + KV_ROWS - 1) / KV_ROWS) - c.m_first) * p.G;
+    bw_init_barriers(bars, KV_STAGES, 4);
     if (threadIdx.x < 128) {
         regs_release<BW_PRODUCER_REGS>();
         if (threadIdx.x != 0) return;
-        load_pair<D>(sk, sv, &tm_k, &tm_v, g * D, (int)n0, KV_KEYS, bars);
+        load_pair<D>(sk, sv, &tm_k, &tm_v, c.g * D, (int)c.n0, KV_KEYS, bars);
         for (int it = 0; it < nitems; it++) {
-            const int st = it % BW_STAGES, h = g * p.G + it % p.G;
-            mbar_wait(BAR_EMPTY(bars, st), ((it / BW_STAGES) & 1) ^ 1);
+            const int st = it % KV_STAGES, h = c.g * p.G + it % p.G;
+            mbar_wait(BAR_EMPTY(bars, st, KV_STAGES), ((it / KV_STAGES) & 1) ^ 1);
             load_pair<D>(sqd + st * 2 * TILE, sqd + st * 2 * TILE + TILE, &tm_q, &tm_do, h * D,
-                         (m_first + it / p.G) * KV_ROWS, KV_ROWS, BAR_FULL(bars, st));
+                         (c.m_first + it / p.G) * KV_ROWS, KV_ROWS, BAR_FULL(bars, st));
         }
         return;
     }
     regs_claim<BW_CONSUMER_REGS>();
-    dkdv_consume<D>(p, sk, sv, sqd, stats, bars, g, n0, m_first, nitems);
+    const int lt = threadIdx.x % 128;
+    c.key0 = c.n0 + (lt / 32) * 16 + (lt % 32) / 4;
+    c.sl2 = p.scale * LOG2E;
+    c.tq = lt % 4;
+    dkdv_consume<D>(p, sk, sv, sqd, red, stats, bars, c, nitems);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -392,19 +484,19 @@ static void bwd_launch(const struct wg_bwd_params &p, const void *q, const void 
     tmap_bf16_2d(&tdo, p.dout, qcols, s->Tq, s->q_stride, DQ_ROWS);
     tmap_bf16_2d(&tk, k, kcols, s->Tk, s->kv_stride, DQ_KEYS);
     tmap_bf16_2d(&tv, v, kcols, s->Tk, s->kv_stride, DQ_KEYS);
-    size_t smem = bw_smem_bytes(DQ_ROWS, DQ_KEYS, D);
+    size_t smem = bw_smem_bytes(DQ_ROWS, DQ_KEYS, DQ_STAGES, D);
     CUDA_CHECK(cudaFuncSetAttribute(att_bwd_dq_wgmma_kernel<D>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid((unsigned)ceil_div(s->Tq, DQ_ROWS), (unsigned)s->Hq);
     att_bwd_dq_wgmma_kernel<D><<<grid, BW_THREADS, smem, st>>>(tq, tdo, tk, tv, p);
     CUDA_CHECK_LAST();
-    /* dK/dV: K and V in 128-row boxes, Q and dO in 64-row boxes; key tiles past the last query
-     * row get no gradient and no block */
+    /* dK/dV: K, V, Q and dO in 64-row boxes; key tiles past the last query row get no gradient
+     * and no block */
     tmap_bf16_2d(&tq, q, qcols, s->Tq, s->q_stride, KV_ROWS);
     tmap_bf16_2d(&tdo, p.dout, qcols, s->Tq, s->q_stride, KV_ROWS);
     tmap_bf16_2d(&tk, k, kcols, s->Tk, s->kv_stride, KV_KEYS);
     tmap_bf16_2d(&tv, v, kcols, s->Tk, s->kv_stride, KV_KEYS);
-    smem = bw_smem_bytes(KV_KEYS, KV_ROWS, D);
+    smem = bw_smem_bytes(KV_KEYS, KV_ROWS, KV_STAGES, D);
     CUDA_CHECK(cudaFuncSetAttribute(att_bwd_dkdv_wgmma_kernel<D>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const int64_t seen = s->q_pos0 + s->Tq < s->Tk ? s->q_pos0 + s->Tq : s->Tk;

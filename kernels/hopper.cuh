@@ -104,9 +104,14 @@ static __device__ __forceinline__ void regs_claim(void) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
 }
 
-/* Barrier `id` (1..15; 0 is __syncthreads) among `nthreads` threads (a multiple of 32). */
+/* Barrier `id` (1..15; 0 is __syncthreads) among `nthreads` threads (a multiple of 32): sync
+ * waits for all of them, arrive counts this warp in without waiting. */
 static __device__ __forceinline__ void named_bar_sync(int id, int nthreads) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(nthreads) : "memory");
+}
+
+static __device__ __forceinline__ void named_bar_arrive(int id, int nthreads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(nthreads) : "memory");
 }
 
 /* ---------------------------------------------------------------------------------------------- */
