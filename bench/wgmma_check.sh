@@ -23,7 +23,7 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DINFLLM_CUDA_ARCH=90 >"$out/c
   cmake --build "$build" -j"$(nproc)" --target test_gpu bench_attention >"$out/build.log" 2>&1 ||
   { tail -40 "$out/build.log" "$out/cmake.log"; exit 1; }
 echo "build: $(($(date +%s) - t0)) s"
-"$build/tests/test_gpu" >"$out/test_gpu.log" 2>&1
+timeout 600 "$build/tests/test_gpu" >"$out/test_gpu.log" 2>&1
 tested=$?
 status=$tested
 grep -E "FAIL|wgmma path|test_gpu:" "$out/test_gpu.log" | tail -6
