@@ -39,6 +39,8 @@
 #define FW_CONSUMER_REGS 240 /* 128 x (24 + 2 x 240) <= 64k registers */
 #define LOG2E 1.4426950408889634f
 
+size_t attention_wgmma_bwd_smem(int D); /* attention_wgmma_bwd.cu */
+
 struct wg_fwd_params {
     bf16 *o;        /* (Tq, Hq, D), q_stride elements between rows */
     float *lse;     /* (Tq, Hq) */
@@ -310,7 +312,10 @@ extern "C" int attention_wgmma_supported(const struct attn_shape *s) {
     CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    return major == 9 && minor == 0 && (size_t)smem >= fw_smem_bytes(128) ? 1 : 0;
+    const size_t need = fw_smem_bytes(s->D) > attention_wgmma_bwd_smem(s->D)
+                            ? fw_smem_bytes(s->D)
+                            : attention_wgmma_bwd_smem(s->D);
+    return major == 9 && minor == 0 && (size_t)smem >= need ? 1 : 0;
 #else
     (void)s;
     return 0; /* built without sm_90a kernels */

@@ -710,7 +710,10 @@ static void test_wgmma_predicate(void) {
  * 3, 4, 6, 7, 8, 16, lengths that are not multiples of the 128-row and 64-key tiles, chunks of a
  * sequence at q_pos0 > 0 with keys past the chunk, padded rows, gradients added onto a prefill, two
  * backward runs bitwise identical. Tolerances (relative L2): 1e-2 for out (bf16 output and bf16 P
- * in P V, ~2^-9 each), 3e-2 for gradients (bf16 P, dS and the bf16 sum with the prefill). */
+ * in P V, ~2^-9 each), 3e-2 for gradients (bf16 P, dS and the bf16 sum with the prefill). The
+ * backward picks its dK/dV block shape from the grid against the multiprocessor count: these short
+ * lengths take the narrow blocks, and a second pass with a context of one multiprocessor the wide
+ * ones. */
 static void test_wgmma_dense(void) {
     test_wgmma_predicate();
     const struct att_case cases[] = {
@@ -721,6 +724,11 @@ static void test_wgmma_dense(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         test_stage3(&cases[i], 0, i % 2 ? 8 : 0);
+    const int sms = be.gpu.sm_count;
+    be.gpu.sm_count = 1; /* wide dK/dV blocks */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i += 2)
+        test_stage3(&cases[i], 0, i % 4 ? 8 : 0);
+    be.gpu.sm_count = sms;
 }
 
 int main(int argc, char **argv) {
