@@ -72,23 +72,16 @@ static __device__ __forceinline__ void fwd_produce(const CUtensorMap *tm_q, cons
     tma_prefetch_map(tm_k);
     tma_prefetch_map(tm_v);
     mbar_expect_tx(bars, FW_ROWS * D * 2);
-#pragma unroll
-    for (int c = 0; c < D / 64; c++) tma_load_2d(sq + c * FW_ROWS * 128, tm_q, h * D + c * 64, i0, bars);
+    tma_load_tile<D>(sq, tm_q, h * D, i0, FW_ROWS, bars);
     for (int it = 0; it < ntiles; it++) {
         const int st = it % FW_STAGES, j0 = (ntiles - 1 - it) * FW_KEYS;
         const uint32_t ph = (it / FW_STAGES) & 1;
         mbar_wait(BAR_EMPTY_K(bars, st), ph ^ 1);
         mbar_expect_tx(BAR_FULL_K(bars, st), KV_BYTES);
-#pragma unroll
-        for (int c = 0; c < D / 64; c++)
-            tma_load_2d(sk + st * KV_BYTES + c * FW_KEYS * 128, tm_k, kvh * D + c * 64, j0,
-                        BAR_FULL_K(bars, st));
+        tma_load_tile<D>(sk + st * KV_BYTES, tm_k, kvh * D, j0, FW_KEYS, BAR_FULL_K(bars, st));
         mbar_wait(BAR_EMPTY_V(bars, st), ph ^ 1);
         mbar_expect_tx(BAR_FULL_V(bars, st), KV_BYTES);
-#pragma unroll
-        for (int c = 0; c < D / 64; c++)
-            tma_load_2d(sv + st * KV_BYTES + c * FW_KEYS * 128, tm_v, kvh * D + c * 64, j0,
-                        BAR_FULL_V(bars, st));
+        tma_load_tile<D>(sv + st * KV_BYTES, tm_v, kvh * D, j0, FW_KEYS, BAR_FULL_V(bars, st));
     }
 }
 

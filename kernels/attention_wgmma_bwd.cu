@@ -18,14 +18,15 @@
  *    dQ += dS K with dS as the register A operand and K as the transposed (MN-major) B operand;
  *    dQ of one tile is issued with S and dP of the next and runs while the next dS is formed.
  *    D_i and lse of its rows are computed once at the start (O and dO read from global memory).
- *  - dK/dV kernel: a block per (128 keys, KV head), blocks of the most work (key tile 0) first. K and
- *    V stay in shared memory; the block walks work items (64 query rows, one of the G heads of the
- *    group) from the first rows that see its keys; Q and dO of each item come through the stages.
- *    Per item and warpgroup (64 keys): S^T = K Q^T and dP^T = V dO^T, P^T in registers, then
- *    dV += P^T dO (P^T as the register A operand, dO as MN-major B) runs while dS^T is formed,
- *    then dK += dS^T Q. The two
- *    warpgroups compute lse and D_i of the item's rows (D_i from O in global memory and dO in the
- *    stage) while the first products run, and meet at a named barrier.
+ *  - dK/dV kernel: a block per (key block, KV head), blocks of the most work (key block 0) first.
+ *    K and V stay in shared memory; the block walks work items (64 query rows, one of the G heads
+ *    of the group) from the first rows that see its keys; Q and dO of each item come through the
+ *    stages. Per item and warpgroup (64 keys): S^T = K Q^T and dP^T = V dO^T, while they run lse
+ *    and D_i of the item's rows (D_i from O in global memory and dO in the stage), P^T in
+ *    registers, then dV += P^T dO (P^T as the register A operand, dO as MN-major B) runs while
+ *    dS^T is formed, then dK += dS^T Q. Wide blocks (128 keys) give each warpgroup 64 keys of
+ *    every item; narrow blocks (64 keys), for grids too small to balance, give the warpgroups
+ *    alternate items and add warpgroup 1's dK, dV into warpgroup 0's through shared memory.
  * The price of determinism without a dQ accumulator: S and dP are computed twice (once per kernel),
  * 7 products where an atomic dQ would need 5.
  */
@@ -521,11 +522,13 @@ static void bwd_launch(const struct wg_bwd_params &p, const void *q, const void 
     dim3 grid((unsigned)ceil_div(s->Tq, DQ_ROWS), (unsigned)s->Hq);
     att_bwd_dq_wgmma_kernel<D><<<grid, BW_THREADS, smem, st>>>(tq, tdo, tk, tv, p);
     CUDA_CHECK_LAST();
-    /* dK/dV: key blocks past the last query row get no gradient and no block; wide blocks unless
-     * they would fill fewer than about two waves (measured on the H200, Hq 32 / Hkv 2: narrow 3.9
-     * against wide 5.9 ms at 8k, D 128; wide 1.2x faster at 32k) */
+    /* dK/dV: key blocks past the last query row get no gradient and no block. Wide blocks unless
+     * they would number under 1.5 per multiprocessor: causal blocks differ in work (the first sees
+     * every row), so too few of them leave the last wave unbalanced. Measured on the H200, Hq 32 /
+     * Hkv 2, D 128, whole backward: 128 wide blocks (8k) 7.39 ms against narrow 5.75; 256 (16k)
+     * 18.16 against 22.60; 512 (32k) 74.5 against 88.6. */
     const int64_t seen = s->q_pos0 + s->Tq < s->Tk ? s->q_pos0 + s->Tq : s->Tk;
-    const bool wide = s->Hkv * (ceil_div(seen, kv_keys(true)) + 1) >= 2 * (int64_t)sm_count;
+    const bool wide = 2 * s->Hkv * ceil_div(seen, kv_keys(true)) >= 3 * (int64_t)sm_count;
     tmap_bf16_2d(&tq, q, qcols, s->Tq, s->q_stride, KV_ROWS);
     tmap_bf16_2d(&tdo, p.dout, qcols, s->Tq, s->q_stride, KV_ROWS);
     tmap_bf16_2d(&tk, k, kcols, s->Tk, s->kv_stride, kv_keys(wide));

@@ -85,6 +85,15 @@ static __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorM
         : "memory");
 }
 
+/* A tile of `rows` rows from row r0 and D columns from col0 (D / 64 boxes), into dst as D / 64
+ * column blocks of rows x 128 bytes, completing on bar. */
+template <int D>
+static __device__ __forceinline__ void tma_load_tile(uint32_t dst, const CUtensorMap *map, int col0,
+                                                     int r0, int rows, uint32_t bar) {
+#pragma unroll
+    for (int c = 0; c < D / 64; c++) tma_load_2d(dst + c * rows * 128, map, col0 + c * 64, r0, bar);
+}
+
 static __device__ __forceinline__ void tma_prefetch_map(const CUtensorMap *map) {
     asm volatile("prefetch.tensormap [%0];\n" ::"l"((uint64_t)map) : "memory");
 }
