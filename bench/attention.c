@@ -5,12 +5,14 @@
  * forward+backward including selection, with ms, achieved TFLOP/s and the attended keys.
  *
  *   bench_attention [--hq 32] [--hkv 2] [--d 128] [--dense-max 32768] [--selection-only]
- *                   [--forward-only] [--q-rho R] T...
+ *                   [--forward-only] [--dense-only] [--q-rho R] T...
  *
  * FLOPs are counted honestly: dense causal forward = 4 * D * Hq * sum over rows of visible keys
  * (2 T^2 D Hq for a full square), the backward 2.5 times the forward (dQ, dK, dV and the
  * recomputed scores); sparse counts only the keys each row attends (its selected blocks cut at
- * the row). Time: CUDA events around each call, 1 warm-up, median of 3 (the longest shapes take
+ * the row). Dense rows name the kernels that ran (wgmma + TMA on an sm_90 device, else mma.sync)
+ * and the fraction of GEMM_CEILING, the bf16 GEMM rate measured on the H200. --dense-only skips
+ * the selection and the sparse kernels. Time: CUDA events around each call, 1 warm-up, median of 3 (the longest shapes take
  * seconds, far past launch overheads). Inputs are random bf16, never zeros; by default every
  * token's query is independent of its neighbours', so neighbouring tokens select unrelated blocks
  * (the worst case for the sparse kernels, which share a K/V block between the tokens of a tile
@@ -30,6 +32,7 @@
 #include <string.h>
 
 #include "attention.h"
+#include "attention_wgmma.h"
 #include "backend.h"
 #include "check.h"
 #include "cuda_check.h"
@@ -37,7 +40,8 @@
 
 static struct backend be;
 
-#define GATHER_TBS 4.1 /* TB/s: the device copy rate the gather rows are timed at */
+#define GATHER_TBS 4.1      /* TB/s: the device copy rate the gather rows are timed at */
+#define GEMM_CEILING 790.0 /* TFLOP/s: bf16 GEMM on random data, H200 (docs/PERF.md) */
 
 struct timer {
     cudaEvent_t a, b;
@@ -91,6 +95,13 @@ struct bench {
 };
 
 typedef void (*bench_fn)(struct bench *b);
+
+static void bench_release(struct bench *b) {
+    void *bufs[] = {b->q, b->k, b->v, b->dout, b->out, b->dq, b->dk, b->dv, b->lse, b->k1, b->k2,
+                    b->sel, b->ws};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) backend_release(&be, bufs[i]);
+}
 
 static float time_median(struct bench *b, bench_fn fn) {
     struct timer t;
@@ -199,7 +210,7 @@ static void gather_row(int64_t T, const char *what, double gb, const char *note)
 int main(int argc, char **argv) {
     int Hq = 32, Hkv = 2, D = 128;
     int64_t dense_max = 32768;
-    int selection_only = 0, forward_only = 0;
+    int selection_only = 0, forward_only = 0, dense_only = 0;
     double q_rho = 0;
     int64_t Ts[16];
     int nT = 0;
@@ -210,6 +221,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--dense-max") && i + 1 < argc) dense_max = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--selection-only")) selection_only = 1;
         else if (!strcmp(argv[i], "--forward-only")) forward_only = 1;
+        else if (!strcmp(argv[i], "--dense-only")) dense_only = 1;
         else if (!strcmp(argv[i], "--q-rho") && i + 1 < argc) q_rho = atof(argv[++i]);
         else if (nT < 16) Ts[nT++] = atoll(argv[i]);
     }
@@ -254,12 +266,23 @@ int main(int argc, char **argv) {
                                  "ws");
         double dense_fwd_flops = 4.0 * D * Hq * ((double)T * (T + 1) / 2);
         if (T <= dense_max && !selection_only) {
+            const char *path = attention_wgmma_supported(&b.s) ? "wgmma" : "mma.sync";
+            char dnote[64];
             float f = time_median(&b, dense_fwd);
-            row("dense fwd", T, f, dense_fwd_flops, "");
+            snprintf(dnote, sizeof dnote, "%s, %.0f%% of %.0f", path,
+                     100.0 * dense_fwd_flops / (f * 1e-3) / 1e12 / GEMM_CEILING, GEMM_CEILING);
+            row("dense fwd", T, f, dense_fwd_flops, dnote);
             if (!forward_only) {
                 float fb = time_median(&b, dense_fwd_bwd);
-                row("dense fwd+bwd", T, fb, 3.5 * dense_fwd_flops, "");
+                snprintf(dnote, sizeof dnote, "%s, %.0f%% of %.0f", path,
+                         100.0 * 3.5 * dense_fwd_flops / (fb * 1e-3) / 1e12 / GEMM_CEILING,
+                         GEMM_CEILING);
+                row("dense fwd+bwd", T, fb, 3.5 * dense_fwd_flops, dnote);
             }
+        }
+        if (dense_only) {
+            bench_release(&b);
+            continue;
         }
         float sel_ms = time_median(&b, select_only);
         int G = Hq / Hkv, fwd_tok = (D == 64 ? 64 : 128) / G, dq_tok = 64 / G;
@@ -293,9 +316,7 @@ int main(int argc, char **argv) {
                     note);
             }
         }
-        void *bufs[] = {b.q, b.k, b.v, b.dout, b.out, b.dq, b.dk, b.dv, b.lse, b.k1, b.k2, b.sel, b.ws};
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-            if (bufs[i]) backend_release(&be, bufs[i]);
+        bench_release(&b);
     }
     backend_free(&be);
     return 0;

@@ -21,6 +21,7 @@
 
 #include "attention.h"
 #include "attention_impl.cuh"
+#include "attention_wgmma.h"
 #include "infllmv2.h"
 
 /* Number of key blocks of row i and the j-th of them. */
@@ -324,6 +325,7 @@ extern "C" bool attention_tc_supported(const struct attn_shape *s, int block_siz
 extern "C" void attention_forward_cuda(void *out, float *lse, const void *q, const void *k,
                                        const void *v, const struct attn_shape *s,
                                        const struct gpu_ctx *g) {
+    if (attention_wgmma_forward(out, lse, q, k, v, s, g)) return; /* Hopper: wgmma + TMA */
     struct att_args a = args_of(s, ATT_BLOCK);
     a.q = (const bf16 *)q, a.k = (const bf16 *)k, a.v = (const bf16 *)v;
     a.o = (bf16 *)out, a.lse = lse;
@@ -334,6 +336,7 @@ extern "C" void attention_backward_cuda(void *dq, void *dk, void *dv, const void
                                         const void *q, const void *k, const void *v,
                                         const void *out, const float *lse,
                                         const struct attn_shape *s, const struct gpu_ctx *g) {
+    if (attention_wgmma_backward(dq, dk, dv, dout, q, k, v, out, lse, s, g)) return; /* Hopper */
     struct att_args a = args_of(s, ATT_BLOCK);
     a.q = (const bf16 *)q, a.k = (const bf16 *)k, a.v = (const bf16 *)v;
     a.out = (const bf16 *)out, a.dout = (const bf16 *)dout, a.lse_in = lse;

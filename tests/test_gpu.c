@@ -721,6 +721,75 @@ static void test_ten_steps(void) {
     t_check(loss[1][9] < loss[1][0], "cuda loss falls over ten steps");
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* Hopper dense attention (attention_wgmma.cu, attention_wgmma_bwd.cu)                             */
+
+#include "attention_wgmma.h"
+#include "cuda_check.h"
+
+/* The wgmma path's predicate against the device: on compute capability 9.0, with the sm_90a
+ * kernels built, it must take every shipped dense shape (a broken guard fails here instead of
+ * silently running the mma.sync kernels) and refuse head dims it lacks; elsewhere it takes none. */
+static void test_wgmma_predicate(void) {
+    int dev = 0, major = 0, minor = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+#ifdef INFLLM_HAVE_WGMMA
+    const bool expect = major == 9 && minor == 0;
+#else
+    const bool expect = false;
+#endif
+    /* (Hq, Hkv, D): the bench shape and 8B-class (32/2/128), MiniCPM4-0.5B (16/2/64), the GPU
+     * recipes (8/2/64), Llama-3.2-3B (24/8/128, G 3), Qwen2.5-7B (28/4/128, G 7), Qwen2.5-1.5B
+     * (12/2/128, G 6), SmolLM2-135M (9/3/64, G 3), a group of 1 (4/4/64) */
+    const int shapes[][3] = {{32, 2, 128}, {16, 2, 64}, {8, 2, 64}, {24, 8, 128}, {28, 4, 128},
+                             {12, 2, 128}, {9, 3, 64}, {4, 4, 64}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int Hq = shapes[i][0], Hkv = shapes[i][1], D = shapes[i][2];
+        const struct attn_shape s = {65536, 0, 65536, Hq, Hkv, D, (int64_t)Hq * D,
+                                     (int64_t)Hkv * D, (float)(1.0 / sqrt((double)D))};
+        const bool got = attention_wgmma_supported(&s) != 0;
+        t_check(got == expect, "wgmma path for Hq %d Hkv %d D %d: %d, expected %d on cc %d.%d", Hq,
+                Hkv, D, got, expect, major, minor);
+    }
+    /* no kernels for D 32 (the quickstart's) or 96, nor for rows that are not 16-byte multiples */
+    const struct attn_shape d32 = {512, 0, 512, 4, 2, 32, 128, 64, 0.17f};
+    const struct attn_shape d96 = {512, 0, 512, 4, 2, 96, 384, 192, 0.1f};
+    const struct attn_shape odd = {512, 0, 512, 4, 2, 64, 260, 128, 0.125f};
+    t_check(!attention_wgmma_supported(&d32) && !attention_wgmma_supported(&d96) &&
+                !attention_wgmma_supported(&odd),
+            "wgmma path claims D 32, D 96 or a 520-byte row");
+    printf("  %-44s %s on cc %d.%d\n", "wgmma path for the shipped dense shapes",
+           expect ? "taken" : "not taken (not sm_90a)", major, minor);
+}
+
+/* Dense attention through attention_forward_cuda / attention_backward_cuda (the wgmma kernels on
+ * an sm_90 device) against the CPU reference, with test_stage3's checks: D 64 and 128, groups 1, 2,
+ * 3, 4, 6, 7, 8, 16, lengths that are not multiples of the 128-row and 64-key tiles, chunks of a
+ * sequence at q_pos0 > 0 with keys past the chunk, padded rows, gradients added onto a prefill, two
+ * backward runs bitwise identical. Tolerances (relative L2): 1e-2 for out (bf16 output and bf16 P
+ * in P V, ~2^-9 each), 3e-2 for gradients (bf16 P, dS and the bf16 sum with the prefill). The
+ * backward picks its dK/dV block shape from the grid against the multiprocessor count: these short
+ * lengths take the narrow blocks, and a second pass with a context of one multiprocessor the wide
+ * ones. */
+static void test_wgmma_dense(void) {
+    test_wgmma_predicate();
+    const struct att_case cases[] = {
+        {1000, 0, 1000, 16, 1, 128}, {777, 0, 777, 4, 2, 64},   {300, 1300, 2048, 7, 1, 128},
+        {513, 200, 900, 6, 2, 64},   {130, 0, 130, 3, 1, 128},  {257, 64, 400, 8, 1, 64},
+        {200, 0, 200, 2, 1, 128},    {64, 1000, 1064, 1, 1, 64}, {600, 0, 600, 16, 4, 128},
+        {400, 50, 450, 21, 3, 64},   {250, 0, 250, 9, 3, 64},   {129, 0, 129, 28, 4, 128},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        test_stage3(&cases[i], 0, i % 2 ? 8 : 0);
+    const int sms = be.gpu.sm_count;
+    be.gpu.sm_count = 1; /* wide dK/dV blocks */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i += 2)
+        test_stage3(&cases[i], 0, i % 4 ? 8 : 0);
+    be.gpu.sm_count = sms;
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int count = 0;
@@ -766,6 +835,8 @@ int main(int argc, char **argv) {
     printf("every GQA group size (G 1, 2, 3, 4, 6, 7, 8, 16; D 64 and 128)\n");
     test_tc_supported();
     test_every_group();
+    printf("dense attention on Hopper (wgmma + TMA where the device has it)\n");
+    test_wgmma_dense();
     printf("model\n");
     test_model_step(false);
     test_model_step(true);
