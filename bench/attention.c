@@ -37,6 +37,7 @@
 #include "check.h"
 #include "cuda_check.h"
 #include "infllmv2.h"
+#include "randn.h"
 
 static struct backend be;
 
@@ -59,23 +60,10 @@ static int cmp_float(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
-/* Random bf16 on the device (uploaded from fp32 normals). rho > 0 correlates neighbouring tokens
- * (rows of `width` values) as an AR(1) sequence: x_t = rho x_{t-1} + sqrt(1 - rho^2) e_t, each
- * value still a unit normal. */
+/* Random bf16 on the device: bench_randn's normals (correlated over tokens when rho > 0). */
 static void *rand_bf16(int64_t n, uint64_t seed, int64_t width, double rho) {
     float *h = xmalloc((size_t)n * sizeof(float));
-    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (int64_t i = 0; i < n; i += 2) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        double u1 = ((s >> 11) + 0.5) * 0x1.0p-53;
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        double u2 = (s >> 11) * 0x1.0p-53, r = sqrt(-2 * log(u1));
-        h[i] = (float)(r * cos(6.283185307179586 * u2));
-        if (i + 1 < n) h[i + 1] = (float)(r * sin(6.283185307179586 * u2));
-    }
-    if (rho > 0)
-        for (int64_t i = width; i < n; i++)
-            h[i] = (float)(rho * h[i - width] + sqrt(1 - rho * rho) * h[i]);
+    bench_randn(h, n, seed, width, rho);
     void *d = backend_alloc(&be, (size_t)n * 2, "bench");
     backend_upload_act(&be, d, h, n);
     free(h);
