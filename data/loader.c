@@ -12,8 +12,8 @@
  * g % W), so every evaluation sees the same sequences; with no val_files it has no sequences.
  * Synthetic: synthetic_sequence(seed, g) for training, seed ^ LOADER_VAL_SALT for validation.
  *
- * The cursor is a plain field owned by the trainer (checkpointed and restored by assignment);
- * loader_read never moves it. A loader is not safe to share between threads (the cached epoch).
+ * A loader keeps no read position: the trainer's step number chooses the sequences. A loader is not
+ * safe to share between threads (the cached epoch).
  */
 #include "loader.h"
 
@@ -22,15 +22,10 @@
 #include <string.h>
 
 #include "check.h"
+#include "hash.h"
 
 #define LOADER_VAL_SALT 0x76616C6964617465ull  /* "validate": the synthetic validation stream */
 #define LOADER_PERM_SALT 0x7065726D75746531ull /* "permute1": the epoch shuffles */
-
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* The config file for messages ("config" when it came from defaults only). */
 static const char *config_name(const struct config *c) { return c->path[0] ? c->path : "config"; }

@@ -7,7 +7,7 @@
  * seeded shuffle of all windows (windows are the non-overlapping seq_len-token spans of each shard,
  * each plus its next token); from the synthetic task, it is synthetic_sequence(seed, g).
  * Optimizer step s reads sequences [s * global_batch, (s + 1) * global_batch), whatever the rank
- * layout, so the cursor is one number: the next unread sequence.
+ * layout: the trainer's step alone says what comes next, so a loader keeps no position.
  */
 #ifndef INFLLM_LOADER_H
 #define INFLLM_LOADER_H
@@ -29,7 +29,6 @@ struct loader {
     int64_t n_windows;
     int64_t *perm;                   /* (n_windows) shuffle of the cached epoch; NULL for validation (file order) */
     int64_t perm_epoch;              /* epoch perm belongs to, -1 = none */
-    int64_t cursor;                  /* next sequence to read: set and read by the trainer, never moved by loader_read */
 };
 
 /* Opens the training stream (val = 0) or the validation stream (val = 1) of the config.

@@ -26,7 +26,6 @@
 #include "check.h"
 #include "config_keys.h"
 #include "fsutil.h"
-#include "hf.h"
 #include "synthetic.h"
 
 static const char *const device_names[] = {"cpu", "cuda", NULL};
@@ -303,9 +302,17 @@ void config_describe(const struct key_desc *k, bool show_max, char *buf, size_t 
 
 /* Where a value came from, for messages: "<file>: <key>: ..." or "--set <arg>: ...". */
 struct origin {
-    const char *file; /* NULL for --set */
-    const char *arg;  /* the whole --set argument */
+    const char *file;    /* NULL for --set */
+    const char *arg;     /* the whole --set argument */
+    const char *section; /* config_import: the section the file's members belong to; messages
+                            name a member as the file does, without "<section>." */
 };
+
+/* The name of key path `path` in the origin's file. */
+static const char *member_name(const struct origin *o, const char *path) {
+    size_t n = o->section ? strlen(o->section) : 0;
+    return n && strncmp(path, o->section, n) == 0 && path[n] == '.' ? path + n + 1 : path;
+}
 
 /* Dies with "<origin>: <path>: expected <expected>, got <value>" (the value cut to ~60 chars). */
 static void die_expected(const struct origin *o, const char *path, const char *expected,
@@ -317,7 +324,8 @@ static void die_expected(const struct origin *o, const char *path, const char *e
     snprintf(shown, sizeof shown, "%s", text ? text : "nothing");
     if (text && strlen(text) >= sizeof shown) memcpy(shown + sizeof shown - 4, "...", 4);
     free(text);
-    if (o->file) die_user("%s: %s: expected %s, got %s", o->file, path, expected, shown);
+    if (o->file) die_user("%s: %s: expected %s, got %s", o->file, member_name(o, path), expected,
+                          shown);
     size_t n = strlen(path);
     if (strncmp(o->arg, path, n) == 0 && o->arg[n] == '=')
         die_user("--set %s: expected %s, got %s", o->arg, expected, shown);
@@ -399,6 +407,14 @@ static void set_value(struct config *c, const struct key_desc *k, const cJSON *v
     case KT_STRLIST: set_string_list(o, k, f, v); break;
     case KT_NUMLIST: set_number_list(o, k, f, v); break;
     }
+}
+
+/* The key's value as compact JSON text (exact numbers: equal texts are equal values). */
+static char *value_text(const struct config *c, const struct key_desc *k) {
+    cJSON *v = config_value_json(c, k);
+    char *text = cJSON_PrintUnformatted(v);
+    cJSON_Delete(v);
+    return text;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -486,7 +502,7 @@ static void die_unknown(const struct origin *o, const char *path) {
         snprintf(hint, sizeof hint, " (did you mean \"%s\"?)", near);
     else
         snprintf(hint, sizeof hint, " (docs/CONFIG.md lists every key)");
-    if (o->file) die_user("%s: unknown key \"%s\"%s", o->file, path, hint);
+    if (o->file) die_user("%s: unknown key \"%s\"%s", o->file, member_name(o, path), hint);
     die_user("--set %s: unknown key \"%s\"%s", o->arg, path, hint);
 }
 
@@ -521,6 +537,25 @@ static bool nullable(const char *path) {
     return false;
 }
 
+/* Sets key idx from v and records who gave it. An imported value (config_import) must agree with a
+ * value the user gave in the file or a --set. */
+static void set_key(struct config *c, int idx, const cJSON *v, const struct origin *o) {
+    const struct key_desc *k = &config_keys[idx];
+    if (!o->section || c->given[idx] != CONFIG_GIVEN) {
+        set_value(c, k, v, o);
+        c->given[idx] = o->section ? CONFIG_IMPORTED : CONFIG_GIVEN;
+        return;
+    }
+    char *ours = value_text(c, k);
+    set_value(c, k, v, o);
+    char *theirs = value_text(c, k);
+    if (strcmp(ours, theirs) != 0)
+        die_user("%s: %s is %s but %s says %s (drop the key from the config, or import another "
+                 "model)", c->path[0] ? c->path : "config", k->path, ours, o->file, theirs);
+    free(ours);
+    free(theirs);
+}
+
 /* Applies every member of object `obj` found at `prefix` ("" for the root). */
 static void apply_object(struct config *c, const cJSON *obj, const char *prefix,
                          const struct origin *o) {
@@ -535,8 +570,7 @@ static void apply_object(struct config *c, const cJSON *obj, const char *prefix,
         }
         int idx = find_key(path);
         if (idx >= 0) {
-            set_value(c, &config_keys[idx], m, o);
-            c->given[idx] = 1;
+            set_key(c, idx, m, o);
         } else if (is_section(path) && cJSON_IsObject(m)) {
             apply_object(c, m, path, o);
         } else if (is_section(path) && cJSON_IsNull(m) && nullable(path)) {
@@ -554,7 +588,7 @@ static void apply_object(struct config *c, const cJSON *obj, const char *prefix,
 
 void config_defaults(struct config *c) {
     memset(c, 0, sizeof *c);
-    struct origin o = {"(built-in defaults)", NULL};
+    struct origin o = {"(built-in defaults)", NULL, NULL};
     for (int i = 0; i < NKEYS; i++) {
         cJSON *v = cJSON_Parse(config_keys[i].def);
         CHECKF(v != NULL, "bad default for %s", config_keys[i].path);
@@ -630,7 +664,7 @@ static cJSON *set_value_json(const struct key_desc *k, const char *text) {
 
 /* One "key.path=value": a key, or a section given a JSON object (--set 'data.synthetic={...}'). */
 static void apply_set(struct config *c, const char *arg) {
-    struct origin o = {NULL, arg};
+    struct origin o = {NULL, arg, NULL};
     const char *eq = strchr(arg, '=');
     if (!eq || eq == arg) die_user("--set %s: expected key.path=value", arg);
     char path[256];
@@ -642,8 +676,7 @@ static void apply_set(struct config *c, const char *arg) {
     int idx = find_key(path);
     if (idx >= 0) {
         cJSON *v = set_value_json(&config_keys[idx], eq + 1);
-        set_value(c, &config_keys[idx], v, &o);
-        c->given[idx] = 1;
+        set_key(c, idx, v, &o);
         cJSON_Delete(v);
     } else if (is_section(path)) {
         cJSON *v = cJSON_ParseWithOpts(eq + 1, NULL, 1);
@@ -659,19 +692,21 @@ static void apply_set(struct config *c, const char *arg) {
     }
 }
 
-void config_load(struct config *c, const char *path, int nset, char *const *sets) {
+void config_read(struct config *c, const char *path, int nset, char *const *sets) {
     config_defaults(c);
     if (strlen(path) >= sizeof c->path)
         die_user("%s: path longer than %zu bytes", path, sizeof c->path - 1);
     snprintf(c->path, sizeof c->path, "%s", path);
     cJSON *root = parse_file(path);
-    struct origin o = {path, NULL};
+    struct origin o = {path, NULL, NULL};
     check_duplicates(root, "", &o);
     apply_object(c, root, "", &o);
     cJSON_Delete(root);
     for (int i = 0; i < nset; i++) apply_set(c, sets[i]);
-    /* The imported folder's config.json sets the model shape before anything is checked. */
-    if (c->model.init_from[0]) hf_import_config(c);
+}
+
+void config_load(struct config *c, const char *path, int nset, char *const *sets) {
+    config_read(c, path, nset, sets);
     config_validate(c, 0);
 }
 
@@ -687,7 +722,24 @@ void config_free(struct config *c) {
 bool config_is_set(const struct config *c, const char *key) {
     int idx = find_key(key);
     CHECKF(idx >= 0, "config_is_set: no key %s", key);
-    return c->given[idx] != 0;
+    return c->given[idx] != CONFIG_DEFAULT;
+}
+
+void config_import(struct config *c, const cJSON *obj, const char *section, const char *file) {
+    CHECKF(is_section(section), "config_import: no section %s", section);
+    if (strlen(file) >= sizeof c->import_file)
+        die_user("%s: path longer than %zu bytes", file, sizeof c->import_file - 1);
+    snprintf(c->import_file, sizeof c->import_file, "%s", file);
+    snprintf(c->import_section, sizeof c->import_section, "%s", section);
+    struct origin o = {c->import_file, NULL, c->import_section};
+    check_duplicates(obj, section, &o);
+    apply_object(c, obj, section, &o);
+}
+
+cJSON *config_key_json(const struct config *c, const char *key) {
+    int idx = find_key(key);
+    CHECKF(idx >= 0, "config_key_json: no key %s", key);
+    return config_value_json(c, &config_keys[idx]);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -726,6 +778,11 @@ static void bad(const struct config *c, const char *key, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    int idx = find_key(key);
+    if (idx >= 0 && c->given[idx] == CONFIG_IMPORTED) { /* name the imported file's member */
+        struct origin o = {c->import_file, NULL, c->import_section};
+        die_user("%s: %s: %s", c->import_file, member_name(&o, key), msg);
+    }
     die_user("%s: %s: %s", c->path[0] ? c->path : "config", key, msg);
 }
 

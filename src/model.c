@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "hash.h"
 #include "ops.h"
 #include "profile.h"
 #include "rope.h"
@@ -281,20 +282,8 @@ void model_print_plan(const struct model *m, FILE *f) {
     fprintf(f, "  %-34s %12.2f MiB\n", "total", (double)model_plan_bytes(m) / 1048576.0);
 }
 
-const struct param_entry *model_find_param(const struct model *m, const char *name) {
-    for (int i = 0; i < m->n_params_entries; i++)
-        if (strcmp(m->params[i].name, name) == 0) return &m->params[i];
-    return NULL;
-}
-
 /* ---------------------------------------------------------------------------------------------- */
 /* Initialisation                                                                                  */
-
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* N(0, 1) from the counter (seed, i): Box-Muller on two hashed uniforms. */
 static double normal_at(uint64_t seed, uint64_t i) {

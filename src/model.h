@@ -195,7 +195,4 @@ void model_backward(struct model *m);
 /* Zeroes the parameter gradients. */
 void model_zero_grad(struct model *m);
 
-/* The entry named `name`, or NULL. */
-const struct param_entry *model_find_param(const struct model *m, const char *name);
-
 #endif

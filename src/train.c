@@ -354,7 +354,6 @@ int trainer_run(struct trainer *tr) {
         double region_sec[PROF_COUNT];
         if (profiled) prof_stop(region_sec);
         tr->step++;
-        tr->train_data.cursor = tr->step * t->global_batch_size;
         /* The first step pays for warm-up (page faults, caches): the ETA leaves it out. */
         if (tr->step == 1)
             t_first = dt;
