@@ -43,10 +43,8 @@ void adamw_init(struct adamw *o, const struct backend *be, const struct model *m
     o->grad_is_model = world == 1;
     o->grad = o->grad_is_model ? mdl->grad_buf
                                : backend_alloc(be, bytes, "optimizer: gradient slice");
-#ifdef INFLLM_CUDA
-    if (be->device == DEVICE_CUDA)
-        o->sumsq_ws = backend_alloc(be, sumsq_workspace_bytes(), "optimizer: norm workspace");
-#endif
+    size_t ws = ops_sumsq_workspace_bytes(be);
+    if (ws) o->sumsq_ws = backend_alloc(be, ws, "optimizer: norm workspace");
     build_segments(o, mdl);
     float *host = xmalloc(bytes);
     backend_download_act(be, host, act_at_c(be, mdl->param_buf, o->slice_start), o->slice_len);
@@ -72,35 +70,19 @@ size_t adamw_state_bytes(int64_t n_params_padded, int world) {
 double adamw_reduce(struct adamw *o, const struct model *mdl, const struct grid *g) {
     if (!o->grad_is_model)
         comm_reduce_scatter(&g->world_dev, o->grad, mdl->grad_buf, o->slice_len, COMM_F32);
-    double sumsq;
-#ifdef INFLLM_CUDA
-    if (o->be->device == DEVICE_CUDA)
-        sumsq = sumsq_cuda(o->grad, o->slice_len, o->sumsq_ws, &o->be->gpu);
-    else
-#endif
-        sumsq = sumsq_cpu(o->grad, o->slice_len);
+    double sumsq = op_sumsq(o->be, o->grad, o->slice_len, o->sumsq_ws);
     comm_allreduce(&g->world, &sumsq, 1, COMM_F64, COMM_SUM);
     return sqrt(sumsq);
 }
 
-/* AdamW on one segment of the slice; the CUDA update also writes the bf16 weights. */
+/* AdamW on one segment of the slice, writing the compute-dtype weights too. */
 static void update_segment(struct adamw *o, struct model *mdl, const struct adamw_segment *sg,
                            const struct train_config *t, float lr, float scale) {
     float wd = sg->decay ? (float)t->weight_decay : 0.0f;
     float *master = o->master + sg->start, *m = o->m + sg->start, *v = o->v + sg->start;
-    const float *grad = o->grad + sg->start;
-#ifdef INFLLM_CUDA
-    if (o->be->device == DEVICE_CUDA) {
-        void *param = act_at(o->be, mdl->param_buf, o->slice_start + sg->start);
-        adamw_update_cuda(master, m, v, grad, param, sg->len, lr, (float)t->beta1,
-                          (float)t->beta2, (float)t->eps, wd, scale, o->t, &o->be->gpu);
-        return;
-    }
-#endif
-    adamw_update_cpu(master, m, v, grad, sg->len, lr, (float)t->beta1, (float)t->beta2,
-                     (float)t->eps, wd, scale, o->t);
-    backend_upload_act(o->be, act_at(o->be, mdl->param_buf, o->slice_start + sg->start), master,
-                       sg->len);
+    void *param = act_at(o->be, mdl->param_buf, o->slice_start + sg->start);
+    op_adamw_update(o->be, master, m, v, o->grad + sg->start, param, sg->len, lr,
+                    (float)t->beta1, (float)t->beta2, (float)t->eps, wd, scale, o->t);
 }
 
 void adamw_apply(struct adamw *o, struct model *mdl, const struct grid *g,

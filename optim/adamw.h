@@ -21,7 +21,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "adamw_update.h"
 #include "backend.h"
 #include "comm.h"
 #include "config.h"

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "adamw.h"
+#include "adamw_update.h"
 #include "check.h"
 #include "config.h"
 #include "grid.h"
