@@ -41,6 +41,7 @@ struct backend {
     enum device_kind device;
     size_t act_size;                 /* bytes of one weight / activation element: 4 or 2 (bf16) */
     int device_id;                   /* CUDA device of this rank, -1 on CPU */
+    int n_devices;                   /* CUDA devices visible on this node, 0 on CPU */
     const struct backend_mem *mem;   /* memory functions of this device */
     struct gpu_ctx gpu;              /* CUDA: stream, cuBLASLt handle and workspace */
 };

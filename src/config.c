@@ -758,6 +758,9 @@ const char *const config_rules[] = {
     "the local window with the query's own block, must fit in the topk + local_blocks budget).",
     "`data.seq_len` is a multiple of `attention.block_size`, and of 2 x parallel.cp x block_size "
     "when parallel.cp > 1 (each rank holds two equal chunks of whole blocks).",
+    "With sparse attention and parallel.cp > 1, a chunk (data.seq_len / (2 x cp) tokens) is a "
+    "multiple of the compression stride (4 x kernel_stride with lse_approx, else kernel_stride) "
+    "and at least one window's reach (kernel_size - kernel_stride, 4x with lse_approx).",
     "The rank count is a multiple of `parallel.cp`; `train.global_batch_size` is a multiple of "
     "micro_batch_size x dp, dp = ranks / cp (checked again by the trainer with the real rank "
     "count).",
@@ -849,6 +852,20 @@ static void validate_attention(const struct config *c) {
             (long long)c->data.seq_len, a->block_size);
 }
 
+/* Sparse attention under context parallelism: each chunk compresses the windows that start in it
+ * and reads one window's reach past its end from the next chunk's owner (attention_layer.c). */
+static void validate_cp_windows(const struct config *c, int cp) {
+    const struct attention_config *a = &c->attention;
+    int64_t cl = c->data.seq_len / (2LL * cp);
+    int64_t unit = a->lse_approx ? 4LL * a->kernel_stride : a->kernel_stride;
+    int64_t reach = (a->lse_approx ? 4LL : 1LL) * (a->kernel_size - a->kernel_stride);
+    if (cl % unit != 0 || reach > cl)
+        bad(c, "data.seq_len", "%lld over 2 x parallel.cp = %d chunks gives chunks of %lld tokens; "
+            "sparse attention under context parallelism needs chunks that are a multiple of %lld "
+            "and at least %lld tokens (one compression window's reach)",
+            (long long)c->data.seq_len, 2 * cp, (long long)cl, (long long)unit, (long long)reach);
+}
+
 static void validate_parallel(const struct config *c, int world_size) {
     const struct train_config *t = &c->train;
     int cp = c->parallel.cp;
@@ -860,6 +877,7 @@ static void validate_parallel(const struct config *c, int world_size) {
         bad(c, "data.seq_len", "%lld is not a multiple of 2 x parallel.cp x attention.block_size "
             "= %lld (each rank holds two equal chunks of whole blocks)",
             (long long)c->data.seq_len, 2LL * cp * c->attention.block_size);
+    if (cp > 1 && config_sparse(c, c->data.seq_len)) validate_cp_windows(c, cp);
     if (t->global_batch_size % (t->micro_batch_size * dp) != 0)
         bad(c, "train.global_batch_size", "%d is not a multiple of micro_batch_size x dp = %d x "
             "%lld", t->global_batch_size, t->micro_batch_size, (long long)dp);

@@ -326,8 +326,10 @@ static void randomize(struct t_rng *r, struct config *c) {
     a->lse_approx = t_rng_u64(r) % 2;
 
     c->parallel.cp = 1 + (int)(t_rng_u64(r) % 4);
-    int64_t chunk = 2LL * c->parallel.cp * a->block_size, k = 1 + (int64_t)(t_rng_u64(r) % 64);
-    if (chunk * k < 128) k = (128 + chunk - 1) / chunk; /* room for the synthetic records */
+    /* k blocks per chunk, a multiple of 4 and at least 12: with sparse cp, a chunk is then a
+     * multiple of the 4 x kernel_stride unit and longer than a window's reach (<= 12 strides) */
+    int64_t chunk = 2LL * c->parallel.cp * a->block_size, k = 4 * (3 + (int64_t)(t_rng_u64(r) % 16));
+    if (chunk * k < 128) k = 4 * ((128 + 4 * chunk - 1) / (4 * chunk)); /* synthetic records */
     c->data.seq_len = chunk * k;
     c->data.source = (enum data_source)(t_rng_u64(r) % 2);
     struct string_list *lists[2] = {&c->data.train_files, &c->data.val_files};
@@ -606,6 +608,10 @@ static void test_rejections(void) {
                 "attention.block_size = 64");
     REJECT_FILE("seq_len vs cp chunks", "{\"parallel\": {\"cp\": 2}, \"data\": {\"seq_len\": 192}}",
                 "data.seq_len", "2 x parallel.cp");
+    REJECT_FILE("sparse cp chunk vs window reach",
+                "{\"parallel\": {\"cp\": 2}, \"data\": {\"seq_len\": 256}, \"attention\": "
+                "{\"dense_len\": -1, \"kernel_size\": 64, \"kernel_stride\": 16}}",
+                "data.seq_len", "chunks of 64 tokens", "window's reach");
     REJECT_FILE("block_size vs stride", "{\"attention\": {\"block_size\": 40}}",
                 "attention.block_size", "kernel_stride = 16");
     REJECT_FILE("kernel_size vs stride", "{\"attention\": {\"kernel_size\": 40}}",
