@@ -94,10 +94,6 @@ size_t ops_sumsq_workspace_bytes(const struct backend *be) {
     return t->sumsq_workspace ? t->sumsq_workspace() : 0;
 }
 
-enum comm_dtype op_act_dtype(const struct backend *be) {
-    return be->act_size == sizeof(float) ? COMM_F32 : COMM_BF16;
-}
-
 /* ---------------------------------------------------------------------------------------------- */
 /* Ops outside any profiler region of their own (charged to the enclosing one, or "other")        */
 

@@ -21,7 +21,6 @@
 
 #include "attention.h"
 #include "backend.h"
-#include "comm.h"
 #include "infllmv2.h"
 
 /* Every op, for ops_supports. */
@@ -102,9 +101,6 @@ void op_argmax_rows(const struct backend *be, int32_t *idx, const float *logits,
 
 /* dst += src (n elements of the compute dtype). */
 void op_add_inplace(const struct backend *be, void *dst, const void *src, int64_t n);
-
-/* The comm dtype of the backend's compute dtype (to move weights and activations). */
-enum comm_dtype op_act_dtype(const struct backend *be);
 
 void op_attention_forward(const struct backend *be, void *out, float *lse, const void *q,
                           const void *k, const void *v, const struct attn_shape *s);

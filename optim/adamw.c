@@ -96,5 +96,5 @@ void adamw_apply(struct adamw *o, const struct grid *g, const struct adamw_hpara
     if (h->grad_clip > 0 && grad_norm > h->grad_clip) scale = h->grad_clip / grad_norm;
     o->t++;
     for (int s = 0; s < o->n_seg; s++) update_segment(o, &o->seg[s], h, (float)lr, (float)scale);
-    comm_allgather(&g->world_dev, o->space.values, NULL, o->slice_len, op_act_dtype(o->be));
+    comm_allgather(&g->world_dev, o->space.values, NULL, o->slice_len, comm_act_dtype(o->be->act_size));
 }

@@ -126,7 +126,7 @@ static void gather_chunks(struct attention_layer *al, void *full, const void *lo
     const struct backend *be = al->be;
     int cp = al->ncp;
     int64_t KD = KD_of(al);
-    enum comm_dtype t = op_act_dtype(be);
+    enum comm_dtype t = comm_act_dtype(be->act_size);
     comm_allgather(al->cp, full, local, rows * KD, t);
     comm_allgather(al->cp, act_at(be, full, (int64_t)cp * rows * KD),
                    act_at_c(be, local, stride * KD), rows * KD, t);
@@ -140,7 +140,7 @@ static void reduce_scatter_chunks_add(struct attention_layer *al, void *local, v
     int64_t KD = KD_of(al), cl = al->shard.chunk_len;
     reverse_slot1(al, full, cl);
     /* Sums in the compute dtype: fp32 on the CPU, bf16 (NCCL's bf16 sum) on the GPU. */
-    enum comm_dtype t = op_act_dtype(be);
+    enum comm_dtype t = comm_act_dtype(be->act_size);
     comm_reduce_scatter(al->cp, al->tmp, full, cl * KD, t);
     comm_reduce_scatter(al->cp, act_at(be, al->tmp, cl * KD),
                         act_at(be, full, (int64_t)cp * cl * KD), cl * KD, t);
@@ -187,7 +187,7 @@ static void exchange_halo(struct attention_layer *al, const void *kb) {
     const struct backend *be = al->be;
     int r = al->cp->rank, cp = al->ncp;
     int64_t KD = KD_of(al), cl = al->shard.chunk_len, h = al->halo;
-    enum comm_dtype t = op_act_dtype(be);
+    enum comm_dtype t = comm_act_dtype(be->act_size);
     void *halo0 = al->halo_rows, *halo1 = act_at(be, al->halo_rows, h * KD);
     const void *head0 = kb, *head1 = act_at_c(be, kb, cl * KD);
     /* Slot 0 heads travel down (to r - 1), slot 1 heads up (to r + 1). */

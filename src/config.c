@@ -929,6 +929,23 @@ void config_validate(struct config *c, int world_size) {
     validate_data(c);
 }
 
+struct loader_source config_loader_source(const struct config *c, bool val) {
+    const struct data_config *d = &c->data;
+    const struct synthetic_config *s = &d->synthetic;
+    const struct string_list *files = val ? &d->val_files : &d->train_files;
+    return (struct loader_source){
+        .source = d->source,
+        .seq_len = d->seq_len,
+        .seed = c->seed,
+        .val = val,
+        .task = {c->model.vocab_size, s->n_pairs, s->n_queries, s->n_keys, s->n_values},
+        .n_files = files->n,
+        .files = files->items,
+        .files_key = val ? "data.val_files" : "data.train_files",
+        .vocab_size = c->model.vocab_size,
+    };
+}
+
 int config_local_blocks(const struct config *c) {
     return c->attention.window_size / c->attention.block_size;
 }

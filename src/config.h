@@ -16,15 +16,16 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "backend.h"  /* enum device_kind */
+#include "loader.h"   /* enum data_source */
+#include "schedule.h" /* enum lr_schedule */
+
 struct cJSON;
 
 #define CONFIG_STR_MAX 1024
 #define CONFIG_LIST_MAX 256   /* entries of a string or number list */
 
-enum device_kind { DEVICE_CPU = 0, DEVICE_CUDA = 1 };
 enum model_type { MODEL_TYPE_LLAMA = 0, MODEL_TYPE_MINICPM = 1 };
-enum lr_schedule { LR_SCHEDULE_COSINE = 0, LR_SCHEDULE_WSD = 1, LR_SCHEDULE_CONSTANT = 2 };
-enum data_source { DATA_SOURCE_SYNTHETIC = 0, DATA_SOURCE_SHARDS = 1 };
 enum recompute { RECOMPUTE_NONE = 0, RECOMPUTE_ATTENTION = 1, RECOMPUTE_FULL = 2 };
 
 struct string_list {
@@ -206,6 +207,10 @@ const char *config_key_name(int i);
 
 /* "none", "attention" or "full". */
 const char *config_recompute_name(enum recompute r);
+
+/* The training stream (val false) or the validation stream (val true) of the data section, for
+ * loader_init; its strings point into c. */
+struct loader_source config_loader_source(const struct config *c, bool val);
 
 /* Derived quantities. */
 int config_local_blocks(const struct config *c);            /* window_size / block_size */

@@ -135,8 +135,9 @@ void trainer_init(struct trainer *tr, const struct config *c, struct grid *g,
     backend_init(&tr->be, c->device, g->local_rank);
     enum comm_kind kind = grid_attach_device(g, c->device == DEVICE_CUDA, tr->be.n_devices,
                                              tr->be.gpu.stream);
-    loader_init(&tr->train_data, c, 0);
-    loader_init(&tr->val_data, c, 1);
+    struct loader_source train = config_loader_source(c, false), val = config_loader_source(c, true);
+    loader_init(&tr->train_data, &train);
+    loader_init(&tr->val_data, &val);
     int64_t pad = (int64_t)g->world_size * ADAMW_ALIGN;
     plan_run(tr, pad);
     if (mode == TRAINER_PLAN) return;
@@ -155,6 +156,8 @@ void trainer_init(struct trainer *tr, const struct config *c, struct grid *g,
     const struct train_config *t = &c->train;
     tr->hparams = (struct adamw_hparams){t->weight_decay, t->beta1, t->beta2, t->eps,
                                          t->grad_clip};
+    tr->sched = (struct lr_params){t->schedule, t->lr, t->min_lr, t->warmup_steps, t->max_steps,
+                                   t->decay_fraction};
     tr->accum = t->global_batch_size / (t->micro_batch_size * g->dp);
     log_info(&tr->log,
              "run: %lld parameters, %d rank(s) (dp %d x cp %d), %s, %s attention, %d micro-step(s) "
@@ -359,7 +362,7 @@ int trainer_run(struct trainer *tr) {
     double t_start = now_seconds();
     int width = snprintf(NULL, 0, "%lld", (long long)t->max_steps);
     while (tr->step < t->max_steps) {
-        double lr = lr_at(t, tr->step);
+        double lr = lr_at(&tr->sched, tr->step);
         double t0 = now_seconds();
         double norm = 0;
         bool profiled = tr->step + 1 == c->log.profile_step;

@@ -19,6 +19,7 @@
 #include "loader.h"
 #include "log.h"
 #include "model.h"
+#include "schedule.h"
 
 enum trainer_mode {
     TRAINER_TRAIN = 0,  /* everything: model, optimizer, data */
@@ -36,6 +37,7 @@ struct trainer {
     struct loader val_data;
     struct logger log;
     struct adamw_hparams hparams; /* the config's AdamW settings */
+    struct lr_params sched;       /* and its learning-rate schedule */
     int accum;            /* micro-steps per optimizer step */
     int64_t step;         /* next step to run (0-based) */
     /* Host staging, from `plan` (host arena) */

@@ -643,6 +643,8 @@ static void test_rejections(void) {
                 "model.vocab_size", "synthetic");
     REJECT_FILE("synthetic task keys", "{\"data\": {\"synthetic\": {\"n_keys\": 4}}}",
                 "data.synthetic.n_keys");
+    REJECT_FILE("synthetic task too long", "{\"data\": {\"seq_len\": 64, \"synthetic\": "
+                "{\"n_pairs\": 20, \"n_keys\": 64}}}", "data.seq_len", "too short");
     REJECT_FILE("shards without files", "{\"data\": {\"source\": \"shards\"}}",
                 "data.train_files");
     REJECT_FILE("empty resume", "{\"resume\": \"\"}", "resume");

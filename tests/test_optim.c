@@ -49,7 +49,7 @@ static void test_update(void) {
 }
 
 static void test_schedules(void) {
-    struct train_config t = {0};
+    struct lr_params t = {0};
     t.lr = 1e-3;
     t.min_lr = 1e-4;
     t.max_steps = 100;

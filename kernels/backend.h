@@ -18,8 +18,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
 #include "gpu.h"
+
+/* Where a backend's tensors live (the config's "device"). */
+enum device_kind { DEVICE_CPU = 0, DEVICE_CUDA = 1 };
 
 struct backend;
 
