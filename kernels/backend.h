@@ -8,9 +8,9 @@
  * handles weights and activations as `void *` of act_size bytes per element, and parameter
  * gradients as `float *`; ops.h dispatches each layer op to the matching kernel.
  *
- * Memory is planned: callers compute exact sizes and allocate once per lifetime through
- * backend_alloc (device memory for CUDA, host memory for CPU). The memory functions below forward
- * to the backend's implementation table (backend.c for the CPU, backend_cuda.c for CUDA).
+ * Memory is planned: the memory plan (plan.h) computes exact sizes and allocates once per lifetime
+ * through backend_alloc (device memory for CUDA, host memory for CPU). The memory functions below
+ * forward to the backend's implementation table (backend.c for the CPU, backend_cuda.c for CUDA).
  */
 #ifndef INFLLM_BACKEND_H
 #define INFLLM_BACKEND_H

@@ -170,7 +170,7 @@ void config_load(struct config *c, const char *path, int nset, char *const *sets
 
 /* Cross-key checks and derived defaults (head_dim = 0 -> hidden / heads, ...). Dies with exit code 2
  * naming the key. `world_size` checks the parallel layout against the rank count (0 when not yet
- * known: config_load passes 0, the trainer checks again with the real count). */
+ * known: config_load passes 0, the command line checks with the real count). */
 void config_validate(struct config *c, int world_size);
 
 /* Releases the owned strings of the lists. */
