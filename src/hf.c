@@ -53,8 +53,9 @@ static const struct hf_field {
 };
 #define HF_NFIELDS (sizeof hf_fields / sizeof hf_fields[0])
 
-/* The members of LongRoPE's rope_scaling object that are our model.rope_scaling keys. */
-static const char *const hf_rope_fields[] = {"rope_type", "type", "long_factor", "short_factor",
+/* The members of LongRoPE's rope_scaling object that are our model.rope_scaling keys, besides its
+ * type (rope_type, or type in older files). */
+static const char *const hf_rope_fields[] = {"long_factor", "short_factor",
                                              "original_max_position_embeddings"};
 #define HF_NROPE (sizeof hf_rope_fields / sizeof hf_rope_fields[0])
 
@@ -77,9 +78,10 @@ static void pick_rope_scaling(const cJSON *j, cJSON *model, const char *path) {
     const cJSON *rs = member(j, "rope_scaling");
     if (!rs) return;
     if (!cJSON_IsObject(rs)) die_user("%s: rope_scaling: expected an object or null", path);
-    if (!member(rs, "rope_type") && !member(rs, "type"))
-        die_user("%s: rope_scaling: expected a \"rope_type\" string", path);
+    const cJSON *type = member(rs, "rope_type") ? member(rs, "rope_type") : member(rs, "type");
+    if (!type) die_user("%s: rope_scaling: expected a \"rope_type\" string", path);
     cJSON *ours = cJSON_AddObjectToObject(model, "rope_scaling");
+    add_copy(ours, "rope_type", type);
     for (size_t i = 0; i < HF_NROPE; i++) {
         const cJSON *v = member(rs, hf_rope_fields[i]);
         if (v) add_copy(ours, hf_rope_fields[i], v);

@@ -498,10 +498,14 @@ static void test_import(void) {
     char dir[512], path[600], from[600];
     snprintf(dir, sizeof dir, "%s/hf", tmp_dir);
     mkdir(dir, 0755);
+    /* LongRoPE with both spellings of the type, as some files write it, and the original context
+     * at the top level */
     const char *good = "{\"model_type\": \"minicpm\", \"vocab_size\": 512, \"hidden_size\": 64, "
                        "\"intermediate_size\": 96, \"num_hidden_layers\": 2, "
                        "\"num_attention_heads\": 4, \"scale_emb\": 12, \"torch_dtype\": \"bf16\", "
-                       "\"rope_scaling\": null}";
+                       "\"rope_scaling\": {\"type\": \"longrope\", \"rope_type\": \"longrope\", "
+                       "\"long_factor\": [1, 2, 3, 4, 5, 6, 7, 8], \"short_factor\": [1, 1, 1, 1, 1, "
+                       "1, 1, 1]}, \"original_max_position_embeddings\": 256}";
     write_tmp(path, sizeof path, "hf/config.json", good);
     char empty[512];
     write_tmp(empty, sizeof empty, "base.json", "{}");
@@ -515,8 +519,10 @@ static void test_import(void) {
     t_check(m->model_type == MODEL_TYPE_MINICPM && m->hidden_size == 64 &&
                 m->intermediate_size == 96 && m->num_hidden_layers == 2 &&
                 m->num_key_value_heads == 4 && m->head_dim == 16 && m->tie_word_embeddings &&
-                m->scale_emb == 12,
-            "import: shape, MHA and tied defaults, derived head_dim, scale_emb");
+                m->scale_emb == 12 && strcmp(m->rope_scaling_type, "longrope") == 0 &&
+                m->rope_long_factor.n == 8 && m->rope_long_factor.items[7] == 8 &&
+                m->rope_original_max_position_embeddings == 256,
+            "import: shape, MHA and tied defaults, derived head_dim, scale_emb, LongRoPE");
     config_free(&c);
     const char *base = "\"model_type\": \"llama\", \"vocab_size\": 512, \"intermediate_size\": 96, "
                        "\"num_hidden_layers\": 2";
