@@ -12,8 +12,8 @@
  * g % W), so every evaluation sees the same sequences; with no val_files it has no sequences.
  * Synthetic: synthetic_sequence(seed, g) for training, seed ^ LOADER_VAL_SALT for validation.
  *
- * The cursor is a plain field owned by the trainer (checkpointed and restored by assignment);
- * loader_read never moves it. A loader is not safe to share between threads (the cached epoch).
+ * A loader keeps no read position: the trainer's step number chooses the sequences. A loader is not
+ * safe to share between threads (the cached epoch).
  */
 #include "loader.h"
 
@@ -22,30 +22,14 @@
 #include <string.h>
 
 #include "check.h"
+#include "hash.h"
 
 #define LOADER_VAL_SALT 0x76616C6964617465ull  /* "validate": the synthetic validation stream */
 #define LOADER_PERM_SALT 0x7065726D75746531ull /* "permute1": the epoch shuffles */
 
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* The config file for messages ("config" when it came from defaults only). */
-static const char *config_name(const struct config *c) { return c->path[0] ? c->path : "config"; }
-
-static void init_synthetic(struct loader *l, const struct config *c, int val) {
-    const struct synthetic_config *s = &c->data.synthetic;
-    l->task = (struct synthetic_task){.vocab_size = c->model.vocab_size,
-                                      .n_pairs = s->n_pairs,
-                                      .n_queries = s->n_queries,
-                                      .n_keys = s->n_keys,
-                                      .n_values = s->n_values};
-    char err[512];
-    if (synthetic_check(&l->task, l->seq_len + 1, err, sizeof err) != 0)
-        die_user("%s: %s", config_name(c), err);
-    if (val) l->seed ^= LOADER_VAL_SALT;
+static void init_synthetic(struct loader *l, const struct loader_source *s) {
+    l->task = s->task;
+    if (s->val) l->seed ^= LOADER_VAL_SALT;
 }
 
 /* Dies naming data.seq_len and the longest shard when no shard holds a full window. */
@@ -58,38 +42,31 @@ static void die_no_windows(const struct loader *l, const char *key) {
              (long long)l->shards[longest].n_tokens);
 }
 
-static void init_shards(struct loader *l, const struct config *c, int val) {
-    const struct string_list *files = val ? &c->data.val_files : &c->data.train_files;
-    const char *key = val ? "data.val_files" : "data.train_files";
-    if (!val && files->n == 0)
-        die_user("%s: data.train_files is empty, expected at least one token shard when data.source is "
-                 "\"shards\"",
-                 config_name(c));
-    l->n_shards = files->n;
-    l->shards = xcalloc((size_t)(files->n > 0 ? files->n : 1), sizeof *l->shards);
-    l->window_start = xcalloc((size_t)files->n + 1, sizeof *l->window_start);
-    for (int i = 0; i < files->n; i++) {
-        token_shard_open(&l->shards[i], files->items[i], c->model.vocab_size);
+static void init_shards(struct loader *l, const struct loader_source *s) {
+    l->n_shards = s->n_files;
+    l->shards = xcalloc((size_t)(s->n_files > 0 ? s->n_files : 1), sizeof *l->shards);
+    l->window_start = xcalloc((size_t)s->n_files + 1, sizeof *l->window_start);
+    for (int i = 0; i < s->n_files; i++) {
+        token_shard_open(&l->shards[i], s->files[i], s->vocab_size);
         int64_t n = l->shards[i].n_tokens;
         l->window_start[i + 1] = l->window_start[i] + (n > l->seq_len ? (n - 1) / l->seq_len : 0);
     }
-    l->n_windows = l->window_start[files->n];
-    if (files->n > 0 && l->n_windows == 0) die_no_windows(l, key);
-    if (!val) l->perm = xmalloc((size_t)(l->n_windows > 0 ? l->n_windows : 1) * sizeof *l->perm);
+    l->n_windows = l->window_start[s->n_files];
+    if (s->n_files > 0 && l->n_windows == 0) die_no_windows(l, s->files_key);
+    if (!s->val) l->perm = xmalloc((size_t)(l->n_windows > 0 ? l->n_windows : 1) * sizeof *l->perm);
 }
 
-void loader_init(struct loader *l, const struct config *c, int val) {
+void loader_init(struct loader *l, const struct loader_source *s) {
     memset(l, 0, sizeof *l);
-    if (c->data.seq_len < 1)
-        die_user("%s: data.seq_len is %lld, expected >= 1", config_name(c), (long long)c->data.seq_len);
-    l->seq_len = c->data.seq_len;
-    l->seed = c->seed;
-    l->source = c->data.source;
+    CHECKF(s->seq_len >= 1, "loader_init: seq_len %lld", (long long)s->seq_len);
+    l->seq_len = s->seq_len;
+    l->seed = s->seed;
+    l->source = s->source;
     l->perm_epoch = -1;
     if (l->source == DATA_SOURCE_SYNTHETIC)
-        init_synthetic(l, c, val);
+        init_synthetic(l, s);
     else
-        init_shards(l, c, val);
+        init_shards(l, s);
 }
 
 void loader_free(struct loader *l) {

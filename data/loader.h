@@ -7,16 +7,33 @@
  * seeded shuffle of all windows (windows are the non-overlapping seq_len-token spans of each shard,
  * each plus its next token); from the synthetic task, it is synthetic_sequence(seed, g).
  * Optimizer step s reads sequences [s * global_batch, (s + 1) * global_batch), whatever the rank
- * layout, so the cursor is one number: the next unread sequence.
+ * layout: the trainer's step alone says what comes next, so a loader keeps no position.
  */
 #ifndef INFLLM_LOADER_H
 #define INFLLM_LOADER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
-#include "config.h"
 #include "shard.h"
 #include "synthetic.h"
+
+enum data_source { DATA_SOURCE_SYNTHETIC = 0, DATA_SOURCE_SHARDS = 1 };
+
+/* What one stream reads: the config's data section (config_loader_source in src/config.h), whose
+ * values config_validate has checked (seq_len >= 1, a synthetic task that fits seq_len + 1 tokens,
+ * at least one training shard). */
+struct loader_source {
+    enum data_source source;
+    int64_t seq_len;             /* T: sequences of T + 1 tokens */
+    uint64_t seed;
+    bool val;                    /* the validation stream */
+    struct synthetic_task task;  /* DATA_SOURCE_SYNTHETIC */
+    int n_files;                 /* DATA_SOURCE_SHARDS: the token shards, in order */
+    char *const *files;
+    const char *files_key;       /* the key that lists them, for messages ("data.train_files") */
+    int64_t vocab_size;          /* every token must be below it */
+};
 
 struct loader {
     int64_t seq_len;
@@ -29,15 +46,14 @@ struct loader {
     int64_t n_windows;
     int64_t *perm;                   /* (n_windows) shuffle of the cached epoch; NULL for validation (file order) */
     int64_t perm_epoch;              /* epoch perm belongs to, -1 = none */
-    int64_t cursor;                  /* next sequence to read: set and read by the trainer, never moved by loader_read */
 };
 
-/* Opens the training stream (val = 0) or the validation stream (val = 1) of the config.
- * The validation stream uses data.val_files in file order (no shuffle), or for the synthetic source
- * a separate seed. Shards source with empty data.val_files: the validation stream has no sequences
- * (loader_epoch_size() returns 0 and loader_read() fails a CHECK; callers check first). Bad files,
- * or no shard holding seq_len + 1 tokens, are user errors (exit 2). */
-void loader_init(struct loader *l, const struct config *c, int val);
+/* Opens the training stream or (s->val) the validation stream. The validation stream reads its
+ * files (data.val_files) in file order (no shuffle), or for the synthetic source a separate seed.
+ * Shards source with no files for validation: the stream has no sequences (loader_epoch_size()
+ * returns 0 and loader_read() fails a CHECK; callers check first). Bad files, or no shard holding
+ * seq_len + 1 tokens, are user errors (exit 2) naming the file or s->files_key. */
+void loader_init(struct loader *l, const struct loader_source *s);
 void loader_free(struct loader *l);
 
 /* Writes sequence g (seq_len + 1 tokens). answer (seq_len + 1 bytes, may be NULL) marks scored

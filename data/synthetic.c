@@ -32,17 +32,12 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "hash.h"
 
 #define SYNTH_FILLER_MIN 16
 #define SYNTH_SUCCESSORS 4
 #define SYNTH_SEQ_SALT 0x5EC0E11CE5EED5ull /* separates the sequence hash from other uses of seed */
 #define SYNTH_CHAIN_SALT 0xC4A1F111E7ull   /* filler successor table */
-
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 struct synth_rng {
     uint64_t state;

@@ -384,12 +384,40 @@ static int64_t tc_max_items(int64_t Tq, int Hkv, int nsel, int64_t nblk) {
     return (int64_t)Hkv * nblk + ceil_div(Tq * Hkv * nsel, 128);
 }
 
+/* The next region of `bytes` at *off (256-byte aligned) in the workspace at base; NULL when base
+ * is NULL (sizing). */
+static void *take(char *base, size_t *off, size_t bytes) {
+    void *p = base ? base + *off : NULL;
+    *off += a256(bytes);
+    return p;
+}
+
+/* The workspace's regions, one after another: with base NULL only their sizes add up, so sizing
+ * (sparse_attention_backward_workspace_bytes) and carving (inv_carve) are this one function.
+ * Returns the bytes the workspace needs. */
+static size_t inv_layout(char *base, int64_t Tq, int Hkv, int nsel, int64_t nblk,
+                         struct inv_ws *w) {
+    int64_t M = Tq * Hkv * nsel, nkeys = (int64_t)Hkv * nblk;
+    size_t off = 0;
+    w->keys = (int32_t *)take(base, &off, (size_t)M * 4);
+    w->rows = (int32_t *)take(base, &off, (size_t)M * 4);
+    w->skeys = (int32_t *)take(base, &off, (size_t)M * 4);
+    w->srows = (int32_t *)take(base, &off, (size_t)M * 4);
+    w->off = (int32_t *)take(base, &off, (size_t)(nkeys + 2) * 4);
+    w->cub_bytes = inv_cub_bytes(M);
+    w->cub_tmp = take(base, &off, w->cub_bytes);
+    w->tc.item_off = (int32_t *)take(base, &off, (size_t)(nkeys + 1) * 4);
+    w->tc.slot_off = (int32_t *)take(base, &off, (size_t)(nkeys + 1) * 4);
+    w->tc.max_items = tc_max_items(Tq, Hkv, nsel, nblk);
+    w->tc.items = (int2 *)take(base, &off, (size_t)w->tc.max_items * 8);
+    w->tc.part = (float *)take(base, &off, att_bwd_slot_bytes(Hkv, nblk));
+    return off;
+}
+
 extern "C" size_t sparse_attention_backward_workspace_bytes(int64_t Tq, int Hkv, int nsel,
                                                             int64_t nblk) {
-    int64_t M = Tq * Hkv * nsel, nkeys = (int64_t)Hkv * nblk;
-    return 4 * a256((size_t)M * 4) + a256((size_t)(nkeys + 2) * 4) + a256(inv_cub_bytes(M)) +
-           2 * a256((size_t)(nkeys + 1) * 4) + a256((size_t)tc_max_items(Tq, Hkv, nsel, nblk) * 8) +
-           a256(att_bwd_slot_bytes(Hkv, nblk));
+    struct inv_ws w;
+    return inv_layout(NULL, Tq, Hkv, nsel, nblk, &w);
 }
 
 extern "C" int64_t sparse_attention_backward_chunk(int64_t Tq, int nsel, int64_t nblk, int D) {
@@ -398,24 +426,10 @@ extern "C" int64_t sparse_attention_backward_chunk(int64_t Tq, int nsel, int64_t
 
 static struct inv_ws inv_carve(void *ws, int64_t M, const struct att_args *a, int nsel) {
     struct inv_ws w;
-    int64_t nkeys = (int64_t)a->Hkv * a->nblk;
-    char *p = (char *)ws;
-    w.keys = (int32_t *)p, p += a256((size_t)M * 4);
-    w.rows = (int32_t *)p, p += a256((size_t)M * 4);
-    w.skeys = (int32_t *)p, p += a256((size_t)M * 4);
-    w.srows = (int32_t *)p, p += a256((size_t)M * 4);
-    w.off = (int32_t *)p, p += a256((size_t)(nkeys + 2) * 4);
-    w.cub_tmp = p;
-    w.cub_bytes = inv_cub_bytes(M);
-    p += a256(w.cub_bytes);
-    memset(&w.tc, 0, sizeof w.tc);
+    memset(&w, 0, sizeof w);
+    inv_layout((char *)ws, a->Tq, a->Hkv, nsel, a->nblk, &w);
     bool dvec_fits = (size_t)(a->Tq * a->Hq) * 4 <= 2 * a256((size_t)M * 4);
     w.tc.dvec = dvec_fits ? (float *)w.keys : NULL;
-    w.tc.item_off = (int32_t *)p, p += a256((size_t)(nkeys + 1) * 4);
-    w.tc.slot_off = (int32_t *)p, p += a256((size_t)(nkeys + 1) * 4);
-    w.tc.max_items = tc_max_items(a->Tq, a->Hkv, nsel, a->nblk);
-    w.tc.items = (int2 *)p, p += a256((size_t)w.tc.max_items * 8);
-    w.tc.part = (float *)p;
     w.tc.max_slots = (int64_t)(att_bwd_slot_bytes(a->Hkv, a->nblk) /
                                ((size_t)2 * ATT_BLOCK * a->D * sizeof(float)));
     w.tc.chunk = att_bwd_chunk_tokens(a->Tq, nsel, a->nblk, a->D);

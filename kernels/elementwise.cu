@@ -11,11 +11,6 @@ static __global__ void add_inplace_kernel(bf16 *dst, const bf16 *src, int64_t n)
     if (i < n) dst[i] = to_bf(bf(dst[i]) + bf(src[i]));
 }
 
-static __global__ void add_f32_to_bf16_kernel(bf16 *dst, const float *src, int64_t n) {
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) dst[i] = to_bf(bf(dst[i]) + src[i]);
-}
-
 static __global__ void f32_to_bf16_kernel(bf16 *dst, const float *src, int64_t n) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) dst[i] = to_bf(src[i]);
@@ -31,13 +26,6 @@ static __global__ void bf16_to_f32_kernel(float *dst, const bf16 *src, int64_t n
 extern "C" void add_inplace_cuda(void *dst, const void *src, int64_t n, const struct gpu_ctx *g) {
     if (n == 0) return;
     add_inplace_kernel<<<GRID(n)>>>((bf16 *)dst, (const bf16 *)src, n);
-    CUDA_CHECK_LAST();
-}
-
-extern "C" void add_f32_to_bf16_cuda(void *dst, const float *src, int64_t n,
-                                     const struct gpu_ctx *g) {
-    if (n == 0) return;
-    add_f32_to_bf16_kernel<<<GRID(n)>>>((bf16 *)dst, src, n);
     CUDA_CHECK_LAST();
 }
 

@@ -18,9 +18,8 @@ extern "C" {
 void add_inplace_cpu(float *dst, const float *src, int64_t n);
 
 
-/* CUDA: dst += src on bf16; dst (bf16) += src (fp32); conversions. */
+/* CUDA: dst += src on bf16; conversions. */
 void add_inplace_cuda(void *dst, const void *src, int64_t n, const struct gpu_ctx *g);
-void add_f32_to_bf16_cuda(void *dst, const float *src, int64_t n, const struct gpu_ctx *g);
 void f32_to_bf16_cuda(void *dst, const float *src, int64_t n, const struct gpu_ctx *g);
 void bf16_to_f32_cuda(float *dst, const void *src, int64_t n, const struct gpu_ctx *g);
 

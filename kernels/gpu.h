@@ -1,6 +1,6 @@
 /*
  * gpu.h: what every CUDA launcher of kernels/ receives: the stream its work is queued on, the
- * cuBLASLt handle and workspace for GEMMs, and the device's shape. The backend (src/backend_cuda.c)
+ * cuBLASLt handle and workspace for GEMMs, and the device's shape. The backend (backend_cuda.c)
  * owns one and hands it to the launchers through ops.c; no launcher allocates memory.
  *
  * CUDA launchers take bf16 tensors as `void *` (the C side has no bf16 type) and fp32 ones as

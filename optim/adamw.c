@@ -10,12 +10,13 @@
 #include "check.h"
 #include "ops.h"
 
-/* Decay segments of [start, start + len) from the model's entries (padding is not decayed). */
-static void build_segments(struct adamw *o, const struct model *mdl) {
-    o->seg = xcalloc((size_t)mdl->n_params_entries + 1, sizeof *o->seg);
+/* Decay segments of [start, start + len) from the space's entries (padding is not decayed). */
+static void build_segments(struct adamw *o) {
+    const struct param_space *s = &o->space;
+    o->seg = xcalloc((size_t)s->n_entries + 1, sizeof *o->seg);
     int64_t lo = o->slice_start, hi = o->slice_start + o->slice_len;
-    for (int i = 0; i < mdl->n_params_entries; i++) {
-        const struct param_entry *e = &mdl->params[i];
+    for (int i = 0; i < s->n_entries; i++) {
+        const struct param_entry *e = &s->entries[i];
         int64_t a = e->offset > lo ? e->offset : lo;
         int64_t b = e->offset + e->numel < hi ? e->offset + e->numel : hi;
         if (a >= b) continue;
@@ -27,87 +28,73 @@ static void build_segments(struct adamw *o, const struct model *mdl) {
     }
 }
 
-void adamw_init(struct adamw *o, const struct backend *be, const struct model *mdl, int rank,
-                int world) {
+/* The optimizer's buffers (plan.h: run once to size, once to carve). With one rank the gradient
+ * slice is the space's own gradient buffer. */
+static void declare_state(struct adamw *o, bool one_rank) {
+    struct mem_plan *p = &o->plan;
+    size_t bytes = (size_t)o->slice_len * sizeof(float);
+    o->master = plan_take(p, PLAN_OPTIMIZER, "master weights (fp32)", bytes);
+    o->m = plan_take(p, PLAN_OPTIMIZER, "first moment (fp32)", bytes);
+    o->v = plan_take(p, PLAN_OPTIMIZER, "second moment (fp32)", bytes);
+    o->grad = one_rank ? o->space.grads
+                       : plan_take(p, PLAN_OPTIMIZER, "gradient slice (fp32)", bytes);
+    size_t ws = ops_sumsq_workspace_bytes(o->be);
+    if (ws) o->sumsq_ws = plan_take(p, PLAN_OPTIMIZER, "norm workspace", ws);
+}
+
+void adamw_init(struct adamw *o, const struct backend *be, const struct param_space *s, int rank,
+                int world, bool allocate) {
     memset(o, 0, sizeof *o);
     o->be = be;
-    CHECKF(mdl->n_params_padded % ((int64_t)world * ADAMW_ALIGN) == 0,
-           "flat parameters (%lld) not padded to %d ranks x %d", (long long)mdl->n_params_padded,
-           world, ADAMW_ALIGN);
-    o->slice_len = mdl->n_params_padded / world;
+    o->space = *s;
+    CHECKF(s->n_padded % ((int64_t)world * ADAMW_ALIGN) == 0,
+           "flat parameters (%lld) not padded to %d ranks x %d", (long long)s->n_padded, world,
+           ADAMW_ALIGN);
+    o->slice_len = s->n_padded / world;
     o->slice_start = (int64_t)rank * o->slice_len;
+    plan_init(&o->plan, be);
+    declare_state(o, world == 1);
+    if (!allocate) return;
+    plan_allocate(&o->plan);
+    declare_state(o, world == 1);
+    plan_carved(&o->plan);
+    build_segments(o);
     size_t bytes = (size_t)o->slice_len * sizeof(float);
-    o->master = backend_alloc(be, bytes, "optimizer: master weights");
-    o->m = backend_alloc(be, bytes, "optimizer: first moment");
-    o->v = backend_alloc(be, bytes, "optimizer: second moment");
-    o->grad_is_model = world == 1;
-    o->grad = o->grad_is_model ? mdl->grad_buf
-                               : backend_alloc(be, bytes, "optimizer: gradient slice");
-#ifdef INFLLM_CUDA
-    if (be->device == DEVICE_CUDA)
-        o->sumsq_ws = backend_alloc(be, sumsq_workspace_bytes(), "optimizer: norm workspace");
-#endif
-    build_segments(o, mdl);
     float *host = xmalloc(bytes);
-    backend_download_act(be, host, act_at_c(be, mdl->param_buf, o->slice_start), o->slice_len);
+    backend_download_act(be, host, act_at_c(be, s->values, o->slice_start), o->slice_len);
     backend_upload(be, o->master, host, bytes);
     free(host);
 }
 
 void adamw_free(struct adamw *o) {
-    backend_release(o->be, o->master);
-    backend_release(o->be, o->m);
-    backend_release(o->be, o->v);
-    if (!o->grad_is_model) backend_release(o->be, o->grad);
-    if (o->sumsq_ws) backend_release(o->be, o->sumsq_ws);
+    plan_free(&o->plan);
     free(o->seg);
     memset(o, 0, sizeof *o);
 }
 
-size_t adamw_state_bytes(int64_t n_params_padded, int world) {
-    int buffers = world == 1 ? 3 : 4; /* master, m, v (+ the gradient slice) */
-    return (size_t)buffers * (size_t)(n_params_padded / world) * sizeof(float);
-}
-
-double adamw_reduce(struct adamw *o, const struct model *mdl, const struct grid *g) {
-    if (!o->grad_is_model)
-        comm_reduce_scatter(&g->world_dev, o->grad, mdl->grad_buf, o->slice_len, COMM_F32);
-    double sumsq;
-#ifdef INFLLM_CUDA
-    if (o->be->device == DEVICE_CUDA)
-        sumsq = sumsq_cuda(o->grad, o->slice_len, o->sumsq_ws, &o->be->gpu);
-    else
-#endif
-        sumsq = sumsq_cpu(o->grad, o->slice_len);
+double adamw_reduce(struct adamw *o, const struct grid *g) {
+    if (o->grad != o->space.grads)
+        comm_reduce_scatter(&g->world_dev, o->grad, o->space.grads, o->slice_len, COMM_F32);
+    double sumsq = op_sumsq(o->be, o->grad, o->slice_len, o->sumsq_ws);
     comm_allreduce(&g->world, &sumsq, 1, COMM_F64, COMM_SUM);
     return sqrt(sumsq);
 }
 
-/* AdamW on one segment of the slice; the CUDA update also writes the bf16 weights. */
-static void update_segment(struct adamw *o, struct model *mdl, const struct adamw_segment *sg,
-                           const struct train_config *t, float lr, float scale) {
-    float wd = sg->decay ? (float)t->weight_decay : 0.0f;
+/* AdamW on one segment of the slice, writing the compute-dtype weights too. */
+static void update_segment(struct adamw *o, const struct adamw_segment *sg,
+                           const struct adamw_hparams *h, float lr, float scale) {
+    float wd = sg->decay ? (float)h->weight_decay : 0.0f;
     float *master = o->master + sg->start, *m = o->m + sg->start, *v = o->v + sg->start;
-    const float *grad = o->grad + sg->start;
-#ifdef INFLLM_CUDA
-    if (o->be->device == DEVICE_CUDA) {
-        void *param = act_at(o->be, mdl->param_buf, o->slice_start + sg->start);
-        adamw_update_cuda(master, m, v, grad, param, sg->len, lr, (float)t->beta1,
-                          (float)t->beta2, (float)t->eps, wd, scale, o->t, &o->be->gpu);
-        return;
-    }
-#endif
-    adamw_update_cpu(master, m, v, grad, sg->len, lr, (float)t->beta1, (float)t->beta2,
-                     (float)t->eps, wd, scale, o->t);
-    backend_upload_act(o->be, act_at(o->be, mdl->param_buf, o->slice_start + sg->start), master,
-                       sg->len);
+    void *param = act_at(o->be, o->space.values, o->slice_start + sg->start);
+    op_adamw_update(o->be, master, m, v, o->grad + sg->start, param, sg->len, lr,
+                    (float)h->beta1, (float)h->beta2, (float)h->eps, wd, scale, o->t);
 }
 
-void adamw_apply(struct adamw *o, struct model *mdl, const struct grid *g,
-                 const struct train_config *t, double lr, double grad_norm) {
+void adamw_apply(struct adamw *o, const struct grid *g, const struct adamw_hparams *h, double lr,
+                 double grad_norm) {
     double scale = 1.0;
-    if (t->grad_clip > 0 && grad_norm > t->grad_clip) scale = t->grad_clip / grad_norm;
+    if (h->grad_clip > 0 && grad_norm > h->grad_clip) scale = h->grad_clip / grad_norm;
     o->t++;
-    for (int s = 0; s < o->n_seg; s++) update_segment(o, mdl, &o->seg[s], t, (float)lr, (float)scale);
-    comm_allgather(&g->world_dev, mdl->param_buf, NULL, o->slice_len, op_act_dtype(o->be));
+    for (int s = 0; s < o->n_seg; s++) update_segment(o, &o->seg[s], h, (float)lr, (float)scale);
+    comm_allgather(&g->world_dev, o->space.values, NULL, o->slice_len, comm_act_dtype(o->be->act_size));
 }

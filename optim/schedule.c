@@ -12,7 +12,7 @@ static double progress(int64_t step, int64_t from, int64_t last) {
     return p < 0 ? 0 : p > 1 ? 1 : p;
 }
 
-double lr_at(const struct train_config *t, int64_t step) {
+double lr_at(const struct lr_params *t, int64_t step) {
     if (step < t->warmup_steps) return t->lr * (double)(step + 1) / (double)t->warmup_steps;
     int64_t last = t->max_steps - 1;
     switch (t->schedule) {

@@ -11,8 +11,16 @@
 
 #include <stdint.h>
 
-#include "config.h"
+enum lr_schedule { LR_SCHEDULE_COSINE = 0, LR_SCHEDULE_WSD = 1, LR_SCHEDULE_CONSTANT = 2 };
 
-double lr_at(const struct train_config *t, int64_t step);
+/* A schedule (the config's train section). */
+struct lr_params {
+    enum lr_schedule schedule;
+    double lr, min_lr;
+    int64_t warmup_steps, max_steps;
+    double decay_fraction; /* wsd */
+};
+
+double lr_at(const struct lr_params *t, int64_t step);
 
 #endif

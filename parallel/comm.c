@@ -29,6 +29,11 @@ size_t comm_dtype_size(enum comm_dtype t) {
     CHECKF(0, "unknown comm dtype %d", (int)t);
 }
 
+enum comm_dtype comm_act_dtype(size_t act_size) {
+    CHECKF(act_size == 4 || act_size == 2, "no comm dtype for %zu-byte activations", act_size);
+    return act_size == 4 ? COMM_F32 : COMM_BF16;
+}
+
 static MPI_Datatype mpi_type(enum comm_dtype t) {
     switch (t) {
     case COMM_F32: return MPI_FLOAT;

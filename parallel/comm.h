@@ -35,6 +35,9 @@ struct comm {
 /* Size of one element of dtype in bytes. */
 size_t comm_dtype_size(enum comm_dtype t);
 
+/* The dtype of a backend's weights and activations of act_size bytes (backend.h): fp32 or bf16. */
+enum comm_dtype comm_act_dtype(size_t act_size);
+
 /* A host-buffer MPI communicator over the ranks of `base` (MPI_COMM_WORLD for a run; tests also
  * use MPI_COMM_SELF to compute a single-rank reference inside a multi-rank test). */
 void comm_init(struct comm *c, MPI_Comm base);

@@ -16,13 +16,8 @@
 
 static int64_t KD_of(const struct attention_layer *al) { return (int64_t)al->Hkv * al->D; }
 
-static void *scratch(struct attention_layer *al, bool allocate, size_t bytes, const char *what) {
-    al->bytes += bytes;
-    return allocate ? backend_alloc(al->be, bytes, what) : NULL;
-}
-
 void attention_layer_init(struct attention_layer *al, const struct config *c,
-                          const struct backend *be, const struct grid *g, int B, bool allocate) {
+                          const struct backend *be, const struct grid *g, int B) {
     memset(al, 0, sizeof *al);
     al->be = be;
     al->cp = &g->cp_dev; /* exchanges move tensors: the backend's buffers */
@@ -35,8 +30,7 @@ void attention_layer_init(struct attention_layer *al, const struct config *c,
     al->D = c->model.head_dim;
     al->scale = (float)(1.0 / sqrt((double)al->D));
     al->sparse = config_sparse(c, al->T);
-    int64_t KD = KD_of(al), T = al->T, cl = al->shard.chunk_len, n = al->shard.n_local;
-    size_t as = be->act_size;
+    int64_t T = al->T, cl = al->shard.chunk_len;
     bool cp = g->cp > 1;
     if (al->sparse) {
         const struct attention_config *a = &c->attention;
@@ -56,42 +50,39 @@ void attention_layer_init(struct attention_layer *al, const struct config *c,
         al->k1_rows = al->L1;
         al->k2_rows = al->L2;
         if (cp) {
-            /* Each chunk owns the windows starting in it: cl / stride of them. */
+            /* Each chunk owns the windows starting in it: cl / stride of them. The chunks are long
+             * enough for one window's reach (config_validate's rule). */
             int64_t reach = a->lse_approx ? 4 * (ks - st) : ks - st;
-            int64_t unit = a->lse_approx ? 4 * st : st;
-            if (cl % unit != 0 || reach > cl)
-                die_user("data.seq_len: %lld over 2 x parallel.cp = %d chunks gives chunks of %lld "
-                         "tokens; context parallelism needs chunks that are a multiple of %lld and "
-                         "at least %lld tokens (one compression window's reach)",
-                         (long long)T, 2 * g->cp, (long long)cl, (long long)unit, (long long)reach);
+            CHECK(cl % (a->lse_approx ? 4 * st : st) == 0 && reach <= cl);
             al->halo = reach;
             al->k1_rows = T / st;
             al->k2_rows = a->lse_approx ? T / (4 * st) : 0;
         }
-        al->k1 = scratch(al, allocate, (size_t)(al->k1_rows * KD) * as, "compressed keys K1");
-        if (al->k2_rows > 0)
-            al->k2 = scratch(al, allocate, (size_t)(al->k2_rows * KD) * as, "compressed keys K2");
-        if (cp) {
-            al->chunk_rows = scratch(al, allocate, (size_t)((cl + al->halo) * KD) * as,
-                                     "compression chunk + halo");
-            al->halo_rows = scratch(al, allocate, (size_t)(2 * al->halo * KD) * as, "halo rows");
-        }
-    }
-    if (cp) {
-        al->k_full = scratch(al, allocate, (size_t)(T * KD) * as, "gathered K");
-        al->v_full = scratch(al, allocate, (size_t)(T * KD) * as, "gathered V");
-        al->dk_full = scratch(al, allocate, (size_t)(T * KD) * as, "gathered dK");
-        al->dv_full = scratch(al, allocate, (size_t)(T * KD) * as, "gathered dV");
-        al->tmp = scratch(al, allocate, (size_t)(n * KD) * as, "reduce-scatter tmp");
     }
 }
 
-void attention_layer_free(struct attention_layer *al) {
-    void *bufs[] = {al->k1,      al->k2,      al->k_full,     al->v_full,    al->dk_full,
-                    al->dv_full, al->chunk_rows, al->halo_rows, al->tmp};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) backend_release(al->be, bufs[i]);
-    memset(al, 0, sizeof *al);
+void attention_layer_declare(struct attention_layer *al, struct mem_plan *p) {
+    size_t row = (size_t)KD_of(al) * al->be->act_size; /* bytes of one row of K or V */
+    size_t T = (size_t)al->T, cl = (size_t)al->shard.chunk_len, halo = (size_t)al->halo;
+    bool cp = al->ncp > 1;
+    if (al->sparse) {
+        al->k1 = plan_take(p, PLAN_SCRATCH, "attention: compressed keys K1",
+                           (size_t)al->k1_rows * row);
+        if (al->k2_rows > 0)
+            al->k2 = plan_take(p, PLAN_SCRATCH, "attention: compressed keys K2",
+                               (size_t)al->k2_rows * row);
+    }
+    if (al->sparse && cp) {
+        al->chunk_rows = plan_take(p, PLAN_SCRATCH, "attention: chunk + halo", (cl + halo) * row);
+        al->halo_rows = plan_take(p, PLAN_SCRATCH, "attention: halo rows", 2 * halo * row);
+    }
+    if (!cp) return;
+    al->k_full = plan_take(p, PLAN_SCRATCH, "attention: gathered K", T * row);
+    al->v_full = plan_take(p, PLAN_SCRATCH, "attention: gathered V", T * row);
+    al->dk_full = plan_take(p, PLAN_SCRATCH, "attention: gathered dK", T * row);
+    al->dv_full = plan_take(p, PLAN_SCRATCH, "attention: gathered dV", T * row);
+    al->tmp = plan_take(p, PLAN_SCRATCH, "attention: reduce-scatter tmp",
+                        (size_t)al->shard.n_local * row);
 }
 
 /* The kernel shape of local chunk c against the keys up to its end (global positions). */
@@ -135,7 +126,7 @@ static void gather_chunks(struct attention_layer *al, void *full, const void *lo
     const struct backend *be = al->be;
     int cp = al->ncp;
     int64_t KD = KD_of(al);
-    enum comm_dtype t = op_act_dtype(be);
+    enum comm_dtype t = comm_act_dtype(be->act_size);
     comm_allgather(al->cp, full, local, rows * KD, t);
     comm_allgather(al->cp, act_at(be, full, (int64_t)cp * rows * KD),
                    act_at_c(be, local, stride * KD), rows * KD, t);
@@ -149,7 +140,7 @@ static void reduce_scatter_chunks_add(struct attention_layer *al, void *local, v
     int64_t KD = KD_of(al), cl = al->shard.chunk_len;
     reverse_slot1(al, full, cl);
     /* Sums in the compute dtype: fp32 on the CPU, bf16 (NCCL's bf16 sum) on the GPU. */
-    enum comm_dtype t = op_act_dtype(be);
+    enum comm_dtype t = comm_act_dtype(be->act_size);
     comm_reduce_scatter(al->cp, al->tmp, full, cl * KD, t);
     comm_reduce_scatter(al->cp, act_at(be, al->tmp, cl * KD),
                         act_at(be, full, (int64_t)cp * cl * KD), cl * KD, t);
@@ -196,7 +187,7 @@ static void exchange_halo(struct attention_layer *al, const void *kb) {
     const struct backend *be = al->be;
     int r = al->cp->rank, cp = al->ncp;
     int64_t KD = KD_of(al), cl = al->shard.chunk_len, h = al->halo;
-    enum comm_dtype t = op_act_dtype(be);
+    enum comm_dtype t = comm_act_dtype(be->act_size);
     void *halo0 = al->halo_rows, *halo1 = act_at(be, al->halo_rows, h * KD);
     const void *head0 = kb, *head1 = act_at_c(be, kb, cl * KD);
     /* Slot 0 heads travel down (to r - 1), slot 1 heads up (to r + 1). */

@@ -34,6 +34,7 @@
 #include "config.h"
 #include "grid.h"
 #include "infllmv2.h"
+#include "plan.h"
 
 struct attention_layer {
     const struct backend *be;
@@ -49,8 +50,7 @@ struct attention_layer {
     int64_t L1, L2;             /* valid compressed keys per sequence (L2 = 0 without lse_approx) */
     int64_t k1_rows, k2_rows;   /* rows of the k1 / k2 buffers (L1 / L2, or T / stride under cp) */
     int64_t halo;               /* rows past a chunk's end its windows read (cp > 1) */
-    size_t bytes;               /* scratch owned by the layer */
-    /* Scratch (compute dtype). */
+    /* Scratch (compute dtype), declared by attention_layer_declare into the model's plan. */
     void *k1;                   /* (k1_rows, KD) compressed keys K1 of one sequence */
     void *k2;                   /* (k2_rows, KD) compressed keys K2, or NULL */
     void *k_full, *v_full;      /* (T, KD) gathered keys and values (cp > 1) */
@@ -61,12 +61,13 @@ struct attention_layer {
     void *workspace;            /* the model's kernel workspace (sparse backward on CUDA) */
 };
 
-/* Sets up the layer for the config and the grid (allocating its scratch when allocate). A layout
- * the halo exchange cannot serve (chunks shorter than a window's reach) is a user error naming
- * data.seq_len and parallel.cp. */
+/* Sets up the layer for the config (validated: config_validate refuses the layouts the halo
+ * exchange cannot serve) and the grid. Its buffers come from attention_layer_declare. */
 void attention_layer_init(struct attention_layer *al, const struct config *c,
-                          const struct backend *be, const struct grid *g, int B, bool allocate);
-void attention_layer_free(struct attention_layer *al);
+                          const struct backend *be, const struct grid *g, int B);
+
+/* Declares the layer's scratch into the plan (plan.h: called once to size, once to carve). */
+void attention_layer_declare(struct attention_layer *al, struct mem_plan *p);
 
 /* Stages 0-2: sel (N, Hkv, nsel) for every local query row, from q (N, QD) and k (N, KD). */
 void attention_layer_select(struct attention_layer *al, int32_t *sel, const void *q,

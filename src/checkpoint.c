@@ -92,7 +92,6 @@ static void save_state(const struct trainer *tr, const char *dir) {
     cJSON_AddNumberToObject(s, "step", (double)tr->step);
     cJSON_AddNumberToObject(s, "tokens_seen",
                             (double)tr->step * c->train.global_batch_size * (double)c->data.seq_len);
-    cJSON_AddNumberToObject(s, "data_cursor", (double)tr->train_data.cursor);
     cJSON_AddNumberToObject(s, "optimizer_step", (double)tr->opt.t);
     cJSON_AddNumberToObject(s, "world_size", tr->g->world_size);
     cJSON_AddNumberToObject(s, "cp", tr->g->cp);
@@ -295,7 +294,6 @@ void checkpoint_load(struct trainer *tr, const char *dir) {
         die_user("%s: version %lld, this build reads version %d", path,
                  (long long)json_int(s, "version", path), CKPT_VERSION);
     int64_t step = json_int(s, "step", path);
-    int64_t cursor = json_int(s, "data_cursor", path);
     int64_t opt_step = json_int(s, "optimizer_step", path);
     int old_world = (int)json_int(s, "world_size", path);
     int64_t n_params = json_int(s, "n_params", path);
@@ -313,7 +311,6 @@ void checkpoint_load(struct trainer *tr, const char *dir) {
     load_optimizer(tr, dir, old_world);
     tr->opt.t = opt_step;
     tr->step = step;
-    tr->train_data.cursor = cursor;
     log_info(&tr->log, "resumed from %s: step %lld, %d rank(s) then, %d now\n", dir,
              (long long)step, old_world, tr->g->world_size);
 }

@@ -6,7 +6,7 @@
  *   optim_<5 digits>.safetensors  one per rank: the AdamW moments of the rank's ZeRO-1 slice, with
  *                              the flat offsets it covers in __metadata__ (slice_start, slice_len)
  *   train_config.json          the run's config (config_to_json), what export and resume read
- *   state.json                 step, tokens seen, data cursor, optimizer step, world layout;
+ *   state.json                 step, tokens seen, optimizer step, world layout;
  *                              written last: a folder without it is not a checkpoint
  * Writing is atomic: every rank writes into step_<N>.tmp/, each file is fsynced, rank 0 writes
  * state.json, renames the folder to step_<N> and fsyncs the parent, then replaces the pointer file
@@ -15,10 +15,10 @@
  * (the next save removes them). Older checkpoints beyond checkpoint.keep_last are removed only
  * after the new one is complete.
  *
- * Resume restores weights, moments, step, data cursor and learning-rate position, so the run
- * continues as if uninterrupted (bit-identical losses on the CPU with the same layout). A different
- * rank count re-shards the moments: each rank reads the parts of the old slices that overlap its
- * new one.
+ * Resume restores weights, moments and the step (which alone chooses the next data and the
+ * learning rate), so the run continues as if uninterrupted (bit-identical losses on the CPU with
+ * the same layout). A different rank count re-shards the moments: each rank reads the parts of the
+ * old slices that overlap its new one.
  */
 #ifndef INFLLM_CHECKPOINT_H
 #define INFLLM_CHECKPOINT_H

@@ -26,7 +26,6 @@
 #include "check.h"
 #include "config_keys.h"
 #include "fsutil.h"
-#include "hf.h"
 #include "synthetic.h"
 
 static const char *const device_names[] = {"cpu", "cuda", NULL};
@@ -303,9 +302,17 @@ void config_describe(const struct key_desc *k, bool show_max, char *buf, size_t 
 
 /* Where a value came from, for messages: "<file>: <key>: ..." or "--set <arg>: ...". */
 struct origin {
-    const char *file; /* NULL for --set */
-    const char *arg;  /* the whole --set argument */
+    const char *file;    /* NULL for --set */
+    const char *arg;     /* the whole --set argument */
+    const char *section; /* config_import: the section the file's members belong to; messages
+                            name a member as the file does, without "<section>." */
 };
+
+/* The name of key path `path` in the origin's file. */
+static const char *member_name(const struct origin *o, const char *path) {
+    size_t n = o->section ? strlen(o->section) : 0;
+    return n && strncmp(path, o->section, n) == 0 && path[n] == '.' ? path + n + 1 : path;
+}
 
 /* Dies with "<origin>: <path>: expected <expected>, got <value>" (the value cut to ~60 chars). */
 static void die_expected(const struct origin *o, const char *path, const char *expected,
@@ -317,7 +324,8 @@ static void die_expected(const struct origin *o, const char *path, const char *e
     snprintf(shown, sizeof shown, "%s", text ? text : "nothing");
     if (text && strlen(text) >= sizeof shown) memcpy(shown + sizeof shown - 4, "...", 4);
     free(text);
-    if (o->file) die_user("%s: %s: expected %s, got %s", o->file, path, expected, shown);
+    if (o->file) die_user("%s: %s: expected %s, got %s", o->file, member_name(o, path), expected,
+                          shown);
     size_t n = strlen(path);
     if (strncmp(o->arg, path, n) == 0 && o->arg[n] == '=')
         die_user("--set %s: expected %s, got %s", o->arg, expected, shown);
@@ -399,6 +407,14 @@ static void set_value(struct config *c, const struct key_desc *k, const cJSON *v
     case KT_STRLIST: set_string_list(o, k, f, v); break;
     case KT_NUMLIST: set_number_list(o, k, f, v); break;
     }
+}
+
+/* The key's value as compact JSON text (exact numbers: equal texts are equal values). */
+static char *value_text(const struct config *c, const struct key_desc *k) {
+    cJSON *v = config_value_json(c, k);
+    char *text = cJSON_PrintUnformatted(v);
+    cJSON_Delete(v);
+    return text;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -486,7 +502,7 @@ static void die_unknown(const struct origin *o, const char *path) {
         snprintf(hint, sizeof hint, " (did you mean \"%s\"?)", near);
     else
         snprintf(hint, sizeof hint, " (docs/CONFIG.md lists every key)");
-    if (o->file) die_user("%s: unknown key \"%s\"%s", o->file, path, hint);
+    if (o->file) die_user("%s: unknown key \"%s\"%s", o->file, member_name(o, path), hint);
     die_user("--set %s: unknown key \"%s\"%s", o->arg, path, hint);
 }
 
@@ -521,6 +537,25 @@ static bool nullable(const char *path) {
     return false;
 }
 
+/* Sets key idx from v and records who gave it. An imported value (config_import) must agree with a
+ * value the user gave in the file or a --set. */
+static void set_key(struct config *c, int idx, const cJSON *v, const struct origin *o) {
+    const struct key_desc *k = &config_keys[idx];
+    if (!o->section || c->given[idx] != CONFIG_GIVEN) {
+        set_value(c, k, v, o);
+        c->given[idx] = o->section ? CONFIG_IMPORTED : CONFIG_GIVEN;
+        return;
+    }
+    char *ours = value_text(c, k);
+    set_value(c, k, v, o);
+    char *theirs = value_text(c, k);
+    if (strcmp(ours, theirs) != 0)
+        die_user("%s: %s is %s but %s says %s (drop the key from the config, or import another "
+                 "model)", c->path[0] ? c->path : "config", k->path, ours, o->file, theirs);
+    free(ours);
+    free(theirs);
+}
+
 /* Applies every member of object `obj` found at `prefix` ("" for the root). */
 static void apply_object(struct config *c, const cJSON *obj, const char *prefix,
                          const struct origin *o) {
@@ -535,8 +570,7 @@ static void apply_object(struct config *c, const cJSON *obj, const char *prefix,
         }
         int idx = find_key(path);
         if (idx >= 0) {
-            set_value(c, &config_keys[idx], m, o);
-            c->given[idx] = 1;
+            set_key(c, idx, m, o);
         } else if (is_section(path) && cJSON_IsObject(m)) {
             apply_object(c, m, path, o);
         } else if (is_section(path) && cJSON_IsNull(m) && nullable(path)) {
@@ -554,7 +588,7 @@ static void apply_object(struct config *c, const cJSON *obj, const char *prefix,
 
 void config_defaults(struct config *c) {
     memset(c, 0, sizeof *c);
-    struct origin o = {"(built-in defaults)", NULL};
+    struct origin o = {"(built-in defaults)", NULL, NULL};
     for (int i = 0; i < NKEYS; i++) {
         cJSON *v = cJSON_Parse(config_keys[i].def);
         CHECKF(v != NULL, "bad default for %s", config_keys[i].path);
@@ -630,7 +664,7 @@ static cJSON *set_value_json(const struct key_desc *k, const char *text) {
 
 /* One "key.path=value": a key, or a section given a JSON object (--set 'data.synthetic={...}'). */
 static void apply_set(struct config *c, const char *arg) {
-    struct origin o = {NULL, arg};
+    struct origin o = {NULL, arg, NULL};
     const char *eq = strchr(arg, '=');
     if (!eq || eq == arg) die_user("--set %s: expected key.path=value", arg);
     char path[256];
@@ -642,8 +676,7 @@ static void apply_set(struct config *c, const char *arg) {
     int idx = find_key(path);
     if (idx >= 0) {
         cJSON *v = set_value_json(&config_keys[idx], eq + 1);
-        set_value(c, &config_keys[idx], v, &o);
-        c->given[idx] = 1;
+        set_key(c, idx, v, &o);
         cJSON_Delete(v);
     } else if (is_section(path)) {
         cJSON *v = cJSON_ParseWithOpts(eq + 1, NULL, 1);
@@ -659,19 +692,21 @@ static void apply_set(struct config *c, const char *arg) {
     }
 }
 
-void config_load(struct config *c, const char *path, int nset, char *const *sets) {
+void config_read(struct config *c, const char *path, int nset, char *const *sets) {
     config_defaults(c);
     if (strlen(path) >= sizeof c->path)
         die_user("%s: path longer than %zu bytes", path, sizeof c->path - 1);
     snprintf(c->path, sizeof c->path, "%s", path);
     cJSON *root = parse_file(path);
-    struct origin o = {path, NULL};
+    struct origin o = {path, NULL, NULL};
     check_duplicates(root, "", &o);
     apply_object(c, root, "", &o);
     cJSON_Delete(root);
     for (int i = 0; i < nset; i++) apply_set(c, sets[i]);
-    /* The imported folder's config.json sets the model shape before anything is checked. */
-    if (c->model.init_from[0]) hf_import_config(c);
+}
+
+void config_load(struct config *c, const char *path, int nset, char *const *sets) {
+    config_read(c, path, nset, sets);
     config_validate(c, 0);
 }
 
@@ -687,7 +722,24 @@ void config_free(struct config *c) {
 bool config_is_set(const struct config *c, const char *key) {
     int idx = find_key(key);
     CHECKF(idx >= 0, "config_is_set: no key %s", key);
-    return c->given[idx] != 0;
+    return c->given[idx] != CONFIG_DEFAULT;
+}
+
+void config_import(struct config *c, const cJSON *obj, const char *section, const char *file) {
+    CHECKF(is_section(section), "config_import: no section %s", section);
+    if (strlen(file) >= sizeof c->import_file)
+        die_user("%s: path longer than %zu bytes", file, sizeof c->import_file - 1);
+    snprintf(c->import_file, sizeof c->import_file, "%s", file);
+    snprintf(c->import_section, sizeof c->import_section, "%s", section);
+    struct origin o = {c->import_file, NULL, c->import_section};
+    check_duplicates(obj, section, &o);
+    apply_object(c, obj, section, &o);
+}
+
+cJSON *config_key_json(const struct config *c, const char *key) {
+    int idx = find_key(key);
+    CHECKF(idx >= 0, "config_key_json: no key %s", key);
+    return config_value_json(c, &config_keys[idx]);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -706,6 +758,9 @@ const char *const config_rules[] = {
     "the local window with the query's own block, must fit in the topk + local_blocks budget).",
     "`data.seq_len` is a multiple of `attention.block_size`, and of 2 x parallel.cp x block_size "
     "when parallel.cp > 1 (each rank holds two equal chunks of whole blocks).",
+    "With sparse attention and parallel.cp > 1, a chunk (data.seq_len / (2 x cp) tokens) is a "
+    "multiple of the compression stride (4 x kernel_stride with lse_approx, else kernel_stride) "
+    "and at least one window's reach (kernel_size - kernel_stride, 4x with lse_approx).",
     "The rank count is a multiple of `parallel.cp`; `train.global_batch_size` is a multiple of "
     "micro_batch_size x dp, dp = ranks / cp (checked again by the trainer with the real rank "
     "count).",
@@ -726,6 +781,11 @@ static void bad(const struct config *c, const char *key, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    int idx = find_key(key);
+    if (idx >= 0 && c->given[idx] == CONFIG_IMPORTED) { /* name the imported file's member */
+        struct origin o = {c->import_file, NULL, c->import_section};
+        die_user("%s: %s: %s", c->import_file, member_name(&o, key), msg);
+    }
     die_user("%s: %s: %s", c->path[0] ? c->path : "config", key, msg);
 }
 
@@ -792,6 +852,20 @@ static void validate_attention(const struct config *c) {
             (long long)c->data.seq_len, a->block_size);
 }
 
+/* Sparse attention under context parallelism: each chunk compresses the windows that start in it
+ * and reads one window's reach past its end from the next chunk's owner (attention_layer.c). */
+static void validate_cp_windows(const struct config *c, int cp) {
+    const struct attention_config *a = &c->attention;
+    int64_t cl = c->data.seq_len / (2LL * cp);
+    int64_t unit = a->lse_approx ? 4LL * a->kernel_stride : a->kernel_stride;
+    int64_t reach = (a->lse_approx ? 4LL : 1LL) * (a->kernel_size - a->kernel_stride);
+    if (cl % unit != 0 || reach > cl)
+        bad(c, "data.seq_len", "%lld over 2 x parallel.cp = %d chunks gives chunks of %lld tokens; "
+            "sparse attention under context parallelism needs chunks that are a multiple of %lld "
+            "and at least %lld tokens (one compression window's reach)",
+            (long long)c->data.seq_len, 2 * cp, (long long)cl, (long long)unit, (long long)reach);
+}
+
 static void validate_parallel(const struct config *c, int world_size) {
     const struct train_config *t = &c->train;
     int cp = c->parallel.cp;
@@ -803,6 +877,7 @@ static void validate_parallel(const struct config *c, int world_size) {
         bad(c, "data.seq_len", "%lld is not a multiple of 2 x parallel.cp x attention.block_size "
             "= %lld (each rank holds two equal chunks of whole blocks)",
             (long long)c->data.seq_len, 2LL * cp * c->attention.block_size);
+    if (cp > 1 && config_sparse(c, c->data.seq_len)) validate_cp_windows(c, cp);
     if (t->global_batch_size % (t->micro_batch_size * dp) != 0)
         bad(c, "train.global_batch_size", "%d is not a multiple of micro_batch_size x dp = %d x "
             "%lld", t->global_batch_size, t->micro_batch_size, (long long)dp);
@@ -852,6 +927,23 @@ void config_validate(struct config *c, int world_size) {
     validate_parallel(c, world_size);
     validate_train(c);
     validate_data(c);
+}
+
+struct loader_source config_loader_source(const struct config *c, bool val) {
+    const struct data_config *d = &c->data;
+    const struct synthetic_config *s = &d->synthetic;
+    const struct string_list *files = val ? &d->val_files : &d->train_files;
+    return (struct loader_source){
+        .source = d->source,
+        .seq_len = d->seq_len,
+        .seed = c->seed,
+        .val = val,
+        .task = {c->model.vocab_size, s->n_pairs, s->n_queries, s->n_keys, s->n_values},
+        .n_files = files->n,
+        .files = files->items,
+        .files_key = val ? "data.val_files" : "data.train_files",
+        .vocab_size = c->model.vocab_size,
+    };
 }
 
 int config_local_blocks(const struct config *c) {

@@ -16,13 +16,16 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "backend.h"  /* enum device_kind */
+#include "loader.h"   /* enum data_source */
+#include "schedule.h" /* enum lr_schedule */
+
+struct cJSON;
+
 #define CONFIG_STR_MAX 1024
 #define CONFIG_LIST_MAX 256   /* entries of a string or number list */
 
-enum device_kind { DEVICE_CPU = 0, DEVICE_CUDA = 1 };
 enum model_type { MODEL_TYPE_LLAMA = 0, MODEL_TYPE_MINICPM = 1 };
-enum lr_schedule { LR_SCHEDULE_COSINE = 0, LR_SCHEDULE_WSD = 1, LR_SCHEDULE_CONSTANT = 2 };
-enum data_source { DATA_SOURCE_SYNTHETIC = 0, DATA_SOURCE_SHARDS = 1 };
 enum recompute { RECOMPUTE_NONE = 0, RECOMPUTE_ATTENTION = 1, RECOMPUTE_FULL = 2 };
 
 struct string_list {
@@ -126,9 +129,18 @@ struct log_config {
 
 #define CONFIG_MAX_KEYS 128
 
+/* Who set a key (struct config's `given`). */
+enum config_given {
+    CONFIG_DEFAULT = 0,  /* left at its default */
+    CONFIG_GIVEN = 1,    /* the config file or a --set */
+    CONFIG_IMPORTED = 2, /* config_import (an imported model's config.json) */
+};
+
 struct config {
     char path[CONFIG_STR_MAX];     /* file it came from, for messages */
-    uint8_t given[CONFIG_MAX_KEYS]; /* per key of the table: set by the file or a --set */
+    uint8_t given[CONFIG_MAX_KEYS]; /* per key of the table: an enum config_given */
+    char import_file[CONFIG_STR_MAX]; /* the file config_import took keys from, for messages */
+    char import_section[32];       /* the section of those keys ("model") */
     char run_dir[CONFIG_STR_MAX];
     enum device_kind device;
     uint64_t seed;
@@ -145,14 +157,20 @@ struct config {
 /* Fills every field with its default. */
 void config_defaults(struct config *c);
 
-/* Loads `path` over the defaults, then applies `nset` overrides "key.path=value" (values parse as
- * JSON, or as a bare string when they are not JSON), then validates. On any error: one line on
- * stderr naming the file and key, exit code 2. */
+/* Reads `path` over the defaults, then applies `nset` overrides "key.path=value" (values parse as
+ * JSON, or as a bare string when they are not JSON), without the cross-key validation. On any
+ * error: one line on stderr naming the file and key, exit code 2. A run's config is config_read,
+ * then the import of model.init_from's config.json (hf_import_config, which sets values through
+ * config_import), then config_validate: one validation for both files. */
+void config_read(struct config *c, const char *path, int nset, char *const *sets);
+
+/* config_read, then config_validate (for a config that is complete in itself: model.init_from is
+ * not imported, so the file's own model keys stand, as in a checkpoint's train_config.json). */
 void config_load(struct config *c, const char *path, int nset, char *const *sets);
 
 /* Cross-key checks and derived defaults (head_dim = 0 -> hidden / heads, ...). Dies with exit code 2
  * naming the key. `world_size` checks the parallel layout against the rank count (0 when not yet
- * known: config_load passes 0, the trainer checks again with the real count). */
+ * known: config_load passes 0, the command line checks with the real count). */
 void config_validate(struct config *c, int world_size);
 
 /* Releases the owned strings of the lists. */
@@ -167,9 +185,21 @@ char *config_to_json(const struct config *c);
 /* Writes the Markdown documentation of every key (docs/CONFIG.md is this output). */
 void config_write_doc(FILE *f);
 
-/* Whether `key` (a dotted path such as "model.hidden_size") was given by the file or a --set, as
- * opposed to left at its default (model.init_from uses it to find conflicting keys). */
+/* Whether `key` (a dotted path such as "model.hidden_size") was given by the file, a --set or an
+ * import, as opposed to left at its default. */
 bool config_is_set(const struct config *c, const char *key);
+
+/* Takes the keys of `section` ("model") from another file's object `obj`, whose member names are
+ * our key paths without "<section>." (a Hugging Face config.json: "hidden_size" is
+ * model.hidden_size). The same checks as a config file apply (type, range, unknown and duplicate
+ * keys), and a failure names `file` and the member. A key the config file or a --set gave must
+ * agree, or the run stops naming both values. Later config_validate errors about an imported key
+ * name `file` and the member too. */
+void config_import(struct config *c, const struct cJSON *obj, const char *section,
+                   const char *file);
+
+/* The value of `key` as JSON, as config_to_json writes it; the caller frees it (cJSON_Delete). */
+struct cJSON *config_key_json(const struct config *c, const char *key);
 
 /* The keys of the table, for tests and tools: count and dotted path of key i. */
 int config_key_count(void);
@@ -177,6 +207,10 @@ const char *config_key_name(int i);
 
 /* "none", "attention" or "full". */
 const char *config_recompute_name(enum recompute r);
+
+/* The training stream (val false) or the validation stream (val true) of the data section, for
+ * loader_init; its strings point into c. */
+struct loader_source config_loader_source(const struct config *c, bool val);
 
 /* Derived quantities. */
 int config_local_blocks(const struct config *c);            /* window_size / block_size */

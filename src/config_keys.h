@@ -5,10 +5,12 @@
 #ifndef INFLLM_CONFIG_KEYS_H
 #define INFLLM_CONFIG_KEYS_H
 
+#include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "check.h"
+#include "config.h"
 
 enum key_type {
     KT_INT,     /* int */
@@ -44,6 +46,10 @@ extern const char *const config_rules[];
 
 /* What key k expects, in words ("an integer in [1, 2147483647]", ...); show_max adds the bound. */
 void config_describe(const struct key_desc *k, bool show_max, char *buf, size_t n);
+
+/* Key k's value in c as JSON (numbers exact: they read back as the same double); the caller frees
+ * it with cJSON_Delete. */
+cJSON *config_value_json(const struct config *c, const struct key_desc *k);
 
 /* Appends printf output to buf (of size n). */
 void config_append(char *buf, size_t n, const char *fmt, ...) INFLLM_PRINTF(3, 4);

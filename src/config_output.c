@@ -33,7 +33,7 @@ static cJSON *integer_json(long long v) {
     return cJSON_CreateRaw(buf);
 }
 
-static cJSON *value_json(const struct config *c, const struct key_desc *k) {
+cJSON *config_value_json(const struct config *c, const struct key_desc *k) {
     const void *f = (const char *)c + k->offset;
     switch (k->type) {
     case KT_INT: return integer_json(*(const int *)f);
@@ -74,7 +74,7 @@ char *config_to_json(const struct config *c) {
             obj = sub;
             part = dot + 1;
         }
-        cJSON_AddItemToObject(obj, part, value_json(c, &config_keys[i]));
+        cJSON_AddItemToObject(obj, part, config_value_json(c, &config_keys[i]));
     }
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
@@ -84,7 +84,7 @@ char *config_to_json(const struct config *c) {
 void config_print(const struct config *c, FILE *f) {
     fprintf(f, "config (%s):\n  %-54s %s\n", c->path[0] ? c->path : "defaults", "key", "value");
     for (int i = 0; i < config_nkeys; i++) {
-        cJSON *v = value_json(c, &config_keys[i]);
+        cJSON *v = config_value_json(c, &config_keys[i]);
         char *text = cJSON_PrintUnformatted(v);
         size_t n = strlen(text);
         fprintf(f, "  %-54s %.*s%s\n", config_keys[i].path, n > 60 ? 57 : (int)n, text,

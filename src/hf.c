@@ -6,7 +6,6 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,134 +26,99 @@ static cJSON *read_json(const char *path) {
 }
 
 /* ---------------------------------------------------------------------------------------------- */
+/* config.json fields                                                                              */
+
+/* The config.json fields that are our model keys ("model.<name>": the same names), read by import
+ * and written by export. rope_scaling (an object, null when absent) is handled beside them. */
+static const struct hf_field {
+    const char *name;
+    bool required; /* import: config.json must have it */
+    bool minicpm;  /* MiniCPM only (muP scales) */
+} hf_fields[] = {
+    {"model_type", true, false},
+    {"vocab_size", true, false},
+    {"hidden_size", true, false},
+    {"intermediate_size", true, false},
+    {"num_hidden_layers", true, false},
+    {"num_attention_heads", true, false},
+    {"num_key_value_heads", false, false},
+    {"head_dim", false, false},
+    {"rope_theta", false, false},
+    {"rms_norm_eps", false, false},
+    {"max_position_embeddings", false, false},
+    {"tie_word_embeddings", false, false},
+    {"scale_emb", false, true},
+    {"scale_depth", false, true},
+    {"dim_model_base", false, true},
+};
+#define HF_NFIELDS (sizeof hf_fields / sizeof hf_fields[0])
+
+/* The members of LongRoPE's rope_scaling object that are our model.rope_scaling keys, besides its
+ * type (rope_type, or type in older files). */
+static const char *const hf_rope_fields[] = {"long_factor", "short_factor",
+                                             "original_max_position_embeddings"};
+#define HF_NROPE (sizeof hf_rope_fields / sizeof hf_rope_fields[0])
+
+/* ---------------------------------------------------------------------------------------------- */
 /* Import                                                                                          */
 
-struct import_ctx {
-    struct config *c;
-    const cJSON *j;
-    char path[4400];
-};
-
-/* The number at key, or NULL when absent (null counts as absent). */
-static const cJSON *number_at(const struct import_ctx *x, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(x->j, key);
-    if (!v || cJSON_IsNull(v)) return NULL;
-    if (!cJSON_IsNumber(v)) die_user("%s: \"%s\": expected a number", x->path, key);
-    return v;
+/* The member `key` of j, or NULL when absent or null. */
+static const cJSON *member(const cJSON *j, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return v && !cJSON_IsNull(v) ? v : NULL;
 }
 
-/* Sets *field from config.json's key (or keeps the fallback when absent and not required); an
- * explicit, different value in our config is an error naming both. */
-static void import_double(const struct import_ctx *x, const char *key, double *field,
-                          bool required) {
-    const cJSON *v = number_at(x, key);
-    if (!v) {
-        if (required) die_user("%s: \"%s\" is missing", x->path, key);
-        return;
+static void add_copy(cJSON *obj, const char *key, const cJSON *v) {
+    cJSON_AddItemToObject(obj, key, cJSON_Duplicate(v, true));
+}
+
+/* rope_scaling's members we know (into model), with original_max_position_embeddings taken from
+ * the top level when the object lacks it (some MiniCPM files put it there). */
+static void pick_rope_scaling(const cJSON *j, cJSON *model, const char *path) {
+    const cJSON *rs = member(j, "rope_scaling");
+    if (!rs) return;
+    if (!cJSON_IsObject(rs)) die_user("%s: rope_scaling: expected an object or null", path);
+    const cJSON *type = member(rs, "rope_type") ? member(rs, "rope_type") : member(rs, "type");
+    if (!type) die_user("%s: rope_scaling: expected a \"rope_type\" string", path);
+    cJSON *ours = cJSON_AddObjectToObject(model, "rope_scaling");
+    add_copy(ours, "rope_type", type);
+    for (size_t i = 0; i < HF_NROPE; i++) {
+        const cJSON *v = member(rs, hf_rope_fields[i]);
+        if (v) add_copy(ours, hf_rope_fields[i], v);
     }
-    char ours[128];
-    snprintf(ours, sizeof ours, "model.%s", key);
-    if (config_is_set(x->c, ours) && *field != v->valuedouble)
-        die_user("%s: %s is %g but %s says %g (drop the key from the config, or import another "
-                 "model)", x->c->path[0] ? x->c->path : "config", ours, *field, x->path,
-                 v->valuedouble);
-    *field = v->valuedouble;
+    const cJSON *orig = member(j, "original_max_position_embeddings");
+    if (orig && !member(rs, "original_max_position_embeddings"))
+        add_copy(ours, "original_max_position_embeddings", orig);
 }
 
-static void import_int(const struct import_ctx *x, const char *key, int *field, bool required) {
-    double d = *field;
-    import_double(x, key, &d, required);
-    if (d != floor(d) || d < 0 || d > 2147483647.0)
-        die_user("%s: \"%s\": expected a non-negative integer, got %g", x->path, key, d);
-    *field = (int)d;
-}
-
-static void import_int64(const struct import_ctx *x, const char *key, int64_t *field,
-                         bool required) {
-    double d = (double)*field;
-    import_double(x, key, &d, required);
-    if (d != floor(d) || d < 0) die_user("%s: \"%s\": expected a non-negative integer", x->path, key);
-    *field = (int64_t)d;
-}
-
-static void import_factors(const struct import_ctx *x, const cJSON *rs, const char *key,
-                           struct float_list *out) {
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(rs, key);
-    if (!cJSON_IsArray(a)) die_user("%s: rope_scaling.%s: expected a list of numbers", x->path, key);
-    out->n = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, a) {
-        if (!cJSON_IsNumber(e) || out->n >= CONFIG_LIST_MAX)
-            die_user("%s: rope_scaling.%s: expected at most %d numbers", x->path, key,
-                     CONFIG_LIST_MAX);
-        out->items[out->n++] = e->valuedouble;
-    }
-}
-
-static void import_rope_scaling(const struct import_ctx *x) {
-    struct model_config *m = &x->c->model;
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(x->j, "rope_scaling");
-    if (!rs || cJSON_IsNull(rs)) return;
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
-    if (!type) type = cJSON_GetObjectItemCaseSensitive(rs, "type");
-    if (!cJSON_IsString(type)) die_user("%s: rope_scaling: expected a \"rope_type\" string", x->path);
-    if (strcmp(type->valuestring, "longrope") != 0)
-        die_user("%s: rope_scaling type \"%s\" is not supported (expected \"longrope\" or none)",
-                 x->path, type->valuestring);
-    snprintf(m->rope_scaling_type, sizeof m->rope_scaling_type, "longrope");
-    import_factors(x, rs, "long_factor", &m->rope_long_factor);
-    import_factors(x, rs, "short_factor", &m->rope_short_factor);
-    const cJSON *orig = cJSON_GetObjectItemCaseSensitive(rs, "original_max_position_embeddings");
-    if (!orig) orig = cJSON_GetObjectItemCaseSensitive(x->j, "original_max_position_embeddings");
-    if (!cJSON_IsNumber(orig))
-        die_user("%s: rope_scaling: expected original_max_position_embeddings", x->path);
-    m->rope_original_max_position_embeddings = (int64_t)orig->valuedouble;
+/* What Hugging Face assumes for fields config.json leaves out: as many KV heads as query heads,
+ * the head dim derived (config_validate derives it from 0, unless our config names one), and tied
+ * embeddings for MiniCPM only. */
+static void add_hf_defaults(const struct config *c, const cJSON *j, cJSON *model, bool minicpm) {
+    const cJSON *heads = member(j, "num_attention_heads");
+    if (!member(j, "num_key_value_heads") && heads) add_copy(model, "num_key_value_heads", heads);
+    if (!member(j, "head_dim") && !config_is_set(c, "model.head_dim"))
+        cJSON_AddNumberToObject(model, "head_dim", 0);
+    if (!member(j, "tie_word_embeddings")) cJSON_AddBoolToObject(model, "tie_word_embeddings", minicpm);
 }
 
 void hf_import_config(struct config *c) {
-    struct import_ctx x = {.c = c};
-    snprintf(x.path, sizeof x.path, "%s/config.json", c->model.init_from);
-    cJSON *j = read_json(x.path);
-    x.j = j;
-    struct model_config *m = &c->model;
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "model_type");
-    if (!cJSON_IsString(type)) die_user("%s: \"model_type\" is missing", x.path);
-    if (strcmp(type->valuestring, "llama") == 0)
-        m->model_type = MODEL_TYPE_LLAMA;
-    else if (strcmp(type->valuestring, "minicpm") == 0)
-        m->model_type = MODEL_TYPE_MINICPM;
-    else
-        die_user("%s: model_type \"%s\" is not supported (expected \"llama\" or \"minicpm\")",
-                 x.path, type->valuestring);
-    import_int64(&x, "vocab_size", &m->vocab_size, true);
-    import_int(&x, "hidden_size", &m->hidden_size, true);
-    import_int(&x, "intermediate_size", &m->intermediate_size, true);
-    import_int(&x, "num_hidden_layers", &m->num_hidden_layers, true);
-    import_int(&x, "num_attention_heads", &m->num_attention_heads, true);
-    /* Absent from config.json: Hugging Face's defaults (MHA; hidden / heads). */
-    if (number_at(&x, "num_key_value_heads"))
-        import_int(&x, "num_key_value_heads", &m->num_key_value_heads, true);
-    else
-        m->num_key_value_heads = m->num_attention_heads;
-    if (number_at(&x, "head_dim"))
-        import_int(&x, "head_dim", &m->head_dim, true);
-    else if (!config_is_set(c, "model.head_dim"))
-        m->head_dim = 0; /* config_validate derives it */
-    import_double(&x, "rope_theta", &m->rope_theta, false);
-    import_double(&x, "rms_norm_eps", &m->rms_norm_eps, false);
-    import_int64(&x, "max_position_embeddings", &m->max_position_embeddings, false);
-    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings");
-    /* Hugging Face defaults: Llama unties, MiniCPM ties. */
-    bool tied = cJSON_IsBool(tie) ? cJSON_IsTrue(tie) : m->model_type == MODEL_TYPE_MINICPM;
-    if (config_is_set(c, "model.tie_word_embeddings") && m->tie_word_embeddings != tied)
-        die_user("%s: model.tie_word_embeddings disagrees with %s", c->path, x.path);
-    m->tie_word_embeddings = tied;
-    if (m->model_type == MODEL_TYPE_MINICPM) {
-        import_double(&x, "scale_emb", &m->scale_emb, false);
-        import_double(&x, "scale_depth", &m->scale_depth, false);
-        import_double(&x, "dim_model_base", &m->dim_model_base, false);
+    char path[4400];
+    snprintf(path, sizeof path, "%s/config.json", c->model.init_from);
+    cJSON *j = read_json(path);
+    const cJSON *type = member(j, "model_type");
+    bool minicpm = cJSON_IsString(type) && strcmp(type->valuestring, "minicpm") == 0;
+    cJSON *model = cJSON_CreateObject();
+    for (size_t i = 0; i < HF_NFIELDS; i++) {
+        const struct hf_field *f = &hf_fields[i];
+        const cJSON *v = member(j, f->name);
+        if (!v && f->required) die_user("%s: \"%s\" is missing", path, f->name);
+        if (v && (minicpm || !f->minicpm)) add_copy(model, f->name, v);
     }
-    import_rope_scaling(&x);
+    add_hf_defaults(c, j, model, minicpm);
+    pick_rope_scaling(j, model, path);
+    config_import(c, model, "model", path);
+    cJSON_Delete(model);
     cJSON_Delete(j);
 }
 
@@ -227,19 +191,10 @@ void hf_import_weights(const struct model *m, const char *folder, float *host) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Export                                                                                          */
 
-static void set_number(cJSON *o, const char *key, double v) {
+/* o[key] = v (replacing an old value; v is taken over). */
+static void set_item(cJSON *o, const char *key, cJSON *v) {
     cJSON_DeleteItemFromObjectCaseSensitive(o, key);
-    cJSON_AddNumberToObject(o, key, v);
-}
-
-static void set_string(cJSON *o, const char *key, const char *v) {
-    cJSON_DeleteItemFromObjectCaseSensitive(o, key);
-    cJSON_AddStringToObject(o, key, v);
-}
-
-static void set_bool(cJSON *o, const char *key, bool v) {
-    cJSON_DeleteItemFromObjectCaseSensitive(o, key);
-    cJSON_AddBoolToObject(o, key, v);
+    cJSON_AddItemToObject(o, key, v);
 }
 
 static cJSON *number_list(const struct float_list *l) {
@@ -268,27 +223,16 @@ static cJSON *export_config(const struct config *c) {
     cJSON_DeleteItemFromObjectCaseSensitive(j, "architectures");
     cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
     cJSON_AddItemToArray(arch, cJSON_CreateString(minicpm ? "MiniCPMForCausalLM" : "LlamaForCausalLM"));
-    set_string(j, "model_type", minicpm ? "minicpm" : "llama");
-    set_number(j, "vocab_size", (double)m->vocab_size);
-    set_number(j, "hidden_size", m->hidden_size);
-    set_number(j, "intermediate_size", m->intermediate_size);
-    set_number(j, "num_hidden_layers", m->num_hidden_layers);
-    set_number(j, "num_attention_heads", m->num_attention_heads);
-    set_number(j, "num_key_value_heads", m->num_key_value_heads);
-    set_number(j, "head_dim", m->head_dim);
-    set_number(j, "rope_theta", m->rope_theta);
-    set_number(j, "rms_norm_eps", m->rms_norm_eps);
-    set_bool(j, "tie_word_embeddings", m->tie_word_embeddings);
-    set_number(j, "max_position_embeddings", (double)m->max_position_embeddings);
-    set_string(j, "hidden_act", "silu");
-    set_bool(j, "attention_bias", false);
-    set_bool(j, "mlp_bias", false);
-    set_string(j, "torch_dtype", "bfloat16");
-    if (minicpm) {
-        set_number(j, "scale_emb", m->scale_emb);
-        set_number(j, "scale_depth", m->scale_depth);
-        set_number(j, "dim_model_base", m->dim_model_base);
+    for (size_t i = 0; i < HF_NFIELDS; i++) {
+        if (hf_fields[i].minicpm && !minicpm) continue;
+        char key[96];
+        snprintf(key, sizeof key, "model.%s", hf_fields[i].name);
+        set_item(j, hf_fields[i].name, config_key_json(c, key));
     }
+    set_item(j, "hidden_act", cJSON_CreateString("silu"));
+    set_item(j, "attention_bias", cJSON_CreateFalse());
+    set_item(j, "mlp_bias", cJSON_CreateFalse());
+    set_item(j, "torch_dtype", cJSON_CreateString("bfloat16"));
     cJSON_DeleteItemFromObjectCaseSensitive(j, "rope_scaling");
     if (strcmp(m->rope_scaling_type, "longrope") == 0) {
         cJSON *rs = cJSON_AddObjectToObject(j, "rope_scaling");

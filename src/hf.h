@@ -19,7 +19,10 @@
 #include "config.h"
 #include "model.h"
 
-/* Fills c->model's shape from <c->model.init_from>/config.json (before config_validate). */
+/* Sets c->model's keys from <c->model.init_from>/config.json before config_validate: the fields of
+ * one table (hf.c, the same one export writes) go through config_import, so they meet the checks of
+ * our own config file and an error names config.json and the field. A field config.json leaves out
+ * takes Hugging Face's default (MHA, derived head dim, MiniCPM tied) or keeps our value. */
 void hf_import_config(struct config *c);
 
 /* Reads the folder's weights into host (n_params floats, the model's flat layout), checking

@@ -86,7 +86,8 @@ static struct args parse_args(int argc, char **argv) {
 /* The config of CONFIG and its --set overrides, checked against the world size, and the rank grid
  * it asks for: what the train and eval commands start from. */
 static void load_run(struct config *cfg, struct grid *g, const struct args *a) {
-    config_load(cfg, a->config, a->nset, a->sets);
+    config_read(cfg, a->config, a->nset, a->sets);
+    if (cfg->model.init_from[0]) hf_import_config(cfg); /* config.json's shape, before validation */
     int world = 1;
     MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
     config_validate(cfg, world);

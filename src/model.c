@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "hash.h"
 #include "ops.h"
 #include "profile.h"
 #include "rope.h"
@@ -105,70 +106,81 @@ static void bind_views(struct model *m, const int64_t off[TENSOR_COUNT]) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Memory plan                                                                                     */
 
-static void *plan_alloc(struct model *m, const char *what, size_t bytes) {
-    CHECK(m->n_plan < MODEL_PLAN_MAX);
-    m->plan[m->n_plan++] = (struct plan_item){what, bytes};
-    return m->allocated ? backend_alloc(m->be, bytes, what) : NULL;
-}
-
-static void alloc_acts(struct model *m) {
+/* The saved activations (struct model_acts). */
+static void declare_acts(struct model *m, struct mem_plan *p) {
     size_t as = m->be->act_size;
     int64_t N = m->N, L = m->L, C = m->C, I = m->I;
     int64_t La = m->keep_attn ? L : 1, Lm = m->keep_mlp ? L : 1; /* layers held (recompute) */
     int64_t QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
     struct model_acts *a = &m->a;
-    a->x = plan_alloc(m, "acts: residual x", (size_t)((L + 1) * N * C) * as);
-    a->ln1 = plan_alloc(m, "acts: ln1", (size_t)(La * N * C) * as);
-    a->rstd1 = plan_alloc(m, "acts: rstd1 (fp32)", (size_t)(La * N) * sizeof(float));
-    a->q = plan_alloc(m, "acts: q", (size_t)(La * N * QD) * as);
-    a->k = plan_alloc(m, "acts: k", (size_t)(La * N * KD) * as);
-    a->v = plan_alloc(m, "acts: v", (size_t)(La * N * KD) * as);
-    a->att = plan_alloc(m, "acts: attention out", (size_t)(La * N * QD) * as);
-    a->lse = plan_alloc(m, "acts: lse (fp32)", (size_t)(La * N * m->Hq) * sizeof(float));
+    a->x = plan_take(p, PLAN_ACTS, "residual x", (size_t)((L + 1) * N * C) * as);
+    a->ln1 = plan_take(p, PLAN_ACTS, "ln1", (size_t)(La * N * C) * as);
+    a->rstd1 = plan_take(p, PLAN_ACTS, "rstd1 (fp32)", (size_t)(La * N) * sizeof(float));
+    a->q = plan_take(p, PLAN_ACTS, "q", (size_t)(La * N * QD) * as);
+    a->k = plan_take(p, PLAN_ACTS, "k", (size_t)(La * N * KD) * as);
+    a->v = plan_take(p, PLAN_ACTS, "v", (size_t)(La * N * KD) * as);
+    a->att = plan_take(p, PLAN_ACTS, "attention out", (size_t)(La * N * QD) * as);
+    a->lse = plan_take(p, PLAN_ACTS, "lse (fp32)", (size_t)(La * N * m->Hq) * sizeof(float));
     if (m->sparse)
-        a->sel = plan_alloc(m, "acts: selected blocks (int32)",
-                            (size_t)(L * N * m->Hkv * m->attn.nsel) * sizeof(int32_t));
-    a->xmid = plan_alloc(m, "acts: residual xmid", (size_t)(Lm * N * C) * as);
-    a->ln2 = plan_alloc(m, "acts: ln2", (size_t)(Lm * N * C) * as);
-    a->rstd2 = plan_alloc(m, "acts: rstd2 (fp32)", (size_t)(Lm * N) * sizeof(float));
-    a->gate = plan_alloc(m, "acts: gate", (size_t)(Lm * N * I) * as);
-    a->up = plan_alloc(m, "acts: up", (size_t)(Lm * N * I) * as);
-    a->lnf = plan_alloc(m, "acts: final norm", (size_t)(N * C) * as);
-    a->rstdf = plan_alloc(m, "acts: rstd final (fp32)", (size_t)N * sizeof(float));
+        a->sel = plan_take(p, PLAN_ACTS, "selected blocks (int32)",
+                           (size_t)(L * N * m->Hkv * m->attn.nsel) * sizeof(int32_t));
+    a->xmid = plan_take(p, PLAN_ACTS, "residual xmid", (size_t)(Lm * N * C) * as);
+    a->ln2 = plan_take(p, PLAN_ACTS, "ln2", (size_t)(Lm * N * C) * as);
+    a->rstd2 = plan_take(p, PLAN_ACTS, "rstd2 (fp32)", (size_t)(Lm * N) * sizeof(float));
+    a->gate = plan_take(p, PLAN_ACTS, "gate", (size_t)(Lm * N * I) * as);
+    a->up = plan_take(p, PLAN_ACTS, "up", (size_t)(Lm * N * I) * as);
+    a->lnf = plan_take(p, PLAN_ACTS, "final norm", (size_t)(N * C) * as);
+    a->rstdf = plan_take(p, PLAN_ACTS, "rstd final (fp32)", (size_t)N * sizeof(float));
 }
 
-static void alloc_scratch(struct model *m) {
+/* The temporaries every layer reuses (struct model_scratch). On the CPU the logits' gradient
+ * overwrites the logits in place (the cross-entropy kernel allows it): one buffer, two names. */
+static void declare_scratch(struct model *m, struct mem_plan *p) {
     size_t as = m->be->act_size;
     int64_t N = m->N, C = m->C, I = m->I;
     int64_t QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
+    size_t chunk = (size_t)(m->head_rows * m->V);
     struct model_scratch *s = &m->s;
-    s->act = plan_alloc(m, "scratch: swiglu out", (size_t)(N * I) * as);
-    s->dact = plan_alloc(m, "scratch: d swiglu out", (size_t)(N * I) * as);
-    s->dgate = plan_alloc(m, "scratch: d gate", (size_t)(N * I) * as);
-    s->dup = plan_alloc(m, "scratch: d up", (size_t)(N * I) * as);
-    s->dres = plan_alloc(m, "scratch: d residual", (size_t)(N * C) * as);
-    s->dln = plan_alloc(m, "scratch: d norm out", (size_t)(N * C) * as);
-    s->datt = plan_alloc(m, "scratch: d attention out", (size_t)(N * QD) * as);
-    s->dq = plan_alloc(m, "scratch: dq", (size_t)(N * QD) * as);
-    s->dk = plan_alloc(m, "scratch: dk", (size_t)(N * KD) * as);
-    s->dv = plan_alloc(m, "scratch: dv", (size_t)(N * KD) * as);
-    s->dlnf = plan_alloc(m, "scratch: d final norm out", (size_t)(N * C) * as);
-    s->logits = plan_alloc(m, "scratch: logits chunk (fp32)",
-                           (size_t)(m->head_rows * m->V) * sizeof(float));
+    s->act = plan_take(p, PLAN_SCRATCH, "swiglu out", (size_t)(N * I) * as);
+    s->dact = plan_take(p, PLAN_SCRATCH, "d swiglu out", (size_t)(N * I) * as);
+    s->dgate = plan_take(p, PLAN_SCRATCH, "d gate", (size_t)(N * I) * as);
+    s->dup = plan_take(p, PLAN_SCRATCH, "d up", (size_t)(N * I) * as);
+    s->dres = plan_take(p, PLAN_SCRATCH, "d residual", (size_t)(N * C) * as);
+    s->dln = plan_take(p, PLAN_SCRATCH, "d norm out", (size_t)(N * C) * as);
+    s->datt = plan_take(p, PLAN_SCRATCH, "d attention out", (size_t)(N * QD) * as);
+    s->dq = plan_take(p, PLAN_SCRATCH, "dq", (size_t)(N * QD) * as);
+    s->dk = plan_take(p, PLAN_SCRATCH, "dk", (size_t)(N * KD) * as);
+    s->dv = plan_take(p, PLAN_SCRATCH, "dv", (size_t)(N * KD) * as);
+    s->dlnf = plan_take(p, PLAN_SCRATCH, "d final norm out", (size_t)(N * C) * as);
+    s->logits = plan_take(p, PLAN_SCRATCH, "logits chunk (fp32)", chunk * sizeof(float));
     s->dlogits = m->be->device == DEVICE_CPU
                      ? (void *)s->logits
-                     : plan_alloc(m, "scratch: d logits chunk", (size_t)(m->head_rows * m->V) * as);
+                     : plan_take(p, PLAN_SCRATCH, "d logits chunk", chunk * as);
     int nsel = m->sparse ? m->attn.nsel : 0;
     int64_t nblk = (m->T + m->cfg->attention.block_size - 1) / m->cfg->attention.block_size;
     size_t ws = ops_workspace_bytes(m->be, N, (int)C, m->shard.n_local, m->Hkv, nsel, nblk);
-    if (ws) s->workspace = plan_alloc(m, "scratch: kernel workspace", ws);
-    s->loss = plan_alloc(m, "scratch: per-token loss (fp32)", (size_t)N * sizeof(float));
-    s->tokens = plan_alloc(m, "batch: tokens", (size_t)N * sizeof(int32_t));
-    s->targets = plan_alloc(m, "batch: targets", (size_t)N * sizeof(int32_t));
-    s->pos = plan_alloc(m, "batch: positions", (size_t)N * sizeof(int32_t));
-    s->argmax = plan_alloc(m, "batch: predicted tokens", (size_t)N * sizeof(int32_t));
-    s->rope_cos = plan_alloc(m, "rope cos table (fp32)", (size_t)(m->T * m->D / 2) * sizeof(float));
-    s->rope_sin = plan_alloc(m, "rope sin table (fp32)", (size_t)(m->T * m->D / 2) * sizeof(float));
+    if (ws) s->workspace = plan_take(p, PLAN_SCRATCH, "kernel workspace", ws);
+    s->loss = plan_take(p, PLAN_SCRATCH, "per-token loss (fp32)", (size_t)N * sizeof(float));
+    s->argmax = plan_take(p, PLAN_SCRATCH, "predicted tokens", (size_t)N * sizeof(int32_t));
+}
+
+/* Everything the model keeps: weights and their gradients, the tables fixed for the run, the
+ * attention layer's buffers, the batch, activations and scratch. Run once to size the plan and,
+ * after plan_allocate, once more to carve it (plan.h). */
+static void declare_buffers(struct model *m) {
+    struct mem_plan *p = &m->plan;
+    int64_t n = m->n_params_padded, rope = m->T * m->D / 2;
+    m->param_buf = plan_take(p, PLAN_WEIGHTS, "weights", (size_t)n * m->be->act_size);
+    m->grad_buf = plan_take(p, PLAN_GRADS, "gradients (fp32)", (size_t)n * sizeof(float));
+    m->s.rope_cos = plan_take(p, PLAN_WEIGHTS, "rope cos table (fp32)", (size_t)rope * 4);
+    m->s.rope_sin = plan_take(p, PLAN_WEIGHTS, "rope sin table (fp32)", (size_t)rope * 4);
+    m->s.pos = plan_take(p, PLAN_WEIGHTS, "positions (int32)", (size_t)m->N * sizeof(int32_t));
+    attention_layer_declare(&m->attn, p);
+    m->s.tokens = plan_take(p, PLAN_ACTS, "batch tokens", (size_t)m->N * sizeof(int32_t));
+    m->s.targets = plan_take(p, PLAN_ACTS, "batch targets", (size_t)m->N * sizeof(int32_t));
+    declare_acts(m, p);
+    declare_scratch(m, p);
+    m->loss_host = plan_take(p, PLAN_HOST, "per-token loss (fp32)", (size_t)m->N * sizeof(float));
 }
 
 /* RoPE tables (host-computed, uploaded): plain, or LongRoPE's factors (long ones beyond the original
@@ -200,13 +212,9 @@ static void init_rope(struct model *m) {
     free(pos);
 }
 
-void model_init(struct model *m, const struct config *c, const struct backend *be,
-                const struct grid *g, int64_t pad_multiple, bool allocate) {
-    memset(m, 0, sizeof *m);
-    m->allocated = allocate;
+/* Shapes and scales of the config on this rank's grid position. */
+static void set_shape(struct model *m, const struct config *c, const struct grid *g) {
     const struct model_config *mc = &c->model;
-    m->cfg = c;
-    m->be = be;
     m->V = mc->vocab_size;
     m->C = mc->hidden_size;
     m->I = mc->intermediate_size;
@@ -227,74 +235,51 @@ void model_init(struct model *m, const struct config *c, const struct backend *b
     m->keep_mlp = c->train.recompute != RECOMPUTE_FULL;
     int64_t rows = HEAD_CHUNK_BYTES / (m->V * (int64_t)sizeof(float));
     m->head_rows = rows < 1 ? 1 : rows > m->N ? m->N : rows;
+}
 
+void model_init(struct model *m, const struct config *c, const struct backend *be,
+                const struct grid *g, int64_t pad_multiple, bool allocate) {
+    memset(m, 0, sizeof *m);
+    m->cfg = c;
+    m->be = be;
+    set_shape(m, c, g);
     int64_t off[TENSOR_COUNT];
     m->n_params = layout_params(m, off);
     CHECK(pad_multiple >= 1);
     m->n_params_padded = (m->n_params + pad_multiple - 1) / pad_multiple * pad_multiple;
-    m->param_buf = plan_alloc(m, "weights", (size_t)m->n_params_padded * be->act_size);
-    m->grad_buf = plan_alloc(m, "gradients (fp32)", (size_t)m->n_params_padded * sizeof(float));
-    if (allocate) bind_views(m, off);
-
-    attention_layer_init(&m->attn, c, be, g, m->B, allocate);
-    if (m->attn.bytes) {
-        CHECK(m->n_plan < MODEL_PLAN_MAX);
-        m->plan[m->n_plan++] = (struct plan_item){"attention: exchange and compression scratch",
-                                                  m->attn.bytes};
-    }
-    alloc_acts(m);
-    alloc_scratch(m);
+    attention_layer_init(&m->attn, c, be, g, m->B);
+    plan_init(&m->plan, be);
+    declare_buffers(m); /* sizing */
+    if (!allocate) return;
+    plan_allocate(&m->plan);
+    declare_buffers(m); /* carving */
+    plan_carved(&m->plan);
+    bind_views(m, off);
     m->attn.workspace = m->s.workspace;
-    if (allocate) init_rope(m);
+    init_rope(m);
 }
 
 void model_free(struct model *m) {
-    const struct backend *be = m->be;
-    void *bufs[] = {m->param_buf, m->grad_buf, m->a.x, m->a.ln1, m->a.rstd1, m->a.q, m->a.k,
-                    m->a.v, m->a.att, m->a.lse, m->a.sel, m->a.xmid, m->a.ln2, m->a.rstd2,
-                    m->a.gate, m->a.up, m->a.lnf, m->a.rstdf, m->s.act, m->s.dact, m->s.dgate,
-                    m->s.dup, m->s.dres, m->s.dln, m->s.datt, m->s.dq, m->s.dk, m->s.dv,
-                    m->s.dlnf, m->s.logits, m->be->device == DEVICE_CPU ? NULL : m->s.dlogits,
-                    m->s.workspace, m->s.loss, m->s.tokens, m->s.targets, m->s.pos, m->s.argmax,
-                    m->s.rope_cos, m->s.rope_sin};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) backend_release(be, bufs[i]);
-    attention_layer_free(&m->attn);
+    plan_free(&m->plan);
     free(m->params);
     memset(m, 0, sizeof *m);
 }
 
-size_t model_plan_bytes(const struct model *m) {
-    size_t total = 0;
-    for (int i = 0; i < m->n_plan; i++) total += m->plan[i].bytes;
-    return total;
-}
-
-void model_print_plan(const struct model *m, FILE *f) {
+void model_print_plan(const struct model *m, const struct mem_plan *const *more, int n_more,
+                      FILE *f) {
     fprintf(f, "memory plan (per rank, %s): %lld parameters (%lld padded), %lld rows per "
                "micro-batch, %s attention, recompute %s\n",
             m->be->device == DEVICE_CPU ? "host" : "device", (long long)m->n_params,
             (long long)m->n_params_padded, (long long)m->N, m->sparse ? "sparse" : "dense",
             config_recompute_name(m->cfg->train.recompute));
-    for (int i = 0; i < m->n_plan; i++)
-        fprintf(f, "  %-34s %12.2f MiB\n", m->plan[i].what, (double)m->plan[i].bytes / 1048576.0);
-    fprintf(f, "  %-34s %12.2f MiB\n", "total", (double)model_plan_bytes(m) / 1048576.0);
-}
-
-const struct param_entry *model_find_param(const struct model *m, const char *name) {
-    for (int i = 0; i < m->n_params_entries; i++)
-        if (strcmp(m->params[i].name, name) == 0) return &m->params[i];
-    return NULL;
+    const struct mem_plan *plans[4] = {&m->plan};
+    CHECK(n_more >= 0 && n_more < 4);
+    for (int i = 0; i < n_more; i++) plans[1 + i] = more[i];
+    plan_print(plans, 1 + n_more, f);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Initialisation                                                                                  */
-
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* N(0, 1) from the counter (seed, i): Box-Muller on two hashed uniforms. */
 static double normal_at(uint64_t seed, uint64_t i) {
@@ -325,6 +310,11 @@ void model_init_weights(struct model *m, uint64_t seed) {
 
 void model_zero_grad(struct model *m) {
     backend_zero(m->be, m->grad_buf, (size_t)m->n_params_padded * sizeof(float));
+}
+
+struct param_space model_param_space(const struct model *m) {
+    return (struct param_space){m->params, m->n_params_entries, m->n_params_padded, m->param_buf,
+                                m->grad_buf};
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -446,11 +436,9 @@ static double head_forward(struct model *m, bool want_grad, float grad_scale) {
             op_matmul_backward(be, act_at(be, m->s.dlnf, r0 * C), lm_grad, m->s.dlogits, h,
                                m->w.lm_head, rows, C, (int)V, m->logit_scale);
     }
-    float *loss = xmalloc((size_t)N * sizeof(float));
-    backend_download(be, loss, m->s.loss, (size_t)N * sizeof(float));
+    backend_download(be, m->loss_host, m->s.loss, (size_t)N * sizeof(float));
     double sum = 0;
-    for (int64_t i = 0; i < N; i++) sum += loss[i];
-    free(loss);
+    for (int64_t i = 0; i < N; i++) sum += m->loss_host[i];
     return sum;
 }
 

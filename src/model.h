@@ -32,19 +32,8 @@
 #include "backend.h"
 #include "config.h"
 #include "grid.h"
-
-#define MODEL_NAME_MAX 96
-
-/* One Hugging Face tensor inside the flat parameter buffer. */
-struct param_entry {
-    char name[MODEL_NAME_MAX];  /* e.g. "model.layers.3.self_attn.q_proj.weight" */
-    int64_t offset;             /* elements from the start of the flat buffer */
-    int ndim;                   /* 1 or 2 */
-    int64_t shape[2];           /* [out, in] for matrices, [C] for norms */
-    int64_t numel;
-    bool decay;                 /* AdamW weight decay applies (matrices) or not (norm weights) */
-    bool is_norm;               /* initialised to ones */
-};
+#include "params.h"
+#include "plan.h"
 
 /* Views into the flat parameter buffer (compute dtype), all layers per tensor. */
 struct model_weights {
@@ -113,13 +102,6 @@ struct model_scratch {
     float *rope_sin; /* (T, D/2) */
 };
 
-/* One line of the memory plan. */
-struct plan_item {
-    const char *what;
-    size_t bytes;
-};
-#define MODEL_PLAN_MAX 40
-
 struct model {
     const struct config *cfg;
     const struct backend *be;
@@ -134,7 +116,6 @@ struct model {
     float res_scale;        /* scale_depth / sqrt(L) (minicpm) or 1 */
     float logit_scale;      /* dim_model_base / C (minicpm) or 1 */
     bool sparse;            /* InfLLM-V2 sparse attention at this sequence length */
-    bool allocated;         /* buffers exist (false after a plan-only model_init) */
     bool reuse_selection;   /* forward keeps a.sel from the previous forward instead of selecting
                                (recomputation, and gradient checks that hold the selection fixed) */
     bool keep_argmax;       /* forward records each row's predicted token in s.argmax (accuracy) */
@@ -152,25 +133,26 @@ struct model {
 
     struct model_acts a;
     struct model_scratch s;
+    float *loss_host;            /* (N) host copy of s.loss, summed by the forward */
     struct attention_layer attn;
 
-    int n_plan;
-    struct plan_item plan[MODEL_PLAN_MAX];
+    struct mem_plan plan;        /* owns every buffer above (model_free releases it) */
 };
 
 /* Plans and (when allocate) allocates everything for the config on this rank's grid position:
  * pad_multiple is the flat-length alignment (the optimizer passes world size x its alignment).
- * Without allocate only the plan is made (for --dry-run): no buffer exists and the model cannot
- * run. */
+ * Every buffer is one declaration in model.c's declare_buffers (or the attention layer's), sized
+ * into m->plan and, with allocate, carved from one allocation per arena (plan.h). Without
+ * allocate only the plan is made (for --dry-run): no buffer exists and the model cannot run. */
 void model_init(struct model *m, const struct config *c, const struct backend *be,
                 const struct grid *g, int64_t pad_multiple, bool allocate);
 void model_free(struct model *m);
 
-/* Prints the memory plan (one line per buffer and the total) on f. */
-void model_print_plan(const struct model *m, FILE *f);
-
-/* Total bytes of the plan. */
-size_t model_plan_bytes(const struct model *m);
+/* Prints the memory plan on f: a line on the model, then one table of the model's plan and
+ * n_more (at most 3) other plans (the optimizer's, the trainer's): a line per buffer, the arenas'
+ * totals and the total. */
+void model_print_plan(const struct model *m, const struct mem_plan *const *more, int n_more,
+                      FILE *f);
 
 /* Random init (normal(0, initializer_range) for matrices, ones for norms), a pure function of the
  * seed and the element's flat index: every rank gets the same weights whatever the layout. */
@@ -195,7 +177,7 @@ void model_backward(struct model *m);
 /* Zeroes the parameter gradients. */
 void model_zero_grad(struct model *m);
 
-/* The entry named `name`, or NULL. */
-const struct param_entry *model_find_param(const struct model *m, const char *name);
+/* The flat parameter space (params.h) of an allocated model: what the optimizer steps. */
+struct param_space model_param_space(const struct model *m);
 
 #endif

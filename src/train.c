@@ -11,9 +11,6 @@
 
 #include "check.h"
 #include "checkpoint.h"
-#ifdef INFLLM_CUDA
-#include "cuda_check.h"
-#endif
 #include "hf.h"
 #include "profile.h"
 #include "schedule.h"
@@ -66,27 +63,69 @@ static void print_gpu_map(const struct trainer *tr, int n_devices, enum comm_kin
     free(devs);
 }
 
-/* Refuses, before any allocation, a plan that does not fit the device's free memory. */
-static void check_fits(const struct trainer *tr) {
+/* The trainer's host staging of one micro-batch (plan.h: run once to size, once to carve). */
+static void declare_host(struct trainer *tr) {
+    struct mem_plan *p = &tr->plan;
+    size_t T1 = (size_t)tr->cfg->data.seq_len + 1, N = (size_t)tr->model.N;
+    tr->seq = plan_take(p, PLAN_HOST, "sequence from the loader", T1 * sizeof(int32_t));
+    tr->answer = plan_take(p, PLAN_HOST, "its retrieval positions", T1);
+    tr->tokens = plan_take(p, PLAN_HOST, "micro-batch tokens", N * sizeof(int32_t));
+    tr->targets = plan_take(p, PLAN_HOST, "micro-batch targets", N * sizeof(int32_t));
+    tr->scored = plan_take(p, PLAN_HOST, "scored rows", N);
+    tr->argmax = plan_take(p, PLAN_HOST, "predicted tokens", N * sizeof(int32_t));
+}
+
+/* Plans everything (model, optimizer, host staging) without allocating, prints the plan, and
+ * refuses one that does not fit the device's free memory. */
+static void plan_run(struct trainer *tr, int64_t pad) {
+    const struct grid *g = tr->g;
+    model_init(&tr->model, tr->cfg, &tr->be, g, pad, false);
+    if (tr->mode != TRAINER_EVAL) {
+        struct param_space space = model_param_space(&tr->model);
+        adamw_init(&tr->opt, &tr->be, &space, g->world_rank, g->world_size, false);
+    }
+    plan_init(&tr->plan, &tr->be);
+    declare_host(tr);
+    const struct mem_plan *more[2] = {&tr->opt.plan, &tr->plan};
+    if (g->world_rank == 0) {
+        model_print_plan(&tr->model, more, 2, stdout);
+        double fwd, bwd;
+        attention_layer_comm_bytes(&tr->model.attn, &fwd, &bwd);
+        if (g->cp > 1)
+            printf("context parallelism: each rank sends %.2f MiB (forward) + %.2f MiB (backward) "
+                   "per layer per micro-batch in attention\n", fwd / 1048576.0, bwd / 1048576.0);
+    }
     size_t free_b = 0, total_b = 0;
     backend_mem_info(&tr->be, &free_b, &total_b);
     if (total_b == 0) return; /* host memory: not checked */
-    size_t opt = adamw_state_bytes(tr->model.n_params_padded, tr->g->world_size);
-    size_t need = model_plan_bytes(&tr->model) + opt + ((size_t)512 << 20);
+    size_t need = plan_bytes(&tr->model.plan, false) + plan_bytes(&tr->opt.plan, false) +
+                  ((size_t)512 << 20);
     if (need > free_b) {
-        model_print_plan(&tr->model, stderr);
-        die_user("%s: the run needs about %.2f GiB per GPU (plan above, + %.2f GiB optimizer "
-                 "slice, + 0.5 GiB margin) but %.2f GiB of %.2f are free; lower "
-                 "train.micro_batch_size or data.seq_len, raise parallel.cp, or set "
-                 "train.recompute",
-                 tr->cfg->path, (double)need / (1 << 30), (double)opt / (1 << 30),
-                 (double)free_b / (1 << 30), (double)total_b / (1 << 30));
+        model_print_plan(&tr->model, more, 2, stderr);
+        die_user("%s: the run needs about %.2f GiB per GPU (plan above + 0.5 GiB margin) but "
+                 "%.2f GiB of %.2f are free; lower train.micro_batch_size or data.seq_len, raise "
+                 "parallel.cp, or set train.recompute",
+                 tr->cfg->path, (double)need / (1 << 30), (double)free_b / (1 << 30),
+                 (double)total_b / (1 << 30));
     }
+}
+
+/* The weights: imported from model.init_from, or the seeded random init. */
+static void init_weights(struct trainer *tr) {
+    const struct config *c = tr->cfg;
+    if (!c->model.init_from[0]) {
+        model_init_weights(&tr->model, c->seed);
+        return;
+    }
+    float *host = xcalloc((size_t)tr->model.n_params_padded, sizeof(float));
+    hf_import_weights(&tr->model, c->model.init_from, host);
+    backend_upload_act(&tr->be, tr->model.param_buf, host, tr->model.n_params_padded);
+    free(host);
+    log_info(&tr->log, "weights imported from %s\n", c->model.init_from);
 }
 
 void trainer_init(struct trainer *tr, const struct config *c, struct grid *g,
                   enum trainer_mode mode) {
-    bool plan_only = mode == TRAINER_PLAN;
     memset(tr, 0, sizeof *tr);
     tr->cfg = c;
     tr->g = g;
@@ -94,66 +133,46 @@ void trainer_init(struct trainer *tr, const struct config *c, struct grid *g,
     log_init(&tr->log, c->run_dir, g->world_rank == 0 && mode == TRAINER_TRAIN);
     tr->log.root = g->world_rank == 0;
     backend_init(&tr->be, c->device, g->local_rank);
-    int n_devices = 0;
-#ifdef INFLLM_CUDA
-    if (c->device == DEVICE_CUDA) CUDA_CHECK(cudaGetDeviceCount(&n_devices));
-#endif
-    enum comm_kind kind = grid_attach_device(g, c->device == DEVICE_CUDA, n_devices,
+    enum comm_kind kind = grid_attach_device(g, c->device == DEVICE_CUDA, tr->be.n_devices,
                                              tr->be.gpu.stream);
-    loader_init(&tr->train_data, c, 0);
-    loader_init(&tr->val_data, c, 1);
+    struct loader_source train = config_loader_source(c, false), val = config_loader_source(c, true);
+    loader_init(&tr->train_data, &train);
+    loader_init(&tr->val_data, &val);
     int64_t pad = (int64_t)g->world_size * ADAMW_ALIGN;
-    model_init(&tr->model, c, &tr->be, g, pad, false);
-    if (g->world_rank == 0) {
-        model_print_plan(&tr->model, stdout);
-        double fwd, bwd;
-        attention_layer_comm_bytes(&tr->model.attn, &fwd, &bwd);
-        if (g->cp > 1)
-            printf("context parallelism: each rank sends %.2f MiB (forward) + %.2f MiB (backward) "
-                   "per layer per micro-batch in attention\n", fwd / 1048576.0, bwd / 1048576.0);
-    }
-    if (plan_only) return;
-    check_fits(tr);
+    plan_run(tr, pad);
+    if (mode == TRAINER_PLAN) return;
     model_free(&tr->model);
     model_init(&tr->model, c, &tr->be, g, pad, true);
-    if (c->device == DEVICE_CUDA) print_gpu_map(tr, n_devices, kind);
-    if (c->model.init_from[0]) {
-        float *host = xcalloc((size_t)tr->model.n_params_padded, sizeof(float));
-        hf_import_weights(&tr->model, c->model.init_from, host);
-        backend_upload_act(&tr->be, tr->model.param_buf, host, tr->model.n_params_padded);
-        free(host);
-        log_info(&tr->log, "weights imported from %s\n", c->model.init_from);
-    } else {
-        model_init_weights(&tr->model, c->seed);
+    plan_allocate(&tr->plan);
+    declare_host(tr);
+    plan_carved(&tr->plan);
+    if (c->device == DEVICE_CUDA) print_gpu_map(tr, tr->be.n_devices, kind);
+    init_weights(tr);
+    if (mode == TRAINER_TRAIN) {
+        struct param_space space = model_param_space(&tr->model);
+        adamw_free(&tr->opt);
+        adamw_init(&tr->opt, &tr->be, &space, g->world_rank, g->world_size, true);
     }
-    if (mode == TRAINER_TRAIN) adamw_init(&tr->opt, &tr->be, &tr->model, g->world_rank, g->world_size);
-    int per_micro = c->train.micro_batch_size * g->dp;
-    tr->accum = c->train.global_batch_size / per_micro;
-    tr->seq = xmalloc((size_t)(c->data.seq_len + 1) * sizeof(int32_t));
-    tr->tokens = xmalloc((size_t)tr->model.N * sizeof(int32_t));
-    tr->targets = xmalloc((size_t)tr->model.N * sizeof(int32_t));
-    tr->answer = xmalloc((size_t)(c->data.seq_len + 1));
-    tr->scored = xmalloc((size_t)tr->model.N);
-    tr->argmax = xmalloc((size_t)tr->model.N * sizeof(int32_t));
+    const struct train_config *t = &c->train;
+    tr->hparams = (struct adamw_hparams){t->weight_decay, t->beta1, t->beta2, t->eps,
+                                         t->grad_clip};
+    tr->sched = (struct lr_params){t->schedule, t->lr, t->min_lr, t->warmup_steps, t->max_steps,
+                                   t->decay_fraction};
+    tr->accum = t->global_batch_size / (t->micro_batch_size * g->dp);
     log_info(&tr->log,
              "run: %lld parameters, %d rank(s) (dp %d x cp %d), %s, %s attention, %d micro-step(s) "
              "of %d x %lld tokens per step\n",
              (long long)tr->model.n_params, g->world_size, g->dp, g->cp,
              c->device == DEVICE_CPU ? "cpu fp32" : "cuda bf16",
-             tr->model.sparse ? "InfLLM-V2 sparse" : "dense", tr->accum,
-             c->train.micro_batch_size, (long long)c->data.seq_len);
+             tr->model.sparse ? "InfLLM-V2 sparse" : "dense", tr->accum, t->micro_batch_size,
+             (long long)c->data.seq_len);
 }
 
 void trainer_free(struct trainer *tr) {
-    free(tr->seq);
-    free(tr->tokens);
-    free(tr->targets);
-    free(tr->answer);
-    free(tr->scored);
-    free(tr->argmax);
+    plan_free(&tr->plan);
     loader_free(&tr->val_data);
     loader_free(&tr->train_data);
-    if (tr->mode == TRAINER_TRAIN) adamw_free(&tr->opt);
+    adamw_free(&tr->opt);
     model_free(&tr->model);
     backend_free(&tr->be);
     log_close(&tr->log);
@@ -213,7 +232,7 @@ double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
     comm_allreduce(&tr->g->world, &loss_sum, 1, COMM_F64, COMM_SUM);
     double loss = loss_sum / tokens_in_step;
     prof_begin(PROF_OPTIMIZER);
-    double norm = adamw_reduce(&tr->opt, m, tr->g);
+    double norm = adamw_reduce(&tr->opt, tr->g);
     if (!isfinite(loss) || !isfinite(norm)) {
         if (tr->g->world_rank == 0)
             fprintf(stderr,
@@ -222,7 +241,7 @@ double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
                     (long long)tr->step + 1, loss, norm);
         infllm_exit(EXIT_CODE_INTERNAL);
     }
-    adamw_apply(&tr->opt, m, tr->g, &c->train, lr, norm);
+    adamw_apply(&tr->opt, tr->g, &tr->hparams, lr, norm);
     prof_end();
     *grad_norm = norm;
     return loss;
@@ -343,7 +362,7 @@ int trainer_run(struct trainer *tr) {
     double t_start = now_seconds();
     int width = snprintf(NULL, 0, "%lld", (long long)t->max_steps);
     while (tr->step < t->max_steps) {
-        double lr = lr_at(t, tr->step);
+        double lr = lr_at(&tr->sched, tr->step);
         double t0 = now_seconds();
         double norm = 0;
         bool profiled = tr->step + 1 == c->log.profile_step;
@@ -354,7 +373,6 @@ int trainer_run(struct trainer *tr) {
         double region_sec[PROF_COUNT];
         if (profiled) prof_stop(region_sec);
         tr->step++;
-        tr->train_data.cursor = tr->step * t->global_batch_size;
         /* The first step pays for warm-up (page faults, caches): the ETA leaves it out. */
         if (tr->step == 1)
             t_first = dt;

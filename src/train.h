@@ -19,6 +19,7 @@
 #include "loader.h"
 #include "log.h"
 #include "model.h"
+#include "schedule.h"
 
 enum trainer_mode {
     TRAINER_TRAIN = 0,  /* everything: model, optimizer, data */
@@ -35,14 +36,18 @@ struct trainer {
     struct loader train_data;
     struct loader val_data;
     struct logger log;
+    struct adamw_hparams hparams; /* the config's AdamW settings */
+    struct lr_params sched;       /* and its learning-rate schedule */
     int accum;            /* micro-steps per optimizer step */
     int64_t step;         /* next step to run (0-based) */
+    /* Host staging, from `plan` (host arena) */
     int32_t *seq;         /* (T + 1) one sequence from the loader */
     int32_t *tokens;      /* (N) inputs of this rank's micro-batch */
     int32_t *targets;     /* (N) */
     uint8_t *answer;      /* (T + 1) retrieval positions of one sequence (synthetic task) */
     uint8_t *scored;      /* (N) rows whose target is a retrieval answer */
     int32_t *argmax;      /* (N) predicted tokens, host copy */
+    struct mem_plan plan; /* owns the host staging above */
     enum trainer_mode mode;
 };
 
@@ -54,9 +59,10 @@ struct eval_result {
     int64_t correct;      /* answers the model predicted exactly (argmax) */
 };
 
-/* Sets up the backend, model, optimizer and loaders for `mode`, and prints the plan. TRAINER_PLAN
- * opens and checks the data and prints the plan but allocates nothing (--dry-run); TRAINER_EVAL
- * allocates the model but no optimizer. */
+/* Sets up the backend, model, optimizer and loaders for `mode`, and prints the memory plan (the
+ * model's, the optimizer's and the trainer's host staging, one table). TRAINER_PLAN opens and
+ * checks the data and prints the plan but allocates nothing (--dry-run); TRAINER_EVAL allocates
+ * the model but no optimizer. */
 void trainer_init(struct trainer *tr, const struct config *c, struct grid *g,
                   enum trainer_mode mode);
 void trainer_free(struct trainer *tr);

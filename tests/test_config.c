@@ -17,11 +17,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "hf.h"
 #include "testlib.h"
 
 static char tmp_dir[] = "/tmp/test_config.XXXXXX";
@@ -38,12 +40,14 @@ static void write_tmp(char *out, size_t n, const char *name, const char *text) {
     }
 }
 
-/* What a child does: load `path` with `sets`, then (world > 0) validate for `world` ranks. */
+/* What a child does: load `path` with `sets`, then (world > 0) validate for `world` ranks. With
+ * import, the run's sequence instead: read, import model.init_from's config.json, validate. */
 struct job {
     const char *path;
     int nset;
     char *const *sets;
     int world;
+    bool import;
 };
 
 /* Runs the job in a child with stderr on a pipe. Returns the exit status (128 + signal when
@@ -58,7 +62,13 @@ static int run_child(const struct job *j, char *err, size_t n) {
         close(fd[0]);
         dup2(fd[1], 2);
         static struct config c;
-        config_load(&c, j->path, j->nset, j->sets);
+        if (j->import) {
+            config_read(&c, j->path, j->nset, j->sets);
+            hf_import_config(&c);
+            config_validate(&c, j->world);
+        } else {
+            config_load(&c, j->path, j->nset, j->sets);
+        }
         if (j->world > 0) config_validate(&c, j->world);
         config_free(&c);
         _exit(0);
@@ -96,7 +106,7 @@ static void expect_reject(const char *what, const struct job *j, const char *con
     do {                                                                             \
         char p_[512];                                                                \
         write_tmp(p_, sizeof p_, "bad.json", text);                                  \
-        struct job j_ = {p_, 0, NULL, 0};                                            \
+        struct job j_ = {p_, 0, NULL, 0, false};                                     \
         expect_reject(name, &j_, (const char *const[]){__VA_ARGS__, NULL});          \
     } while (0)
 
@@ -104,7 +114,20 @@ static void expect_reject(const char *what, const struct job *j, const char *con
 #define REJECT_SET(name, set, ...)                                                   \
     do {                                                                             \
         char *s_[] = {set};                                                          \
-        struct job j_ = {"configs/quickstart.json", 1, s_, 0};                       \
+        struct job j_ = {"configs/quickstart.json", 1, s_, 0, false};                \
+        expect_reject(name, &j_, (const char *const[]){__VA_ARGS__, NULL});          \
+    } while (0)
+
+/* The default config (an empty file) importing a Hugging Face folder whose config.json is `hf`
+ * (plus a --set `extra` when not NULL) must be rejected with a message containing want's words. */
+#define REJECT_IMPORT(name, hf, extra, ...)                                          \
+    do {                                                                             \
+        char p_[512], b_[512], from_[600];                                           \
+        write_tmp(p_, sizeof p_, "hf/config.json", hf);                              \
+        write_tmp(b_, sizeof b_, "base.json", "{}");                                 \
+        snprintf(from_, sizeof from_, "model.init_from=%s/hf", tmp_dir);             \
+        char *s_[] = {from_, extra};                                                 \
+        struct job j_ = {b_, extra ? 2 : 1, s_, 0, true};                            \
         expect_reject(name, &j_, (const char *const[]){__VA_ARGS__, NULL});          \
     } while (0)
 
@@ -153,10 +176,10 @@ static void test_shipped_configs(void) {
         snprintf(path, sizeof path, "configs/%s", e->d_name);
 #ifdef INFLLM_CUDA
         char *sets[] = {"model.init_from="};
-        struct job j = {path, 1, sets, 0};
+        struct job j = {path, 1, sets, 0, false};
 #else
         char *sets[] = {"model.init_from=", "device=cpu"};
-        struct job j = {path, 2, sets, 0};
+        struct job j = {path, 2, sets, 0, false};
 #endif
         int rc = run_child(&j, err, sizeof err);
         t_check(rc == 0, "%s: exit %d: %s", path, rc, err);
@@ -303,8 +326,10 @@ static void randomize(struct t_rng *r, struct config *c) {
     a->lse_approx = t_rng_u64(r) % 2;
 
     c->parallel.cp = 1 + (int)(t_rng_u64(r) % 4);
-    int64_t chunk = 2LL * c->parallel.cp * a->block_size, k = 1 + (int64_t)(t_rng_u64(r) % 64);
-    if (chunk * k < 128) k = (128 + chunk - 1) / chunk; /* room for the synthetic records */
+    /* k blocks per chunk, a multiple of 4 and at least 12: with sparse cp, a chunk is then a
+     * multiple of the 4 x kernel_stride unit and longer than a window's reach (<= 12 strides) */
+    int64_t chunk = 2LL * c->parallel.cp * a->block_size, k = 4 * (3 + (int64_t)(t_rng_u64(r) % 16));
+    if (chunk * k < 128) k = 4 * ((128 + 4 * chunk - 1) / (4 * chunk)); /* synthetic records */
     c->data.seq_len = chunk * k;
     c->data.source = (enum data_source)(t_rng_u64(r) % 2);
     struct string_list *lists[2] = {&c->data.train_files, &c->data.val_files};
@@ -466,6 +491,66 @@ static void test_doc_and_print(void) {
 
 /* ---------------------------------------------------------------- rejections */
 
+/* A Hugging Face config.json goes through the same checks as our config file (config_import):
+ * errors name config.json and its field. One accepted import first: the shape lands in the config,
+ * with Hugging Face's defaults for absent fields. */
+static void test_import(void) {
+    char dir[512], path[600], from[600];
+    snprintf(dir, sizeof dir, "%s/hf", tmp_dir);
+    mkdir(dir, 0755);
+    /* LongRoPE with both spellings of the type, as some files write it, and the original context
+     * at the top level */
+    const char *good = "{\"model_type\": \"minicpm\", \"vocab_size\": 512, \"hidden_size\": 64, "
+                       "\"intermediate_size\": 96, \"num_hidden_layers\": 2, "
+                       "\"num_attention_heads\": 4, \"scale_emb\": 12, \"torch_dtype\": \"bf16\", "
+                       "\"rope_scaling\": {\"type\": \"longrope\", \"rope_type\": \"longrope\", "
+                       "\"long_factor\": [1, 2, 3, 4, 5, 6, 7, 8], \"short_factor\": [1, 1, 1, 1, 1, "
+                       "1, 1, 1]}, \"original_max_position_embeddings\": 256}";
+    write_tmp(path, sizeof path, "hf/config.json", good);
+    char empty[512];
+    write_tmp(empty, sizeof empty, "base.json", "{}");
+    snprintf(from, sizeof from, "model.init_from=%s", dir);
+    char *sets[] = {from, "model.hidden_size=64"};
+    static struct config c;
+    config_read(&c, empty, 2, sets);
+    hf_import_config(&c);
+    config_validate(&c, 1);
+    const struct model_config *m = &c.model;
+    t_check(m->model_type == MODEL_TYPE_MINICPM && m->hidden_size == 64 &&
+                m->intermediate_size == 96 && m->num_hidden_layers == 2 &&
+                m->num_key_value_heads == 4 && m->head_dim == 16 && m->tie_word_embeddings &&
+                m->scale_emb == 12 && strcmp(m->rope_scaling_type, "longrope") == 0 &&
+                m->rope_long_factor.n == 8 && m->rope_long_factor.items[7] == 8 &&
+                m->rope_original_max_position_embeddings == 256,
+            "import: shape, MHA and tied defaults, derived head_dim, scale_emb, LongRoPE");
+    config_free(&c);
+    const char *base = "\"model_type\": \"llama\", \"vocab_size\": 512, \"intermediate_size\": 96, "
+                       "\"num_hidden_layers\": 2";
+    char hf[600];
+    snprintf(hf, sizeof hf, "{%s, \"hidden_size\": -64, \"num_attention_heads\": 4}", base);
+    REJECT_IMPORT("import: negative size", hf, NULL, "hf/config.json: hidden_size",
+                  "expected a positive integer", "got -64");
+    snprintf(hf, sizeof hf, "{%s, \"hidden_size\": \"big\", \"num_attention_heads\": 4}", base);
+    REJECT_IMPORT("import: wrong type", hf, NULL, "hf/config.json: hidden_size", "got \"big\"");
+    snprintf(hf, sizeof hf, "{%s, \"num_attention_heads\": 4}", base);
+    REJECT_IMPORT("import: missing field", hf, NULL, "hf/config.json", "\"hidden_size\" is missing");
+    snprintf(hf, sizeof hf, "{%s, \"hidden_size\": 64, \"num_attention_heads\": 4, "
+             "\"num_key_value_heads\": 3}", base);
+    REJECT_IMPORT("import: cross-key rule", hf, NULL, "hf/config.json: num_key_value_heads",
+                  "does not divide num_attention_heads = 4");
+    snprintf(hf, sizeof hf, "{%s, \"hidden_size\": 64, \"num_attention_heads\": 4, "
+             "\"rope_scaling\": {\"rope_type\": \"yarn\"}}", base);
+    REJECT_IMPORT("import: rope type", hf, NULL, "hf/config.json: rope_scaling.rope_type",
+                  "\"yarn\"");
+    snprintf(hf, sizeof hf, "{\"model_type\": \"mistral\", \"vocab_size\": 512, "
+             "\"hidden_size\": 64, \"intermediate_size\": 96, \"num_hidden_layers\": 2, "
+             "\"num_attention_heads\": 4}");
+    REJECT_IMPORT("import: model type", hf, NULL, "hf/config.json: model_type", "\"mistral\"");
+    snprintf(hf, sizeof hf, "{%s, \"hidden_size\": 64, \"num_attention_heads\": 4}", base);
+    REJECT_IMPORT("import: disagrees with --set", hf, "model.hidden_size=128",
+                  "model.hidden_size is 128 but", "hf/config.json says 64");
+}
+
 static void test_rejections(void) {
     /* unknown keys, with the closest known one */
     REJECT_FILE("unknown key", "{\"train\": {\"max_step\": 3}}", "bad.json",
@@ -529,6 +614,10 @@ static void test_rejections(void) {
                 "attention.block_size = 64");
     REJECT_FILE("seq_len vs cp chunks", "{\"parallel\": {\"cp\": 2}, \"data\": {\"seq_len\": 192}}",
                 "data.seq_len", "2 x parallel.cp");
+    REJECT_FILE("sparse cp chunk vs window reach",
+                "{\"parallel\": {\"cp\": 2}, \"data\": {\"seq_len\": 256}, \"attention\": "
+                "{\"dense_len\": -1, \"kernel_size\": 64, \"kernel_stride\": 16}}",
+                "data.seq_len", "chunks of 64 tokens", "window's reach");
     REJECT_FILE("block_size vs stride", "{\"attention\": {\"block_size\": 40}}",
                 "attention.block_size", "kernel_stride = 16");
     REJECT_FILE("kernel_size vs stride", "{\"attention\": {\"kernel_size\": 40}}",
@@ -560,6 +649,8 @@ static void test_rejections(void) {
                 "model.vocab_size", "synthetic");
     REJECT_FILE("synthetic task keys", "{\"data\": {\"synthetic\": {\"n_keys\": 4}}}",
                 "data.synthetic.n_keys");
+    REJECT_FILE("synthetic task too long", "{\"data\": {\"seq_len\": 64, \"synthetic\": "
+                "{\"n_pairs\": 20, \"n_keys\": 64}}}", "data.seq_len", "too short");
     REJECT_FILE("shards without files", "{\"data\": {\"source\": \"shards\"}}",
                 "data.train_files");
     REJECT_FILE("empty resume", "{\"resume\": \"\"}", "resume");
@@ -569,9 +660,9 @@ static void test_rejections(void) {
 #endif
     {
         char *sets[] = {"parallel.cp=2", "data.seq_len=512"};
-        struct job j = {"configs/quickstart.json", 2, sets, 3};
+        struct job j = {"configs/quickstart.json", 2, sets, 3, false};
         expect_reject("ranks vs cp", &j, (const char *const[]){"parallel.cp", "ranks 3", NULL});
-        struct job k = {"configs/quickstart.json", 2, sets, 8}; /* dp 4: 4 x 4 does not divide 8 */
+        struct job k = {"configs/quickstart.json", 2, sets, 8, false}; /* dp 4: 4 x 4 does not divide 8 */
         expect_reject("batch vs dp", &k,
                       (const char *const[]){"train.global_batch_size", "dp", NULL});
     }
@@ -586,10 +677,10 @@ static void test_rejections(void) {
     {
         char missing[512];
         snprintf(missing, sizeof missing, "%s/no_such.json", tmp_dir);
-        struct job j = {missing, 0, NULL, 0};
+        struct job j = {missing, 0, NULL, 0, false};
         expect_reject("missing file", &j,
                       (const char *const[]){"no_such.json: cannot read: No such file", NULL});
-        struct job d = {tmp_dir, 0, NULL, 0};
+        struct job d = {tmp_dir, 0, NULL, 0, false};
         expect_reject("folder as file", &d, (const char *const[]){"cannot read", NULL});
     }
     /* --set */
@@ -628,6 +719,7 @@ int main(int argc, char **argv) {
     test_round_trip(&r);
     test_doc_and_print();
     test_rejections();
+    test_import();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
     if (system(cmd) != 0) printf("warning: could not remove %s\n", tmp_dir);

@@ -15,6 +15,9 @@
  * the method defines the backward: selection is a constant of the step.
  * Recomputation (train.recompute "attention" and "full") must give the same loss and the same
  * gradient bit for bit as keeping every activation: it re-runs the same ops on the same inputs.
+ * The memory plan (kernels/plan.h): the plan-only model declares the same buffers as the allocated
+ * one, and every buffer of the allocated one lies aligned inside its arena, apart from the others,
+ * and zero-filled (those the model has not written yet).
  */
 #include <math.h>
 #include <stdio.h>
@@ -182,6 +185,42 @@ static void run_case(const struct case_desc *k, const struct grid *g, uint64_t s
     config_free(&c);
 }
 
+/* The model's plan: sizing and carving agree, every buffer aligned inside its arena, no overlap. */
+static void test_plan(const struct case_desc *k, const struct grid *g) {
+    static struct config c;
+    setup_config(&c, k);
+    struct backend be;
+    backend_init(&be, DEVICE_CPU, 0);
+    struct model sized, m;
+    model_init(&sized, &c, &be, g, 64, false);
+    model_init(&m, &c, &be, g, 64, true);
+    const struct mem_plan *p = &m.plan;
+    t_check(sized.plan.n == p->n && p->n > 20, "plan: %d buffers planned, %d carved",
+            sized.plan.n, p->n);
+    size_t end[PLAN_ARENA_COUNT] = {0};
+    for (int i = 0; i < p->n && i < sized.plan.n; i++) {
+        const struct plan_entry *e = &p->entry[i], *s = &sized.plan.entry[i];
+        t_check(strcmp(e->name, s->name) == 0 && e->bytes == s->bytes && e->arena == s->arena,
+                "plan entry %d: %s (%zu bytes) carved as %s (%zu)", i, s->name, s->bytes, e->name,
+                e->bytes);
+        t_check(e->offset % PLAN_ALIGN == 0 && e->offset >= end[e->arena] &&
+                    e->offset + e->bytes <= p->arena_bytes[e->arena] && p->arena[e->arena],
+                "plan entry %s: offset %zu, %zu bytes, arena of %zu", e->name, e->offset,
+                e->bytes, p->arena_bytes[e->arena]);
+        end[e->arena] = e->offset + e->bytes;
+    }
+    const unsigned char *acts = p->arena[PLAN_ACTS];
+    size_t nonzero = 0;
+    for (size_t i = 0; i < p->arena_bytes[PLAN_ACTS]; i++) nonzero += acts[i] != 0;
+    t_check(nonzero == 0, "plan: %zu bytes of the fresh activation arena are not zero", nonzero);
+    t_check(plan_bytes(p, false) == plan_bytes(&sized.plan, false) && plan_bytes(p, true) > 0,
+            "plan: sized and allocated totals agree");
+    model_free(&sized);
+    model_free(&m);
+    backend_free(&be);
+    config_free(&c);
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     struct grid g;
@@ -194,6 +233,7 @@ int main(int argc, char **argv) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i], &g, 1000 + i);
+    test_plan(&cases[2], &g);
     grid_free(&g);
     int rc = t_finish("test_model");
     MPI_Finalize();

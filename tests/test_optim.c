@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "adamw.h"
+#include "adamw_update.h"
 #include "check.h"
 #include "config.h"
 #include "grid.h"
@@ -48,7 +49,7 @@ static void test_update(void) {
 }
 
 static void test_schedules(void) {
-    struct train_config t = {0};
+    struct lr_params t = {0};
     t.lr = 1e-3;
     t.min_lr = 1e-4;
     t.max_steps = 100;
@@ -102,14 +103,17 @@ static void test_zero_step(struct grid *g) {
     model_init_weights(&m, 3);
     struct adamw o;
     grid_attach_device(g, false, 0, NULL);
-    adamw_init(&o, &be, &m, 0, 1);
+    struct param_space space = model_param_space(&m);
+    adamw_init(&o, &be, &space, 0, 1, true);
+    const struct train_config *t = &c.train;
+    struct adamw_hparams hp = {t->weight_decay, t->beta1, t->beta2, t->eps, t->grad_clip};
     float *before = xmalloc((size_t)m.n_params_padded * sizeof(float));
     memcpy(before, m.param_buf, (size_t)m.n_params_padded * sizeof(float));
 
     model_zero_grad(&m);
-    double norm = adamw_reduce(&o, &m, g);
+    double norm = adamw_reduce(&o, g);
     t_check(norm == 0, "zero gradient has norm %g", norm);
-    adamw_apply(&o, &m, g, &c.train, 0.1, norm);
+    adamw_apply(&o, g, &hp, 0.1, norm);
     const float *w = m.param_buf;
     int bad_decay = 0, bad_norm = 0;
     for (int e = 0; e < m.n_params_entries; e++) {
@@ -127,9 +131,9 @@ static void test_zero_step(struct grid *g) {
     model_zero_grad(&m);
     m.grad_buf[5] = 10.0f;
     memcpy(before, m.param_buf, (size_t)m.n_params_padded * sizeof(float));
-    norm = adamw_reduce(&o, &m, g);
+    norm = adamw_reduce(&o, g);
     t_check(fabs(norm - 10.0) < 1e-6, "global norm %g, expected 10", norm);
-    adamw_apply(&o, &m, g, &c.train, 0.1, norm);
+    adamw_apply(&o, g, &hp, 0.1, norm);
     t_check(w[5] < before[5], "clipped step moved the weight the right way");
 
     free(before);

@@ -7,14 +7,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "hash.h"
+
 static int n_checks, n_failed;
 
-uint64_t t_rng_u64(struct t_rng *r) {
-    uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+uint64_t t_rng_u64(struct t_rng *r) { return mix64(r->state += 0x9E3779B97F4A7C15ull); }
 
 double t_rng_uniform(struct t_rng *r) { return (double)(t_rng_u64(r) >> 11) * 0x1.0p-53; }
 

@@ -1,10 +1,17 @@
 /*
- * ops.h: each layer op of the model, dispatched to the CPU reference kernel or the CUDA kernel of
- * the backend. Signatures follow the kernels (the headers of kernels/): outputs first, then inputs,
- * then sizes; weights and activations are `void *` in the backend's compute dtype, statistics,
- * logits and parameter gradients are `float *`. Same accumulate/overwrite rules as the kernels.
- * Ops that take `workspace` need ops_workspace_bytes() bytes of backend memory there (none on the
- * CPU).
+ * ops.h: each op of the model and the optimizer, run by the backend's kernels.
+ *
+ * Dispatch is one table of kernels per backend (ops_impl.h): the CPU table holds the fp32
+ * reference kernels (the _cpu.c files), the CUDA table the launchers of the .cu files (CUDA
+ * builds). Each op_* looks up the table of be->device and calls its entry, inside the profiler region of
+ * the op's kind (profile.h): no other branching. ops_supports answers "does this backend have this
+ * op" without starting the backend (as ggml's supports_op): tests ask it before running an op.
+ *
+ * Signatures follow the kernels (the headers of kernels/): outputs first, then inputs, then sizes;
+ * weights and activations are `void *` in the backend's compute dtype, statistics, logits,
+ * parameter gradients and optimizer state are `float *`. Same accumulate/overwrite rules as the
+ * kernels. Ops that take `workspace` need ops_workspace_bytes() (or ops_sumsq_workspace_bytes())
+ * bytes of backend memory there (none on the CPU).
  */
 #ifndef INFLLM_OPS_H
 #define INFLLM_OPS_H
@@ -14,8 +21,41 @@
 
 #include "attention.h"
 #include "backend.h"
-#include "comm.h"
 #include "infllmv2.h"
+
+/* Every op, for ops_supports. */
+enum op_id {
+    OP_EMBEDDING_FORWARD,
+    OP_EMBEDDING_BACKWARD,
+    OP_RMSNORM_FORWARD,
+    OP_RMSNORM_BACKWARD,
+    OP_ROPE_FORWARD,
+    OP_ROPE_BACKWARD,
+    OP_MATMUL_FORWARD,
+    OP_MATMUL_FORWARD_F32,
+    OP_MATMUL_BACKWARD,
+    OP_SWIGLU_FORWARD,
+    OP_SWIGLU_BACKWARD,
+    OP_CROSSENTROPY,
+    OP_ARGMAX_ROWS,
+    OP_ADD_INPLACE,
+    OP_ATTENTION_FORWARD,
+    OP_ATTENTION_BACKWARD,
+    OP_INFLLM_COMPRESS,
+    OP_INFLLM_SELECT,
+    OP_SPARSE_ATTENTION_FORWARD,
+    OP_SPARSE_ATTENTION_BACKWARD,
+    OP_ADAMW_UPDATE,
+    OP_SUMSQ,
+    OP_COUNT
+};
+
+/* "rmsnorm_forward", ... (the op_* function without its prefix). */
+const char *op_name(enum op_id op);
+
+/* Whether a backend of this device has the op in this build (false for every op of a device this
+ * binary was built without). */
+bool ops_supports(enum device_kind device, enum op_id op);
 
 /* Workspace the ops below need for N rows, C channels, and sparse attention over Tq rows of
  * Hkv heads with nsel selected of nblk blocks (nsel 0: dense). */
@@ -62,9 +102,6 @@ void op_argmax_rows(const struct backend *be, int32_t *idx, const float *logits,
 /* dst += src (n elements of the compute dtype). */
 void op_add_inplace(const struct backend *be, void *dst, const void *src, int64_t n);
 
-/* The comm dtype of the backend's compute dtype (to move weights and activations). */
-enum comm_dtype op_act_dtype(const struct backend *be);
-
 void op_attention_forward(const struct backend *be, void *out, float *lse, const void *q,
                           const void *k, const void *v, const struct attn_shape *s);
 void op_attention_backward(const struct backend *be, void *dq, void *dk, void *dv,
@@ -83,5 +120,16 @@ void op_sparse_attention_backward(const struct backend *be, void *dq, void *dk, 
                                   const void *dout, const void *q, const void *k, const void *v,
                                   const void *out, const float *lse, const int32_t *sel, int nsel,
                                   int block_size, const struct attn_shape *s, void *workspace);
+
+/* AdamW on n elements of a ZeRO-1 slice (kernels/adamw_update.h): master, moments and the
+ * compute-dtype weights param (n) are updated; t is the 1-based optimizer step. */
+void op_adamw_update(const struct backend *be, float *master, float *m, float *v,
+                     const float *grad, void *param, int64_t n, float lr, float beta1, float beta2,
+                     float eps, float weight_decay, float grad_scale, int64_t t);
+
+/* Sum of x[i]^2 (n fp32 elements), deterministic, waited for; workspace of
+ * ops_sumsq_workspace_bytes() bytes. */
+double op_sumsq(const struct backend *be, const float *x, int64_t n, void *workspace);
+size_t ops_sumsq_workspace_bytes(const struct backend *be);
 
 #endif

@@ -113,6 +113,7 @@ void backend_cuda_init(struct backend *be, int local_rank) {
     if (rc != cudaSuccess || count == 0)
         die_user("device: \"cuda\" but no CUDA device is visible (%s); expected \"cpu\" on this "
                  "machine", rc != cudaSuccess ? cudaGetErrorString(rc) : "0 devices");
+    be->n_devices = count;
     be->device_id = local_rank % count;
     CUDA_CHECK(cudaSetDevice(be->device_id));
     be->act_size = 2;

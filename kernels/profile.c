@@ -5,9 +5,9 @@
 #include "profile.h"
 
 #include <string.h>
+#include <time.h>
 
 #include "check.h"
-#include "log.h"
 
 #define PROF_DEPTH 8
 
@@ -21,10 +21,17 @@ static struct {
     double last; /* when the time since was last charged */
 } prof;
 
+/* Monotonic seconds. */
+static double clock_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* Charges the time since the last charge to the innermost open region. */
 static void charge(void) {
     prof.sync(prof.ctx);
-    double now = now_seconds();
+    double now = clock_now();
     prof.seconds[prof.stack[prof.depth - 1]] += now - prof.last;
     prof.last = now;
 }
@@ -36,7 +43,7 @@ void prof_start(void (*sync)(const void *ctx), const void *ctx) {
     prof.depth = 1;
     prof.stack[0] = PROF_OTHER;
     sync(ctx);
-    prof.last = now_seconds();
+    prof.last = clock_now();
     prof.on = true;
 }
 

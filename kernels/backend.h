@@ -8,9 +8,9 @@
  * handles weights and activations as `void *` of act_size bytes per element, and parameter
  * gradients as `float *`; ops.h dispatches each layer op to the matching kernel.
  *
- * Memory is planned: callers compute exact sizes and allocate once per lifetime through
- * backend_alloc (device memory for CUDA, host memory for CPU). The memory functions below forward
- * to the backend's implementation table (backend.c for the CPU, backend_cuda.c for CUDA).
+ * Memory is planned: the memory plan (plan.h) computes exact sizes and allocates once per lifetime
+ * through backend_alloc (device memory for CUDA, host memory for CPU). The memory functions below
+ * forward to the backend's implementation table (backend.c for the CPU, backend_cuda.c for CUDA).
  */
 #ifndef INFLLM_BACKEND_H
 #define INFLLM_BACKEND_H
@@ -18,8 +18,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
 #include "gpu.h"
+
+/* Where a backend's tensors live (the config's "device"). */
+enum device_kind { DEVICE_CPU = 0, DEVICE_CUDA = 1 };
 
 struct backend;
 
@@ -41,6 +43,7 @@ struct backend {
     enum device_kind device;
     size_t act_size;                 /* bytes of one weight / activation element: 4 or 2 (bf16) */
     int device_id;                   /* CUDA device of this rank, -1 on CPU */
+    int n_devices;                   /* CUDA devices visible on this node, 0 on CPU */
     const struct backend_mem *mem;   /* memory functions of this device */
     struct gpu_ctx gpu;              /* CUDA: stream, cuBLASLt handle and workspace */
 };
