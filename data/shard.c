@@ -11,6 +11,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -153,7 +155,8 @@ static int check_tokens(const struct token_shard *s, const char *path, int64_t m
 int token_shard_check(struct token_shard *s, const char *path, int64_t model_vocab, char *err,
                       size_t err_len) {
     memset(s, 0, sizeof *s);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    s->fd = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY); /* a FIFO must not block */
     if (fd < 0) return fail(err, err_len, path, "cannot open: %s", strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -169,19 +172,27 @@ int token_shard_check(struct token_shard *s, const char *path, int64_t model_voc
     s->file_bytes = (size_t)st.st_size;
     void *map = mmap(NULL, s->file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
     int map_errno = errno;
-    close(fd);
     if (map == MAP_FAILED) {
         size_t bytes = s->file_bytes;
+        close(fd);
         memset(s, 0, sizeof *s);
+        s->fd = -1;
         return fail(err, err_len, path, "cannot map %zu bytes: %s", bytes, strerror(map_errno));
     }
     s->map = map;
     if (check_header(s, path, err, err_len) != 0 ||
         check_tokens(s, path, model_vocab, err, err_len) != 0) {
         munmap(map, s->file_bytes);
+        close(fd);
         memset(s, 0, sizeof *s);
+        s->fd = -1;
         return -1;
     }
+    bool model_tighter = model_vocab > 0 && model_vocab < s->vocab_size;
+    s->bound = (uint64_t)(model_tighter ? model_vocab : s->vocab_size);
+    s->fd = fd;
+    s->dev = (uint64_t)st.st_dev;
+    s->ino = (uint64_t)st.st_ino;
     s->path = xstrdup(path);
     return 0;
 }
@@ -193,13 +204,98 @@ void token_shard_open(struct token_shard *s, const char *path, int64_t model_voc
 
 void token_shard_close(struct token_shard *s) {
     if (s->map) munmap((void *)s->map, s->file_bytes);
+    if (s->fd >= 0 && s->path) close(s->fd);
     free(s->path);
     memset(s, 0, sizeof *s);
+    s->fd = -1;
 }
 
 uint32_t token_shard_get(const struct token_shard *s, int64_t i) {
     const uint8_t *t = s->map + SHARD_HEADER_BYTES;
     return s->token_bytes == 2 ? ((const uint16_t *)t)[i] : ((const uint32_t *)t)[i];
+}
+
+/* Where a SIGBUS inside token_shard_read jumps to; NULL outside it. Per thread: the fault is
+ * delivered to the thread that touched the page. */
+static _Thread_local sigjmp_buf *bus_escape;
+
+static void on_bus(int sig) {
+    if (bus_escape) siglongjmp(*bus_escape, 1);
+    signal(sig, SIG_DFL); /* a fault elsewhere: the default action (core dump) */
+    raise(sig);
+}
+
+/* The file behind s is still the one validated at open: same size, and its path still names it. */
+static int check_unchanged(const struct token_shard *s, char *err, size_t err_len) {
+    struct stat now, at_path;
+    if (fstat(s->fd, &now) != 0)
+        return fail(err, err_len, s->path, "cannot stat the open shard: %s", strerror(errno));
+    if ((uint64_t)now.st_size != (uint64_t)s->file_bytes)
+        return fail(err, err_len, s->path, "is now %lld bytes, was %zu when the run opened it: the "
+                    "shard was truncated or rewritten while training", (long long)now.st_size,
+                    s->file_bytes);
+    if (stat(s->path, &at_path) != 0)
+        return fail(err, err_len, s->path, "no longer exists (%s): the shard was removed while "
+                    "training", strerror(errno));
+    if ((uint64_t)at_path.st_dev != s->dev || (uint64_t)at_path.st_ino != s->ino)
+        return fail(err, err_len, s->path, "now names another file: the shard was replaced while "
+                    "training");
+    return 0;
+}
+
+/* Copies and range-checks; the index of the first token >= bound, or -1. */
+static int64_t copy_tokens(const struct token_shard *s, int64_t first, int64_t n, int32_t *out) {
+    const uint8_t *t = s->map + SHARD_HEADER_BYTES;
+    uint32_t max = 0;
+    if (s->token_bytes == 2) {
+        const uint16_t *p = (const uint16_t *)t + first;
+        for (int64_t i = 0; i < n; i++) {
+            out[i] = (int32_t)p[i];
+            max = p[i] > max ? p[i] : max;
+        }
+    } else {
+        const uint32_t *p = (const uint32_t *)t + first;
+        for (int64_t i = 0; i < n; i++) {
+            out[i] = (int32_t)p[i];
+            max = p[i] > max ? p[i] : max;
+        }
+    }
+    if (max < s->bound) return -1;
+    for (int64_t i = 0; i < n; i++)
+        if ((uint32_t)out[i] >= s->bound) return first + i;
+    return -1;
+}
+
+int token_shard_read(const struct token_shard *s, int64_t first, int64_t n, int32_t *out, char *err,
+                     size_t err_len) {
+    CHECKF(first >= 0 && n >= 0 && first + n <= s->n_tokens, "token_shard_read(%s): [%lld, %lld)",
+           s->path, (long long)first, (long long)(first + n));
+    if (check_unchanged(s, err, err_len) != 0) return -1;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_bus;
+    sigemptyset(&sa.sa_mask);
+    sigjmp_buf env;
+    volatile int64_t bad = -1;
+    volatile int faulted = 0;
+    sigaction(SIGBUS, &sa, &old);
+    if (sigsetjmp(env, 1) == 0) {
+        bus_escape = &env;
+        bad = copy_tokens(s, first, n, out);
+    } else {
+        faulted = 1;
+    }
+    bus_escape = NULL;
+    sigaction(SIGBUS, &old, NULL);
+    if (faulted)
+        return fail(err, err_len, s->path, "reading tokens [%lld, %lld) faulted (SIGBUS): the shard "
+                    "shrank while training", (long long)first, (long long)(first + n));
+    if (bad >= 0)
+        return fail(err, err_len, s->path, "token %lld at offset %lld is %u, not below %llu: the "
+                    "shard was rewritten while training", (long long)bad,
+                    (long long)(SHARD_HEADER_BYTES + bad * (int64_t)s->token_bytes),
+                    (unsigned)out[bad - first], (unsigned long long)s->bound);
+    return 0;
 }
 
 /* write() of all `len` bytes, retrying short writes; -1 with errno on failure. */

@@ -196,6 +196,15 @@ const struct key_desc config_keys[] = {
     ROW_I64("train.exit_after_steps", train.exit_after_steps, "0", 0, INT64_TOP,
             "Checkpoint and exit 0 after this many steps of this invocation (time-sliced jobs); "
             "0 = run to max_steps."),
+    ROW_DBL("train.guard.loss_spike", train.guard_loss_spike, "0", 0, DBL_MAX, false, false,
+            "Divergence guard: stop the run (exit code 3, before the weights are updated and "
+            "before any checkpoint of that step) when a step's loss exceeds this multiple of the "
+            "running mean of the earlier steps' losses (exponential, 5% weight per step, armed "
+            "after 10 steps, carried in checkpoints); 0 = off; 2 to 4 catches a blow-up. "
+            "Non-finite losses and gradients always stop the run."),
+    ROW_DBL("train.guard.grad_norm", train.guard_grad_norm, "0", 0, DBL_MAX, false, false,
+            "Divergence guard: stop the run (exit code 3, before the weights are updated) when the "
+            "global gradient norm before clipping exceeds this; 0 = off."),
     /* parallel */
     ROW_INT("parallel.cp", parallel.cp, "1", 1,
             "Ranks sharing each sequence (context parallelism); must divide the rank count; "
