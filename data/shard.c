@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fsutil.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "token shards are little-endian; this host is not"
@@ -159,10 +160,14 @@ int token_shard_check(struct token_shard *s, const char *path, int64_t model_voc
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY); /* a FIFO must not block */
     if (fd < 0) return fail(err, err_len, path, "cannot open: %s", strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return fail(err, err_len, path, "not a regular file%s%s", e ? ": " : "", e ? strerror(e) : "");
+        return fail(err, err_len, path, "cannot stat: %s", strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(err, err_len, path, "not a regular file (%s)", fs_kind((unsigned)st.st_mode));
     }
     if (st.st_size < SHARD_HEADER_BYTES) {
         close(fd);

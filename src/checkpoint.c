@@ -266,6 +266,9 @@ static void publish(struct trainer *tr, const char *root, const char *tmp, const
     const char *base = strrchr(final, '/') + 1;
     int len = snprintf(pointer, sizeof pointer, "%s\n", base);
     snprintf(latest, sizeof latest, "%s/latest", root);
+    struct stat st;
+    if (lstat(latest, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
+        move_aside(latest, &tr->log); /* a folder or a FIFO where the pointer goes: kept, not used */
     write_file_atomic(latest, pointer, (size_t)len);
     prune(tr, root, tr->step);
 }

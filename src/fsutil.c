@@ -195,8 +195,9 @@ int fs_read(const char *path, size_t max, char **out, size_t *len, char *err, si
     if (fd < 0) return missing ? 1 : -1;
     if ((uint64_t)st.st_size > max) {
         close(fd);
-        return fs_fail(err, err_len, path, "%lld bytes, more than the %zu MiB this file may have",
-                       (long long)st.st_size, max >> 20);
+        return fs_fail(err, err_len, path, "%lld bytes, more than the %zu%s this file may have",
+                       (long long)st.st_size, max >= (1 << 20) ? max >> 20 : max,
+                       max >= (1 << 20) ? " MiB" : " bytes");
     }
     /* The size may change under us (or be 0 for /proc files): read at most max + 1 bytes. */
     size_t cap = (size_t)st.st_size + 1 > 4096 ? (size_t)st.st_size + 1 : 4096, n = 0;
@@ -221,7 +222,8 @@ int fs_read(const char *path, size_t max, char **out, size_t *len, char *err, si
     close(fd);
     if (n > max) {
         free(buf);
-        return fs_fail(err, err_len, path, "more than the %zu MiB this file may have", max >> 20);
+        return fs_fail(err, err_len, path, "more than the %zu%s this file may have",
+                       max >= (1 << 20) ? max >> 20 : max, max >= (1 << 20) ? " MiB" : " bytes");
     }
     buf[n] = '\0';
     *out = buf;
