@@ -48,20 +48,6 @@ static void put_u64(uint8_t *p, uint64_t v) {
     put_u32(p + 4, (uint32_t)(v >> 32));
 }
 
-/* Formats "<path>: <reason>" into err; always returns -1 so callers can `return fail(...)`. */
-static int fail(char *err, size_t err_len, const char *path, const char *fmt, ...) INFLLM_PRINTF(4, 5);
-static int fail(char *err, size_t err_len, const char *path, const char *fmt, ...) {
-    if (!err || err_len == 0) return -1;
-    int k = snprintf(err, err_len, "%s: ", path);
-    if (k >= 0 && (size_t)k < err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err + k, err_len - (size_t)k, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 /* The 8 magic bytes as a printable quoted string (non-printable bytes as \xNN). */
 static void quote_magic(char *out, size_t out_len, const uint8_t *m) {
     size_t k = 0;
@@ -104,27 +90,27 @@ static int check_header(struct token_shard *s, const char *path, char *err, size
     if (memcmp(h, SHARD_MAGIC, 8) != 0) {
         char q[64];
         quote_magic(q, sizeof q, h);
-        return fail(err, err_len, path, "offset 0: bad magic %s, expected \"%s\"", q, SHARD_MAGIC);
+        return fs_error(err, err_len, path, "offset 0: bad magic %s, expected \"%s\"", q, SHARD_MAGIC);
     }
     uint32_t version = read_u32(h + 8), width = read_u32(h + 12);
     uint64_t n = read_u64(h + 16), vocab = read_u64(h + 24);
     if (version != SHARD_VERSION)
-        return fail(err, err_len, path, "offset 8: version %u, expected %d", version, SHARD_VERSION);
+        return fs_error(err, err_len, path, "offset 8: version %u, expected %d", version, SHARD_VERSION);
     if (width != 2 && width != 4)
-        return fail(err, err_len, path, "offset 12: token width %u bytes, expected 2 (u16) or 4 (u32)",
+        return fs_error(err, err_len, path, "offset 12: token width %u bytes, expected 2 (u16) or 4 (u32)",
                     width);
     if (vocab == 0 || vocab > (uint64_t)UINT32_MAX + 1)
-        return fail(err, err_len, path, "offset 24: vocabulary size %llu, expected 1 .. 2^32",
+        return fs_error(err, err_len, path, "offset 24: vocabulary size %llu, expected 1 .. 2^32",
                     (unsigned long long)vocab);
     /* n * width + 32 must equal the file size; compare without overflowing for absurd n. */
     uint64_t payload = (uint64_t)s->file_bytes - SHARD_HEADER_BYTES;
     if (n > payload / width || n * width != payload) {
         if (n > (UINT64_MAX - SHARD_HEADER_BYTES) / width)
-            return fail(err, err_len, path,
+            return fs_error(err, err_len, path,
                         "file is %zu bytes, header says 32 + %llu tokens x %u bytes (offset 16: token "
                         "count too large)",
                         s->file_bytes, (unsigned long long)n, width);
-        return fail(err, err_len, path,
+        return fs_error(err, err_len, path,
                     "file is %zu bytes, header says 32 + %llu tokens x %u bytes = %llu", s->file_bytes,
                     (unsigned long long)n, width, (unsigned long long)(SHARD_HEADER_BYTES + n * width));
     }
@@ -147,7 +133,7 @@ static int check_tokens(const struct token_shard *s, const char *path, int64_t m
     uint64_t bound = (uint64_t)(model_tighter ? model_vocab : s->vocab_size);
     if (mx < bound) return 0;
     int64_t i = first_token_at_least(s, bound);
-    return fail(err, err_len, path, "token %lld at offset %lld is %u, not below %s %llu", (long long)i,
+    return fs_error(err, err_len, path, "token %lld at offset %lld is %u, not below %s %llu", (long long)i,
                 (long long)(SHARD_HEADER_BYTES + i * (int64_t)s->token_bytes), token_shard_get(s, i),
                 model_tighter ? "the model vocabulary (model.vocab_size)" : "the shard's vocabulary",
                 (unsigned long long)bound);
@@ -158,20 +144,20 @@ int token_shard_check(struct token_shard *s, const char *path, int64_t model_voc
     memset(s, 0, sizeof *s);
     s->fd = -1;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY); /* a FIFO must not block */
-    if (fd < 0) return fail(err, err_len, path, "cannot open: %s", strerror(errno));
+    if (fd < 0) return fs_error(err, err_len, path, "cannot open: %s", strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return fail(err, err_len, path, "cannot stat: %s", strerror(e));
+        return fs_error(err, err_len, path, "cannot stat: %s", strerror(e));
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, err_len, path, "not a regular file (%s)", fs_kind((unsigned)st.st_mode));
+        return fs_error(err, err_len, path, "not a regular file (%s)", fs_kind((unsigned)st.st_mode));
     }
     if (st.st_size < SHARD_HEADER_BYTES) {
         close(fd);
-        return fail(err, err_len, path, "file is %lld bytes, shorter than the %d-byte header",
+        return fs_error(err, err_len, path, "file is %lld bytes, shorter than the %d-byte header",
                     (long long)st.st_size, SHARD_HEADER_BYTES);
     }
     s->file_bytes = (size_t)st.st_size;
@@ -182,7 +168,7 @@ int token_shard_check(struct token_shard *s, const char *path, int64_t model_voc
         close(fd);
         memset(s, 0, sizeof *s);
         s->fd = -1;
-        return fail(err, err_len, path, "cannot map %zu bytes: %s", bytes, strerror(map_errno));
+        return fs_error(err, err_len, path, "cannot map %zu bytes: %s", bytes, strerror(map_errno));
     }
     s->map = map;
     if (check_header(s, path, err, err_len) != 0 ||
@@ -234,16 +220,16 @@ static void on_bus(int sig) {
 static int check_unchanged(const struct token_shard *s, char *err, size_t err_len) {
     struct stat now, at_path;
     if (fstat(s->fd, &now) != 0)
-        return fail(err, err_len, s->path, "cannot stat the open shard: %s", strerror(errno));
+        return fs_error(err, err_len, s->path, "cannot stat the open shard: %s", strerror(errno));
     if ((uint64_t)now.st_size != (uint64_t)s->file_bytes)
-        return fail(err, err_len, s->path, "is now %lld bytes, was %zu when the run opened it: the "
+        return fs_error(err, err_len, s->path, "is now %lld bytes, was %zu when the run opened it: the "
                     "shard was truncated or rewritten while training", (long long)now.st_size,
                     s->file_bytes);
     if (stat(s->path, &at_path) != 0)
-        return fail(err, err_len, s->path, "no longer exists (%s): the shard was removed while "
+        return fs_error(err, err_len, s->path, "no longer exists (%s): the shard was removed while "
                     "training", strerror(errno));
     if ((uint64_t)at_path.st_dev != s->dev || (uint64_t)at_path.st_ino != s->ino)
-        return fail(err, err_len, s->path, "now names another file: the shard was replaced while "
+        return fs_error(err, err_len, s->path, "now names another file: the shard was replaced while "
                     "training");
     return 0;
 }
@@ -293,10 +279,10 @@ int token_shard_read(const struct token_shard *s, int64_t first, int64_t n, int3
     bus_escape = NULL;
     sigaction(SIGBUS, &old, NULL);
     if (faulted)
-        return fail(err, err_len, s->path, "reading tokens [%lld, %lld) faulted (SIGBUS): the shard "
+        return fs_error(err, err_len, s->path, "reading tokens [%lld, %lld) faulted (SIGBUS): the shard "
                     "shrank while training", (long long)first, (long long)(first + n));
     if (bad >= 0)
-        return fail(err, err_len, s->path, "token %lld at offset %lld is %u, not below %llu: the "
+        return fs_error(err, err_len, s->path, "token %lld at offset %lld is %u, not below %llu: the "
                     "shard was rewritten while training", (long long)bad,
                     (long long)(SHARD_HEADER_BYTES + bad * (int64_t)s->token_bytes),
                     (unsigned)out[bad - first], (unsigned long long)s->bound);
@@ -337,23 +323,6 @@ static int write_body(int fd, const uint32_t *tokens, int64_t n, int64_t vocab_s
     return rc;
 }
 
-/* fsync of the folder holding `path`, so the rename itself is durable. */
-static void sync_parent_dir(const char *path) {
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return;
-    fsync(fd);
-    close(fd);
-}
-
 void token_shard_write(const char *path, const uint32_t *tokens, int64_t n, int64_t vocab_size) {
     CHECKF(n >= 0 && vocab_size > 0 && vocab_size <= (int64_t)UINT32_MAX + 1,
            "token_shard_write(%s): n %lld, vocab_size %lld", path, (long long)n, (long long)vocab_size);
@@ -367,22 +336,12 @@ void token_shard_write(const char *path, const uint32_t *tokens, int64_t n, int6
     snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) die_user("%s: cannot create: %s", tmp, strerror(errno));
-    if (write_body(fd, tokens, n, vocab_size, width) != 0 || fsync(fd) != 0) {
+    if (write_body(fd, tokens, n, vocab_size, width) != 0) {
         int e = errno;
         close(fd);
         unlink(tmp);
         die_user("%s: cannot write: %s", tmp, strerror(e));
     }
-    if (close(fd) != 0) {
-        int e = errno;
-        unlink(tmp);
-        die_user("%s: cannot write: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        die_user("%s: cannot rename %s into place: %s", path, tmp, strerror(e));
-    }
-    sync_parent_dir(path);
+    fs_commit(fd, tmp, path);
     free(tmp);
 }

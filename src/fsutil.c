@@ -21,17 +21,18 @@
 
 #define FS_CHUNK ((size_t)8 << 20) /* bytes per read() when copying or hashing */
 
-/* "<path>: <reason>" into err; returns -1. */
-static int fs_fail(char *err, size_t n, const char *path, const char *fmt, ...) INFLLM_PRINTF(4, 5);
-static int fs_fail(char *err, size_t n, const char *path, const char *fmt, ...) {
+int fs_verror(char *err, size_t n, const char *path, const char *fmt, va_list ap) {
     if (!err || n == 0) return -1;
     int k = snprintf(err, n, "%s: ", path);
-    if (k >= 0 && (size_t)k < n) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err + k, n - (size_t)k, fmt, ap);
-        va_end(ap);
-    }
+    if (k >= 0 && (size_t)k < n) vsnprintf(err + k, n - (size_t)k, fmt, ap);
+    return -1;
+}
+
+int fs_error(char *err, size_t n, const char *path, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fs_verror(err, n, path, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
@@ -111,8 +112,7 @@ static int write_all(int fd, const void *bytes, size_t n) {
     return 0;
 }
 
-/* Syncs and closes fd, renames tmp over path and syncs the folder; dies (removing tmp) on error. */
-static void commit_tmp(int fd, const char *tmp, const char *path) {
+void fs_commit(int fd, const char *tmp, const char *path) {
     if (fsync(fd) != 0) {
         int e = errno;
         close(fd);
@@ -146,7 +146,7 @@ void write_file_atomic(const char *path, const void *bytes, size_t n) {
         unlink(tmp);
         die_user("%s: write failed: %s", tmp, strerror(e));
     }
-    commit_tmp(fd, tmp, path);
+    fs_commit(fd, tmp, path);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
@@ -171,16 +171,16 @@ static int open_regular(const char *path, struct stat *st, int *missing, char *e
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         *missing = errno == ENOENT;
-        return fs_fail(err, n, path, "cannot read: %s", strerror(errno));
+        return fs_error(err, n, path, "cannot read: %s", strerror(errno));
     }
     if (fstat(fd, st) != 0) {
         int e = errno;
         close(fd);
-        return fs_fail(err, n, path, "cannot read: %s", strerror(e));
+        return fs_error(err, n, path, "cannot read: %s", strerror(e));
     }
     if (!S_ISREG(st->st_mode)) {
         close(fd);
-        return fs_fail(err, n, path, "is %s, expected a regular file",
+        return fs_error(err, n, path, "is %s, expected a regular file",
                        fs_kind((unsigned)st->st_mode));
     }
     int fl = fcntl(fd, F_GETFL);
@@ -195,7 +195,7 @@ int fs_read(const char *path, size_t max, char **out, size_t *len, char *err, si
     if (fd < 0) return missing ? 1 : -1;
     if ((uint64_t)st.st_size > max) {
         close(fd);
-        return fs_fail(err, err_len, path, "%lld bytes, more than the %zu%s this file may have",
+        return fs_error(err, err_len, path, "%lld bytes, more than the %zu%s this file may have",
                        (long long)st.st_size, max >= (1 << 20) ? max >> 20 : max,
                        max >= (1 << 20) ? " MiB" : " bytes");
     }
@@ -214,7 +214,7 @@ int fs_read(const char *path, size_t max, char **out, size_t *len, char *err, si
             int e = errno;
             close(fd);
             free(buf);
-            return fs_fail(err, err_len, path, "read failed: %s", strerror(e));
+            return fs_error(err, err_len, path, "read failed: %s", strerror(e));
         }
         if (r == 0) break;
         n += (size_t)r;
@@ -222,7 +222,7 @@ int fs_read(const char *path, size_t max, char **out, size_t *len, char *err, si
     close(fd);
     if (n > max) {
         free(buf);
-        return fs_fail(err, err_len, path, "more than the %zu%s this file may have",
+        return fs_error(err, err_len, path, "more than the %zu%s this file may have",
                        max >= (1 << 20) ? max >> 20 : max, max >= (1 << 20) ? " MiB" : " bytes");
     }
     buf[n] = '\0';
@@ -266,7 +266,7 @@ bool copy_file(const char *src, const char *dst) {
     }
     free(buf);
     close(in);
-    commit_tmp(out, tmp, dst);
+    fs_commit(out, tmp, dst);
     return true;
 }
 
@@ -396,7 +396,7 @@ int fs_hash_file(const char *path, uint64_t *hash, uint64_t *bytes, char *err, s
     for (;;) {
         ssize_t r = read(fd, buf, FS_CHUNK);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) rc = fs_fail(err, err_len, path, "read failed: %s", strerror(errno));
+        if (r < 0) rc = fs_error(err, err_len, path, "read failed: %s", strerror(errno));
         if (r <= 0) break;
         xxh64_update(&h, buf, (size_t)r);
     }

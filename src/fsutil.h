@@ -7,13 +7,24 @@
 #ifndef INFLLM_FSUTIL_H
 #define INFLLM_FSUTIL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "check.h"
+
 /* The largest text or JSON file the trainer reads (configs, state.json, config.json, index files):
  * larger is a user error, never an unbounded allocation. */
 #define FS_TEXT_MAX ((size_t)8 << 20)
+
+/* "<path>: <reason>" into err (of size n); returns -1, so a caller can `return fs_error(...)`. */
+int fs_error(char *err, size_t n, const char *path, const char *fmt, ...) INFLLM_PRINTF(4, 5);
+int fs_verror(char *err, size_t n, const char *path, const char *fmt, va_list ap);
+
+/* A file written through fd to tmp: fsync, close, rename over path, fsync the folder. Dies naming
+ * the file (and removes tmp) on any error. */
+void fs_commit(int fd, const char *tmp, const char *path);
 
 /* mkdir -p; every component must be (or become) a folder. */
 void make_dirs(const char *path);
