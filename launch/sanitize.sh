@@ -24,6 +24,6 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$supp:print_suppressions=0}
 cd build-asan
 start=$(date +%s)
 rc=0
-ctest --output-on-failure --timeout 1800 "$@" || rc=$?
+ctest --output-on-failure "$@" || rc=$?
 echo "sanitize: ctest exit $rc after $(($(date +%s) - start)) s (ASan + UBSan, CPU backend)"
 exit $rc

@@ -467,7 +467,10 @@ static int try_load(struct trainer *tr, const char *dir, struct ck_result *r) {
     struct ckpt_state s;
     double t0 = now_seconds(), bytes = 0;
     memset(r, 0, sizeof *r);
-    if (check_folder(tr, dir, &s, &bytes, r) != CK_OK) return r->status;
+    if (check_folder(tr, dir, &s, &bytes, r) != CK_OK) {
+        ckpt_state_free(&s);
+        return r->status;
+    }
     comm_allreduce(&tr->g->world, &bytes, 1, COMM_F64, COMM_SUM);
     double t_verify = now_seconds() - t0;
     size_t sbytes = (size_t)tr->opt.slice_len * sizeof(float);

@@ -90,7 +90,7 @@ bg_start() {
   bgpid=$!
 }
 bg_wait_lines() { # the run has written N metrics lines (a step record each), or it ended
-  for _ in $(seq 400); do
+  for _ in $(seq 1200); do
     [ "$(cat "$1" 2>/dev/null | wc -l)" -ge "$2" ] && return 0
     kill -0 "$bgpid" 2>/dev/null || return 0
     sleep 0.025
