@@ -109,15 +109,12 @@ static int shard_of_window(const struct loader *l, int64_t w) {
     return lo;
 }
 
+/* A shard that changed under the run stops it here, before the step uses the tokens: nothing of
+ * the step is saved and the last checkpoint stays the newest. */
 static void copy_window(const struct token_shard *s, int64_t first, int64_t n, int32_t *tokens) {
-    const uint8_t *t = s->map + SHARD_HEADER_BYTES;
-    if (s->token_bytes == 2) {
-        const uint16_t *p = (const uint16_t *)t + first;
-        for (int64_t i = 0; i < n; i++) tokens[i] = (int32_t)p[i];
-    } else {
-        const uint32_t *p = (const uint32_t *)t + first;
-        for (int64_t i = 0; i < n; i++) tokens[i] = (int32_t)p[i];
-    }
+    char err[1024];
+    if (token_shard_read(s, first, n, tokens, err, sizeof err) != 0)
+        die_user("%s; the run stops without saving (the last checkpoint is intact)", err);
 }
 
 static void read_shards(struct loader *l, int64_t g, int32_t *tokens) {

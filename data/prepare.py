@@ -13,16 +13,23 @@ tokenizer_config.json next to tokenizer.json when present, else looked up among 
 (<s>, <|begin_of_text|>, ...); --bos-token / --eos-token override, "" disables. Text is encoded
 without the tokenizer's own post-processor specials, and special-token text inside a document
 (a literal "<s>") is encoded as ordinary text, so separators are exactly the ones above.
-Split: document i (counting every document of every input, in order) goes to validation when
-floor((i + 1) * f) > floor(i * f), f = --val-fraction: an even, deterministic spread of round(n f)
-documents. Each stream is cut into shards of --shard-tokens tokens (a document may continue in the
-next shard): train_000000.tok, ..., val_000000.tok, ... Each shard is written to a temporary file,
-fsynced and renamed. Nothing here touches the network.
+Split: document i (counting every non-empty document of every input, in order) goes to
+validation when floor((i + 1) * f) > floor(i * f), f = --val-fraction: an even, deterministic
+spread of round(n f) documents. Each stream is cut into shards of --shard-tokens tokens (a document may continue in the
+next shard): train_000000.tok, ..., val_000000.tok, ... Documents that encode to no tokens (empty
+text) are skipped; input with no text at all is an error.
+Failures: every error is one line on stderr and exit code 2 (an output path that is a file or
+cannot be written, an unreadable input, a disk that fills up), never a traceback; SIGINT or
+SIGTERM exit 130 / 143. Shards are first written (fsynced) into a hidden staging folder inside
+--output and moved into place together at the end, after --overwrite has removed the old ones: a
+failure or a signal before that leaves --output as it was. Nothing here touches the network.
 """
 import argparse
 import array
 import json
 import os
+import shutil
+import signal
 import sys
 import time
 
@@ -145,8 +152,25 @@ def check_inputs(paths):
     for path in paths:
         if not (path.endswith(".txt") or path.endswith(".jsonl")):
             fail(f"{path}: unknown input type, expected a .txt or .jsonl file")
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             fail(f"{path}: no such input file")
+        if not os.path.isfile(path):
+            fail(f"{path}: not a regular file, expected a .txt or .jsonl file")
+        if not os.access(path, os.R_OK):
+            fail(f"{path}: not readable")
+
+
+def check_output(out_dir):
+    """--output must be a folder (or creatable as one) we can write into."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        fail(f"{out_dir}: exists and is not a folder; --output names the folder for the shards")
+    parent = out_dir
+    while not os.path.exists(parent):
+        parent = os.path.dirname(os.path.abspath(parent))
+    if not os.path.isdir(parent):
+        fail(f"{out_dir}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        fail(f"{out_dir}: cannot write into {parent}")
 
 
 def batches(docs):
@@ -205,20 +229,41 @@ class ShardWriter:
         self.buf = array.array(self.typecode)
 
     def _flush(self, tokens):
+        os.makedirs(self.out_dir, exist_ok=True)
         path = os.path.join(self.out_dir, f"{self.prefix}_{len(self.paths):06d}.tok")
         write_shard(path, tokens, self.vocab_size, self.width)
         self.paths.append(path)
 
 
+def old_shards(out_dir):
+    return sorted(n for n in os.listdir(out_dir)
+                  if (n.startswith("train_") or n.startswith("val_")) and n.endswith(".tok"))
+
+
 def prepare_output(out_dir, overwrite):
-    os.makedirs(out_dir, exist_ok=True)
-    old = sorted(n for n in os.listdir(out_dir)
-                 if (n.startswith("train_") or n.startswith("val_")) and n.endswith(".tok"))
+    """Refuses old shards without --overwrite; returns the staging folder, made (with --output)
+    only when the first shard is written."""
+    old = old_shards(out_dir) if os.path.isdir(out_dir) else []
     if old and not overwrite:
         fail(f"{out_dir}: already holds shards ({old[0]} ...); "
              "pass --overwrite or choose another folder")
-    for n in old:
+    return os.path.join(out_dir, f".prepare-{os.getpid()}")
+
+
+def publish(out_dir, staging, streams):
+    """Removes the old shards (--overwrite), moves the new ones into place, syncs the folder."""
+    for n in old_shards(out_dir):
         os.remove(os.path.join(out_dir, n))
+    for s in streams.values():
+        for i, p in enumerate(s.paths):
+            final = os.path.join(out_dir, os.path.basename(p))
+            os.replace(p, final)
+            s.paths[i] = final
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def is_val(i, f):
@@ -245,6 +290,7 @@ class Progress:
 def main(argv):
     a = parse_args(argv)
     check_inputs(a.input)
+    check_output(a.output)
     tok = load_tokenizer(a.tokenizer)
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     if vocab_size < 1 or vocab_size > 1 << 32:
@@ -264,20 +310,14 @@ def main(argv):
           file=sys.stderr)
     if bos is None and eos is None:
         print("prepare: warning: documents are concatenated without any separator", file=sys.stderr)
-    prepare_output(a.output, a.overwrite)
-    streams = {s: ShardWriter(a.output, s, vocab_size, a.shard_tokens) for s in ("train", "val")}
-    progress, n_docs = Progress(), 0
-    for batch in batches(documents(a.input, a.jsonl_key)):
-        for enc in tok.encode_batch(batch, add_special_tokens=False):
-            ids = ([bos] if bos is not None else []) + enc.ids + ([eos] if eos is not None else [])
-            streams["val" if is_val(n_docs, a.val_fraction) else "train"].add(ids)
-            n_docs += 1
-        progress.report(n_docs, streams["train"].total + streams["val"].total)
-    for s in streams.values():
-        s.finish()
-    progress.report(n_docs, streams["train"].total + streams["val"].total, final=True)
-    if streams["train"].total == 0:
-        fail(f"no training tokens from {len(a.input)} input file(s) ({n_docs} documents)")
+    staging = prepare_output(a.output, a.overwrite)
+    try:
+        streams = tokenize(a, tok, bos, eos, vocab_size, staging)
+        publish(a.output, staging, streams)
+    except OSError as e:
+        fail(f"{e.filename or a.output}: {e.strerror or e} (writing the shards; --output is as it was)")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     for name, s in streams.items():
         print(f"prepare: {name}: {s.total} tokens in {len(s.paths)} shard(s)", file=sys.stderr)
     # The config lines to paste (stdout, so it can be redirected).
@@ -285,5 +325,47 @@ def main(argv):
                                "val_files": streams["val"].paths}}, indent=2))
 
 
+def tokenize(a, tok, bos, eos, vocab_size, staging):
+    """Every document into the train / val shard writers (in the staging folder)."""
+    streams = {s: ShardWriter(staging, s, vocab_size, a.shard_tokens) for s in ("train", "val")}
+    progress, n_docs, empty = Progress(), 0, 0
+    for batch in batches(documents(a.input, a.jsonl_key)):
+        for enc in tok.encode_batch(batch, add_special_tokens=False):
+            if not enc.ids:  # an empty document: no separators of its own either
+                empty += 1
+                continue
+            ids = ([bos] if bos is not None else []) + enc.ids + ([eos] if eos is not None else [])
+            streams["val" if is_val(n_docs, a.val_fraction) else "train"].add(ids)
+            n_docs += 1
+        progress.report(n_docs, streams["train"].total + streams["val"].total)
+    if streams["train"].total == 0:
+        fail(f"no text in {len(a.input)} input file(s) ({empty} empty document(s)): nothing to "
+             "write")
+    for s in streams.values():
+        s.finish()
+    progress.report(n_docs, streams["train"].total + streams["val"].total, final=True)
+    if empty:
+        print(f"prepare: skipped {empty} empty document(s)", file=sys.stderr)
+    return streams
+
+
+def on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through the cleanup of the staging folder
+
+
+def run(argv):
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        main(argv)
+    except KeyboardInterrupt:
+        print("prepare: interrupted; --output is as it was", file=sys.stderr)
+        sys.exit(130)
+    except OSError as e:
+        where = e.filename if e.filename else "prepare"
+        fail(f"{where}: {e.strerror or e}")
+    except MemoryError:
+        fail("out of memory (a single .txt input is read whole: split it, or use .jsonl)")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(sys.argv[1:])

@@ -11,6 +11,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,6 +23,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fsutil.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "token shards are little-endian; this host is not"
@@ -43,20 +46,6 @@ static void put_u32(uint8_t *p, uint32_t v) {
 static void put_u64(uint8_t *p, uint64_t v) {
     put_u32(p, (uint32_t)v);
     put_u32(p + 4, (uint32_t)(v >> 32));
-}
-
-/* Formats "<path>: <reason>" into err; always returns -1 so callers can `return fail(...)`. */
-static int fail(char *err, size_t err_len, const char *path, const char *fmt, ...) INFLLM_PRINTF(4, 5);
-static int fail(char *err, size_t err_len, const char *path, const char *fmt, ...) {
-    if (!err || err_len == 0) return -1;
-    int k = snprintf(err, err_len, "%s: ", path);
-    if (k >= 0 && (size_t)k < err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err + k, err_len - (size_t)k, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
 }
 
 /* The 8 magic bytes as a printable quoted string (non-printable bytes as \xNN). */
@@ -101,27 +90,27 @@ static int check_header(struct token_shard *s, const char *path, char *err, size
     if (memcmp(h, SHARD_MAGIC, 8) != 0) {
         char q[64];
         quote_magic(q, sizeof q, h);
-        return fail(err, err_len, path, "offset 0: bad magic %s, expected \"%s\"", q, SHARD_MAGIC);
+        return fs_error(err, err_len, path, "offset 0: bad magic %s, expected \"%s\"", q, SHARD_MAGIC);
     }
     uint32_t version = read_u32(h + 8), width = read_u32(h + 12);
     uint64_t n = read_u64(h + 16), vocab = read_u64(h + 24);
     if (version != SHARD_VERSION)
-        return fail(err, err_len, path, "offset 8: version %u, expected %d", version, SHARD_VERSION);
+        return fs_error(err, err_len, path, "offset 8: version %u, expected %d", version, SHARD_VERSION);
     if (width != 2 && width != 4)
-        return fail(err, err_len, path, "offset 12: token width %u bytes, expected 2 (u16) or 4 (u32)",
+        return fs_error(err, err_len, path, "offset 12: token width %u bytes, expected 2 (u16) or 4 (u32)",
                     width);
     if (vocab == 0 || vocab > (uint64_t)UINT32_MAX + 1)
-        return fail(err, err_len, path, "offset 24: vocabulary size %llu, expected 1 .. 2^32",
+        return fs_error(err, err_len, path, "offset 24: vocabulary size %llu, expected 1 .. 2^32",
                     (unsigned long long)vocab);
     /* n * width + 32 must equal the file size; compare without overflowing for absurd n. */
     uint64_t payload = (uint64_t)s->file_bytes - SHARD_HEADER_BYTES;
     if (n > payload / width || n * width != payload) {
         if (n > (UINT64_MAX - SHARD_HEADER_BYTES) / width)
-            return fail(err, err_len, path,
+            return fs_error(err, err_len, path,
                         "file is %zu bytes, header says 32 + %llu tokens x %u bytes (offset 16: token "
                         "count too large)",
                         s->file_bytes, (unsigned long long)n, width);
-        return fail(err, err_len, path,
+        return fs_error(err, err_len, path,
                     "file is %zu bytes, header says 32 + %llu tokens x %u bytes = %llu", s->file_bytes,
                     (unsigned long long)n, width, (unsigned long long)(SHARD_HEADER_BYTES + n * width));
     }
@@ -144,7 +133,7 @@ static int check_tokens(const struct token_shard *s, const char *path, int64_t m
     uint64_t bound = (uint64_t)(model_tighter ? model_vocab : s->vocab_size);
     if (mx < bound) return 0;
     int64_t i = first_token_at_least(s, bound);
-    return fail(err, err_len, path, "token %lld at offset %lld is %u, not below %s %llu", (long long)i,
+    return fs_error(err, err_len, path, "token %lld at offset %lld is %u, not below %s %llu", (long long)i,
                 (long long)(SHARD_HEADER_BYTES + i * (int64_t)s->token_bytes), token_shard_get(s, i),
                 model_tighter ? "the model vocabulary (model.vocab_size)" : "the shard's vocabulary",
                 (unsigned long long)bound);
@@ -153,35 +142,48 @@ static int check_tokens(const struct token_shard *s, const char *path, int64_t m
 int token_shard_check(struct token_shard *s, const char *path, int64_t model_vocab, char *err,
                       size_t err_len) {
     memset(s, 0, sizeof *s);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail(err, err_len, path, "cannot open: %s", strerror(errno));
+    s->fd = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY); /* a FIFO must not block */
+    if (fd < 0) return fs_error(err, err_len, path, "cannot open: %s", strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return fail(err, err_len, path, "not a regular file%s%s", e ? ": " : "", e ? strerror(e) : "");
+        return fs_error(err, err_len, path, "cannot stat: %s", strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return fs_error(err, err_len, path, "not a regular file (%s)", fs_kind((unsigned)st.st_mode));
     }
     if (st.st_size < SHARD_HEADER_BYTES) {
         close(fd);
-        return fail(err, err_len, path, "file is %lld bytes, shorter than the %d-byte header",
+        return fs_error(err, err_len, path, "file is %lld bytes, shorter than the %d-byte header",
                     (long long)st.st_size, SHARD_HEADER_BYTES);
     }
     s->file_bytes = (size_t)st.st_size;
     void *map = mmap(NULL, s->file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
     int map_errno = errno;
-    close(fd);
     if (map == MAP_FAILED) {
         size_t bytes = s->file_bytes;
+        close(fd);
         memset(s, 0, sizeof *s);
-        return fail(err, err_len, path, "cannot map %zu bytes: %s", bytes, strerror(map_errno));
+        s->fd = -1;
+        return fs_error(err, err_len, path, "cannot map %zu bytes: %s", bytes, strerror(map_errno));
     }
     s->map = map;
     if (check_header(s, path, err, err_len) != 0 ||
         check_tokens(s, path, model_vocab, err, err_len) != 0) {
         munmap(map, s->file_bytes);
+        close(fd);
         memset(s, 0, sizeof *s);
+        s->fd = -1;
         return -1;
     }
+    bool model_tighter = model_vocab > 0 && model_vocab < s->vocab_size;
+    s->bound = (uint64_t)(model_tighter ? model_vocab : s->vocab_size);
+    s->fd = fd;
+    s->dev = (uint64_t)st.st_dev;
+    s->ino = (uint64_t)st.st_ino;
     s->path = xstrdup(path);
     return 0;
 }
@@ -193,13 +195,98 @@ void token_shard_open(struct token_shard *s, const char *path, int64_t model_voc
 
 void token_shard_close(struct token_shard *s) {
     if (s->map) munmap((void *)s->map, s->file_bytes);
+    if (s->fd >= 0 && s->path) close(s->fd);
     free(s->path);
     memset(s, 0, sizeof *s);
+    s->fd = -1;
 }
 
 uint32_t token_shard_get(const struct token_shard *s, int64_t i) {
     const uint8_t *t = s->map + SHARD_HEADER_BYTES;
     return s->token_bytes == 2 ? ((const uint16_t *)t)[i] : ((const uint32_t *)t)[i];
+}
+
+/* Where a SIGBUS inside token_shard_read jumps to; NULL outside it. Per thread: the fault is
+ * delivered to the thread that touched the page. */
+static _Thread_local sigjmp_buf *bus_escape;
+
+static void on_bus(int sig) {
+    if (bus_escape) siglongjmp(*bus_escape, 1);
+    signal(sig, SIG_DFL); /* a fault elsewhere: the default action (core dump) */
+    raise(sig);
+}
+
+/* The file behind s is still the one validated at open: same size, and its path still names it. */
+static int check_unchanged(const struct token_shard *s, char *err, size_t err_len) {
+    struct stat now, at_path;
+    if (fstat(s->fd, &now) != 0)
+        return fs_error(err, err_len, s->path, "cannot stat the open shard: %s", strerror(errno));
+    if ((uint64_t)now.st_size != (uint64_t)s->file_bytes)
+        return fs_error(err, err_len, s->path, "is now %lld bytes, was %zu when the run opened it: the "
+                    "shard was truncated or rewritten while training", (long long)now.st_size,
+                    s->file_bytes);
+    if (stat(s->path, &at_path) != 0)
+        return fs_error(err, err_len, s->path, "no longer exists (%s): the shard was removed while "
+                    "training", strerror(errno));
+    if ((uint64_t)at_path.st_dev != s->dev || (uint64_t)at_path.st_ino != s->ino)
+        return fs_error(err, err_len, s->path, "now names another file: the shard was replaced while "
+                    "training");
+    return 0;
+}
+
+/* Copies and range-checks; the index of the first token >= bound, or -1. */
+static int64_t copy_tokens(const struct token_shard *s, int64_t first, int64_t n, int32_t *out) {
+    const uint8_t *t = s->map + SHARD_HEADER_BYTES;
+    uint32_t max = 0;
+    if (s->token_bytes == 2) {
+        const uint16_t *p = (const uint16_t *)t + first;
+        for (int64_t i = 0; i < n; i++) {
+            out[i] = (int32_t)p[i];
+            max = p[i] > max ? p[i] : max;
+        }
+    } else {
+        const uint32_t *p = (const uint32_t *)t + first;
+        for (int64_t i = 0; i < n; i++) {
+            out[i] = (int32_t)p[i];
+            max = p[i] > max ? p[i] : max;
+        }
+    }
+    if (max < s->bound) return -1;
+    for (int64_t i = 0; i < n; i++)
+        if ((uint32_t)out[i] >= s->bound) return first + i;
+    return -1;
+}
+
+int token_shard_read(const struct token_shard *s, int64_t first, int64_t n, int32_t *out, char *err,
+                     size_t err_len) {
+    CHECKF(first >= 0 && n >= 0 && first + n <= s->n_tokens, "token_shard_read(%s): [%lld, %lld)",
+           s->path, (long long)first, (long long)(first + n));
+    if (check_unchanged(s, err, err_len) != 0) return -1;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_bus;
+    sigemptyset(&sa.sa_mask);
+    sigjmp_buf env;
+    volatile int64_t bad = -1;
+    volatile int faulted = 0;
+    sigaction(SIGBUS, &sa, &old);
+    if (sigsetjmp(env, 1) == 0) {
+        bus_escape = &env;
+        bad = copy_tokens(s, first, n, out);
+    } else {
+        faulted = 1;
+    }
+    bus_escape = NULL;
+    sigaction(SIGBUS, &old, NULL);
+    if (faulted)
+        return fs_error(err, err_len, s->path, "reading tokens [%lld, %lld) faulted (SIGBUS): the shard "
+                    "shrank while training", (long long)first, (long long)(first + n));
+    if (bad >= 0)
+        return fs_error(err, err_len, s->path, "token %lld at offset %lld is %u, not below %llu: the "
+                    "shard was rewritten while training", (long long)bad,
+                    (long long)(SHARD_HEADER_BYTES + bad * (int64_t)s->token_bytes),
+                    (unsigned)out[bad - first], (unsigned long long)s->bound);
+    return 0;
 }
 
 /* write() of all `len` bytes, retrying short writes; -1 with errno on failure. */
@@ -236,23 +323,6 @@ static int write_body(int fd, const uint32_t *tokens, int64_t n, int64_t vocab_s
     return rc;
 }
 
-/* fsync of the folder holding `path`, so the rename itself is durable. */
-static void sync_parent_dir(const char *path) {
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return;
-    fsync(fd);
-    close(fd);
-}
-
 void token_shard_write(const char *path, const uint32_t *tokens, int64_t n, int64_t vocab_size) {
     CHECKF(n >= 0 && vocab_size > 0 && vocab_size <= (int64_t)UINT32_MAX + 1,
            "token_shard_write(%s): n %lld, vocab_size %lld", path, (long long)n, (long long)vocab_size);
@@ -266,22 +336,12 @@ void token_shard_write(const char *path, const uint32_t *tokens, int64_t n, int6
     snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) die_user("%s: cannot create: %s", tmp, strerror(errno));
-    if (write_body(fd, tokens, n, vocab_size, width) != 0 || fsync(fd) != 0) {
+    if (write_body(fd, tokens, n, vocab_size, width) != 0) {
         int e = errno;
         close(fd);
         unlink(tmp);
         die_user("%s: cannot write: %s", tmp, strerror(e));
     }
-    if (close(fd) != 0) {
-        int e = errno;
-        unlink(tmp);
-        die_user("%s: cannot write: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        die_user("%s: cannot rename %s into place: %s", path, tmp, strerror(e));
-    }
-    sync_parent_dir(path);
+    fs_commit(fd, tmp, path);
     free(tmp);
 }

@@ -11,6 +11,12 @@
  * On open the file is checked: size (exactly 32 + n * bytes), magic, version, token width, and every
  * token below both the header's vocabulary and the model's. Any failure is a user error (exit 2)
  * naming the file, the offset and what was expected.
+ *
+ * The file stays mapped (and open) for the whole run. token_shard_read checks on every read that
+ * the file is still the one validated at open (same size, and the path still names it), checks
+ * every token it copies against the bound, and catches the SIGBUS a page beyond a shrunken end
+ * would raise: a shard truncated, rewritten or replaced while training is a clear error, never a
+ * crash and never silently different data.
  */
 #ifndef INFLLM_SHARD_H
 #define INFLLM_SHARD_H
@@ -29,6 +35,9 @@ struct token_shard {
     int token_bytes;      /* 2 or 4 */
     int64_t n_tokens;
     int64_t vocab_size;   /* from the header */
+    uint64_t bound;       /* every token is below this (min of the header's and the model's vocab) */
+    int fd;               /* the validated file, kept open to notice it changing; -1 when closed */
+    uint64_t dev, ino;    /* its identity */
 };
 
 /* Opens and validates `path`; tokens must be < model_vocab (pass 0 to skip that bound). */
@@ -40,8 +49,15 @@ int token_shard_check(struct token_shard *s, const char *path, int64_t model_voc
 
 void token_shard_close(struct token_shard *s);
 
-/* Token i (i < n_tokens). */
+/* Token i (i < n_tokens). Trusts the mapping: for checks and tools right after open. */
 uint32_t token_shard_get(const struct token_shard *s, int64_t i);
+
+/* Tokens [first, first + n) (within n_tokens) as int32 into out, after checking that the file is
+ * unchanged since open (size, identity of the path) and with every token checked against the
+ * bound; a SIGBUS while copying (the file shrank between the check and the copy) is caught.
+ * Returns 0, or -1 with "<path>: <what changed>" in err. */
+int token_shard_read(const struct token_shard *s, int64_t first, int64_t n, int32_t *out, char *err,
+                     size_t err_len);
 
 /* Writes a shard (u16 when vocab_size <= 65536, else u32) atomically (temporary file + rename).
  * Dies (exit 2) naming the path on an I/O error. */

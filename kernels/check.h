@@ -31,6 +31,7 @@ enum exit_code {
     EXIT_CODE_OK = 0,
     EXIT_CODE_INTERNAL = 1, /* invariant or library failure */
     EXIT_CODE_USER = 2,     /* bad config, data or checkpoint */
+    EXIT_CODE_DIVERGED = 3, /* training diverged (non-finite values, a train.guard limit) */
     EXIT_CODE_SKIP = 77,    /* a test that cannot run here (CTest SKIP_RETURN_CODE) */
 };
 

@@ -64,8 +64,10 @@ const struct key_desc config_keys[] = {
      "Seeds the weight init and the synthetic data; the same seed gives the same run on any rank "
      "layout."},
     ROW_STR("resume", resume, "\"auto\"",
-            "`auto`: continue from <run_dir>/ckpt/latest when it exists, else start afresh; "
-            "`none`: start afresh; any other string: the checkpoint folder to continue from."),
+            "`auto`: continue from the checkpoint <run_dir>/ckpt/latest names, or when it is "
+            "missing, broken or not intact from the newest intact step folder; start afresh when "
+            "there is none (docs/RELIABILITY.md); `none`: start afresh (an existing ckpt/ is moved "
+            "aside, not deleted); any other string: the checkpoint folder to continue from."),
     /* model */
     ROW_ENUM("model.model_type", model.model_type, "\"llama\"", model_type_names,
              "`llama`, or `minicpm` (adds scale_emb, scale_depth, dim_model_base)."),
@@ -195,6 +197,15 @@ const struct key_desc config_keys[] = {
     ROW_I64("train.exit_after_steps", train.exit_after_steps, "0", 0, INT64_TOP,
             "Checkpoint and exit 0 after this many steps of this invocation (time-sliced jobs); "
             "0 = run to max_steps."),
+    ROW_DBL("train.guard.loss_spike", train.guard_loss_spike, "0", 0, DBL_MAX, false, false,
+            "Divergence guard: stop the run (exit code 3, before the weights are updated and "
+            "before any checkpoint of that step) when a step's loss exceeds this multiple of the "
+            "running mean of the earlier steps' losses (exponential, 5% weight per step, armed "
+            "after 10 steps, carried in checkpoints); 0 = off; 2 to 4 catches a blow-up. "
+            "Non-finite losses and gradients always stop the run."),
+    ROW_DBL("train.guard.grad_norm", train.guard_grad_norm, "0", 0, DBL_MAX, false, false,
+            "Divergence guard: stop the run (exit code 3, before the weights are updated) when the "
+            "global gradient norm before clipping exceeds this; 0 = off."),
     /* parallel */
     ROW_INT("parallel.cp", parallel.cp, "1", 1,
             "Ranks sharing each sequence (context parallelism); must divide the rank count; "
@@ -203,8 +214,8 @@ const struct key_desc config_keys[] = {
     ROW_I64("checkpoint.every", checkpoint.every, "0", 0, INT64_TOP,
             "Steps between checkpoints; 0 = only at the end (and on SIGTERM / SIGUSR1)."),
     ROW_INT("checkpoint.keep_last", checkpoint.keep_last, "2", 0,
-            "Complete checkpoints kept (older ones are removed once a new one is complete); "
-            "0 = all."),
+            "Complete checkpoints kept (older ones of this run are removed once a new one is "
+            "complete; checkpoints of other runs are never removed); 0 = all."),
     ROW_BOOL("checkpoint.at_end", checkpoint.at_end, "true",
              "Checkpoint after the last step. `false` is for benchmarks and throwaway runs: the "
              "end of the run is then not resumable unless `checkpoint.every` or a stop signal "

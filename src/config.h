@@ -110,6 +110,8 @@ struct train_config {
     enum recompute recompute;
     int64_t exit_after_steps; /* checkpoint and exit 0 after this many steps of this invocation;
                                  0 = run to max_steps (time-sliced jobs, resume tests) */
+    double guard_loss_spike;  /* stop when loss > this x running mean loss; 0 = off */
+    double guard_grad_norm;   /* stop when the gradient norm (before clipping) > this; 0 = off */
 };
 
 struct parallel_config {

@@ -2,17 +2,21 @@
  * main.c: the command line.
  *
  *   infllm-train CONFIG [--set key.path=value]... [--dry-run]   train (or only check and plan)
- *   infllm-train export CKPT OUT [--max-shard-bytes N]           Hugging Face folder from a checkpoint
+ *   infllm-train export CKPT OUT [--max-shard-bytes N] [--force]  Hugging Face folder from a checkpoint
  *   infllm-train eval MODEL CONFIG [--set key.path=value]...     validation loss and retrieval accuracy
  *   infllm-train config-doc                                      print the config reference
  *   infllm-train --help | --version
  */
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "checkpoint.h"
@@ -28,7 +32,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: infllm-train CONFIG [--set key.path=value]... [--dry-run]\n"
-            "       infllm-train export CHECKPOINT OUT_FOLDER [--max-shard-bytes N]\n"
+            "       infllm-train export CHECKPOINT OUT_FOLDER [--max-shard-bytes N] [--force]\n"
             "       infllm-train eval MODEL CONFIG [--set key.path=value]...\n"
             "       infllm-train config-doc\n"
             "       infllm-train --help | --version\n"
@@ -40,7 +44,9 @@ static void usage(FILE *f) {
             "  --dry-run             load and check the config, print it and the memory plan, exit\n"
             "\n"
             "export writes a Hugging Face folder (config.json, bf16 safetensors, tokenizer files of\n"
-            "the imported model) from a checkpoint folder or its `latest` pointer file.\n"
+            "the imported model) from a checkpoint folder or its `latest` pointer file. It refuses\n"
+            "a destination inside a run's checkpoint folder, and a non-empty one unless --force\n"
+            "(which replaces the files of an earlier export there).\n"
             "eval measures the validation loss of MODEL (a checkpoint folder, its `latest` pointer,\n"
             "or a Hugging Face folder) on train.eval_batches sequences of CONFIG's validation data,\n"
             "and on the synthetic task the retrieval accuracy, at CONFIG's data.seq_len, in dense or\n"
@@ -103,59 +109,121 @@ static int cmd_train(int argc, char **argv) {
         printf("infllm-train %s: %s\n", INFLLM_VERSION, a.config);
         config_print(&cfg, stdout);
     }
-    int rc = EXIT_CODE_OK;
+    int rc = EXIT_CODE_OK, lock = -1;
+    if (!a.dry_run && g.world_rank == 0) lock = checkpoint_lock_run(&cfg);
     struct trainer tr;
     trainer_init(&tr, &cfg, &g, a.dry_run ? TRAINER_PLAN : TRAINER_TRAIN);
     if (!a.dry_run) {
-        char ckpt[4096];
-        if (checkpoint_resolve(&cfg, ckpt, sizeof ckpt)) checkpoint_load(&tr, ckpt);
+        checkpoint_resume(&tr);
         if (tr.step >= cfg.train.max_steps && g.world_rank == 0)
             printf("nothing to do: the run is at step %lld of train.max_steps = %lld\n",
                    (long long)tr.step, (long long)cfg.train.max_steps);
         rc = trainer_run(&tr);
     }
     trainer_free(&tr);
+    if (lock >= 0) close(lock);
     grid_free(&g);
     config_free(&cfg);
     free(a.sets);
     return rc;
 }
 
-/* A checkpoint folder, or the `latest` pointer file naming one beside it. */
-static void resolve_checkpoint_arg(const char *arg, char *out, size_t n) {
-    struct stat st;
-    if (stat(arg, &st) != 0) die_user("%s: no such checkpoint", arg);
-    if (S_ISDIR(st.st_mode)) {
-        snprintf(out, n, "%s", arg);
-        return;
-    }
-    char *name = read_file(arg, NULL, true);
-    name[strcspn(name, "\r\n")] = '\0';
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%.4000s", arg);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        snprintf(dir, sizeof dir, ".");
-    if (snprintf(out, n, "%s/%s", dir, name) >= (int)n) die_user("%s: checkpoint path too long", arg);
-    free(name);
-}
+struct export_args {
+    const char *ckpt, *out;
+    int64_t max_shard;       /* 0: hf_export's default */
+    bool force;
+};
 
-static int cmd_export(int argc, char **argv) {
-    if (argc < 4) {
+static struct export_args parse_export(int argc, char **argv) {
+    struct export_args a = {0};
+    for (int i = 2; i < argc; i++) {
+        const char *s = argv[i];
+        if (strcmp(s, "--force") == 0) {
+            a.force = true;
+        } else if (strcmp(s, "--max-shard-bytes") == 0) {
+            char *end = NULL;
+            errno = 0;
+            long long v = i + 1 < argc ? strtoll(argv[i + 1], &end, 10) : 0;
+            if (i + 1 >= argc || errno || end == argv[i + 1] || *end || v < 1)
+                die_user("export: --max-shard-bytes needs a positive integer, got \"%s\"",
+                         i + 1 < argc ? argv[i + 1] : "");
+            a.max_shard = v;
+            i++;
+        } else if (s[0] == '-' && s[1] != '\0') {
+            usage(stderr);
+            die_user("export: unknown option %s", s);
+        } else if (!a.ckpt) {
+            a.ckpt = s;
+        } else if (!a.out) {
+            a.out = s;
+        } else {
+            usage(stderr);
+            die_user("export: unexpected argument %s (CHECKPOINT and OUT_FOLDER only)", s);
+        }
+    }
+    if (!a.out) {
         usage(stderr);
         die_user("export needs CHECKPOINT and OUT_FOLDER");
     }
-    int64_t max_shard = 0;
-    for (int i = 4; i < argc; i++) {
-        if (strcmp(argv[i], "--max-shard-bytes") == 0 && i + 1 < argc)
-            max_shard = atoll(argv[++i]);
-        else
-            die_user("export: unknown option %s", argv[i]);
+    return a;
+}
+
+/* Entries of a folder other than . and .. (0 when it does not exist). */
+static int folder_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+/* Whether a file name is one of the weight files an export writes. */
+static bool export_weight_file(const char *s) {
+    size_t len = strlen(s);
+    if (strcmp(s, "model.safetensors.index.json") == 0) return true;
+    return strncmp(s, "model", 5) == 0 && len > 12 && strcmp(s + len - 12, ".safetensors") == 0;
+}
+
+/* The destination must be outside every checkpoint and run ckpt folder, and empty unless --force;
+ * with --force, what an earlier export left that this one writes is removed first, config.json
+ * before anything (a folder without it is not a model, so a stop half-way leaves nothing that
+ * looks complete: hf_export writes config.json after the weights). */
+static void prepare_export_dest(const struct export_args *a) {
+    struct stat st;
+    char why[4400], path[4400];
+    if (stat(a->out, &st) == 0 && !S_ISDIR(st.st_mode))
+        die_user("export: %s is %s, expected a folder", a->out, fs_kind((unsigned)st.st_mode));
+    if (checkpoint_area(a->out, why, sizeof why))
+        die_user("export: refusing to write into %s: %s; choose a folder outside the run's ckpt "
+                 "folder", a->out, why);
+    int n = folder_entries(a->out);
+    if (n > 0 && !a->force)
+        die_user("export: %s is not empty (%d entries); pass --force to replace the files of an "
+                 "earlier export there, or choose an empty folder", a->out, n);
+    if (n == 0) return;
+    snprintf(path, sizeof path, "%s/config.json", a->out);
+    remove_tree(path);
+    fsync_path(a->out);
+    DIR *d = opendir(a->out);
+    if (!d) die_user("export: %s: cannot list: %s", a->out, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!export_weight_file(e->d_name)) continue;
+        snprintf(path, sizeof path, "%s/%s", a->out, e->d_name);
+        remove_tree(path);
     }
+    closedir(d);
+}
+
+static int cmd_export(int argc, char **argv) {
+    struct export_args a = parse_export(argc, argv);
     char ckpt[4096], cfg_path[4400];
-    resolve_checkpoint_arg(argv[2], ckpt, sizeof ckpt);
+    checkpoint_resolve_arg(a.ckpt, ckpt, sizeof ckpt);
+    prepare_export_dest(&a);
+    checkpoint_verify_file(ckpt, "train_config.json");
     snprintf(cfg_path, sizeof cfg_path, "%s/train_config.json", ckpt);
     static struct config cfg;
     char *sets[] = {"parallel.cp=1", "device=cpu"}; /* the layout does not matter to the weights */
@@ -168,8 +236,8 @@ static int cmd_export(int argc, char **argv) {
     model_init(&m, &cfg, &be, &g, 1, false);
     float *host = xcalloc((size_t)m.n_params_padded, sizeof(float));
     checkpoint_read_weights(&m, ckpt, host);
-    hf_export(&cfg, &m, host, argv[3], max_shard);
-    printf("exported %s (%lld parameters) to %s\n", ckpt, (long long)m.n_params, argv[3]);
+    hf_export(&cfg, &m, host, a.out, a.max_shard);
+    printf("exported %s (%lld parameters) to %s\n", ckpt, (long long)m.n_params, a.out);
     free(host);
     model_free(&m);
     backend_free(&be);
@@ -191,7 +259,7 @@ static int cmd_eval(int argc, char **argv) {
         die_user("eval needs MODEL and CONFIG");
     }
     char model_dir[4096];
-    resolve_checkpoint_arg(argv[2], model_dir, sizeof model_dir);
+    checkpoint_resolve_arg(argv[2], model_dir, sizeof model_dir);
     bool checkpoint = has_file(model_dir, "state.json");
     if (!checkpoint && !has_file(model_dir, "config.json"))
         die_user("%s: neither a checkpoint (state.json) nor a Hugging Face folder (config.json)",
@@ -239,6 +307,9 @@ static int cmd_eval(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     MPI_CHECK(MPI_Init(&argc, &argv));
+    /* A closed stdout (`infllm-train ... | head`) must not kill a run mid-checkpoint: writes to it
+     * fail with EPIPE instead, and the run goes on. */
+    signal(SIGPIPE, SIG_IGN);
     int rc = EXIT_CODE_OK;
     const char *cmd = argc > 1 ? argv[1] : "";
     if (argc < 2 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {

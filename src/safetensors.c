@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fsutil.h"
 #include "safetensors_impl.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -115,14 +116,10 @@ float st_f16_to_f32(uint16_t h) {
 
 /* "<name>: <reason>" into err; returns -1 (safetensors_impl.h). */
 int st_fail(char *err, size_t n, const char *name, const char *fmt, ...) {
-    if (!err || n == 0) return -1;
-    int k = snprintf(err, n, "%s: ", name);
-    if (k >= 0 && (size_t)k < n) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err + k, n - (size_t)k, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    fs_verror(err, n, name, fmt, ap);
+    va_end(ap);
     return -1;
 }
 

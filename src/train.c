@@ -15,11 +15,16 @@
 #include "profile.h"
 #include "schedule.h"
 
-/* Set by SIGTERM / SIGUSR1: finish the step, checkpoint, exit 0. The one piece of process state a
- * signal handler may touch. */
+/* Set by SIGTERM / SIGUSR1 / SIGINT: finish the step, checkpoint, exit 0. The one piece of process
+ * state a signal handler may touch. */
 static volatile sig_atomic_t stop_signal;
 
-static void on_stop_signal(int sig) { stop_signal = sig; }
+/* A second SIGINT (Ctrl-C twice) ends the process at once, as without a handler: a checkpoint
+ * being written is left as an unused .tmp folder. */
+static void on_stop_signal(int sig) {
+    if (sig == SIGINT && stop_signal != 0) _exit(128 + SIGINT);
+    stop_signal = sig;
+}
 
 static void install_stop_handlers(void) {
     struct sigaction sa;
@@ -28,6 +33,7 @@ static void install_stop_handlers(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 }
 
 /* Whether any rank was asked to stop (collective: all ranks agree). */
@@ -216,6 +222,32 @@ static int64_t micro_first(const struct trainer *tr, int64_t base, int micro) {
     return base + ((int64_t)micro * tr->g->dp + tr->g->dp_rank) * B;
 }
 
+/* Stops the run (exit 3, every rank: loss and norm are global) before the update when the step
+ * blew up: a non-finite loss or norm, or past a train.guard limit; else updates the running mean. */
+static void guard_step(struct trainer *tr, double loss, double norm) {
+    const struct train_config *t = &tr->cfg->train;
+    char why[160] = "";
+    if (!isfinite(loss) || !isfinite(norm))
+        snprintf(why, sizeof why, "not finite");
+    else if (t->guard_grad_norm > 0 && norm > t->guard_grad_norm)
+        snprintf(why, sizeof why, "gradient norm above train.guard.grad_norm = %g", t->guard_grad_norm);
+    else if (t->guard_loss_spike > 0 && tr->loss_ema_steps >= 10 &&
+             loss > t->guard_loss_spike * tr->loss_ema)
+        snprintf(why, sizeof why, "loss above train.guard.loss_spike = %g x the running mean %.4f",
+                 t->guard_loss_spike, tr->loss_ema);
+    if (why[0]) {
+        if (tr->g->world_rank == 0)
+            fprintf(stderr,
+                    "error: step %lld: loss %g, gradient norm %g: %s: training diverged; stopping "
+                    "before the weights are updated, nothing of this step is saved (lower train.lr "
+                    "or raise train.warmup_steps)\n",
+                    (long long)tr->step + 1, loss, norm, why);
+        infllm_exit(EXIT_CODE_DIVERGED);
+    }
+    tr->loss_ema = tr->loss_ema_steps == 0 ? loss : tr->loss_ema + 0.05 * (loss - tr->loss_ema);
+    tr->loss_ema_steps++;
+}
+
 double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
     const struct config *c = tr->cfg;
     struct model *m = &tr->model;
@@ -233,14 +265,7 @@ double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
     double loss = loss_sum / tokens_in_step;
     prof_begin(PROF_OPTIMIZER);
     double norm = adamw_reduce(&tr->opt, tr->g);
-    if (!isfinite(loss) || !isfinite(norm)) {
-        if (tr->g->world_rank == 0)
-            fprintf(stderr,
-                    "error: step %lld: loss %g, gradient norm %g: training diverged; stopping "
-                    "before the weights are updated (lower train.lr or raise train.warmup_steps)\n",
-                    (long long)tr->step + 1, loss, norm);
-        infllm_exit(EXIT_CODE_INTERNAL);
-    }
+    guard_step(tr, loss, norm);
     adamw_apply(&tr->opt, tr->g, &tr->hparams, lr, norm);
     prof_end();
     *grad_norm = norm;
@@ -302,7 +327,7 @@ static void sync_backend(const void *be) { backend_sync(be); }
 
 /* The profiled step's split (log.profile_step): a line with ms and share per region, and the
  * per-layer figures of the regions that run once per layer. */
-static void log_profile(const struct trainer *tr, const double sec[PROF_COUNT]) {
+static void log_profile(struct trainer *tr, const double sec[PROF_COUNT]) {
     double total = 0;
     for (int r = 0; r < PROF_COUNT; r++) total += sec[r];
     char line[512];

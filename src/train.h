@@ -40,6 +40,10 @@ struct trainer {
     struct lr_params sched;       /* and its learning-rate schedule */
     int accum;            /* micro-steps per optimizer step */
     int64_t step;         /* next step to run (0-based) */
+    uint64_t run_id;      /* lineage of the checkpoints this run writes and may prune (checkpoint.h) */
+    double loss_ema;      /* running mean of the step loss (train.guard.loss_spike), and its steps */
+    int64_t loss_ema_steps;
+
     /* Host staging, from `plan` (host arena) */
     int32_t *seq;         /* (T + 1) one sequence from the loader */
     int32_t *tokens;      /* (N) inputs of this rank's micro-batch */
@@ -70,8 +74,9 @@ void trainer_free(struct trainer *tr);
 /* Trains from tr->step to train.max_steps. Returns the process exit code. */
 int trainer_run(struct trainer *tr);
 
-/* One optimizer step: returns the mean loss of the step and sets *grad_norm. Dies (after a clear
- * message) when the loss or the gradient is not finite, before touching the weights. */
+/* One optimizer step: returns the mean loss of the step and sets *grad_norm. Stops the run (exit
+ * code 3, after a clear message, before touching the weights) when the loss or the gradient is not
+ * finite, or past a train.guard limit. */
 double trainer_step(struct trainer *tr, double lr, double *grad_norm);
 
 /* Validation loss, and retrieval accuracy on the synthetic task, over train.eval_batches sequences

@@ -366,6 +366,8 @@ static void randomize(struct t_rng *r, struct config *c) {
     t->eval_batches = 1 + (int)(t_rng_u64(r) % 64);
     t->recompute = (enum recompute)(t_rng_u64(r) % 3);
     t->exit_after_steps = (int64_t)(t_rng_u64(r) % 1000);
+    t->guard_loss_spike = t_rng_u64(r) % 2 ? rand_in(r, 1, 10) : 0;
+    t->guard_grad_norm = t_rng_u64(r) % 2 ? rand_in(r, 1, 1e4) : 0;
     c->checkpoint.every = (int64_t)(t_rng_u64(r) % 1000);
     c->checkpoint.keep_last = (int)(t_rng_u64(r) % 10);
     c->checkpoint.at_end = t_rng_u64(r) % 2;
@@ -412,7 +414,8 @@ static const char *first_difference(const struct config *a, const struct config 
     SAME(train.lr); SAME(train.min_lr); SAME(train.warmup_steps); SAME(train.schedule);
     SAME(train.decay_fraction); SAME(train.weight_decay); SAME(train.beta1); SAME(train.beta2);
     SAME(train.eps); SAME(train.grad_clip); SAME(train.eval_every); SAME(train.eval_batches);
-    SAME(train.recompute); SAME(train.exit_after_steps);
+    SAME(train.recompute); SAME(train.exit_after_steps); SAME(train.guard_loss_spike);
+    SAME(train.guard_grad_norm);
     SAME(parallel.cp); SAME(checkpoint.every); SAME(checkpoint.keep_last); SAME(checkpoint.at_end); SAME(log.every);
     SAME(log.profile_step);
     return NULL;
@@ -423,7 +426,7 @@ static const char *first_difference(const struct config *a, const struct config 
 }
 
 /* The hand-written comparison above covers this many keys (rope_scaling counted as four). */
-enum { FIELDS_COMPARED = 66 };
+enum { FIELDS_COMPARED = 68 };
 
 static void test_round_trip(struct t_rng *r) {
     static struct config a, b;

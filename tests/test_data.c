@@ -14,6 +14,7 @@
  * Legend: T seq_len, W windows, V vocabulary, n tokens.
  */
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,56 @@ static void test_round_trip(struct t_rng *r, const char *dir, int64_t n, uint64_
     free(t);
     free(want);
     free(got);
+}
+
+/* token_shard_read on a file that changes under the mapping: a clean error naming what changed,
+ * never a crash. The SIGBUS case simulates the race the size check cannot see (the file shrinks
+ * between the check and the copy) by letting the check see the shrunken size. */
+static bool read_fails_with(struct token_shard *s, int64_t first, int64_t n, const char *substr) {
+    int32_t *out = malloc((size_t)n * sizeof *out);
+    char err[512] = "";
+    int rc = token_shard_read(s, first, n, out, err, sizeof err);
+    free(out);
+    return t_check(rc != 0 && strstr(err, substr) && strstr(err, s->path),
+                   "token_shard_read: rc %d, \"%s\", expected the path and \"%s\"", rc, err, substr);
+}
+
+static void test_shard_changes(struct t_rng *r, const char *dir) {
+    char path[512], other[512];
+    path_in(path, sizeof path, dir, "live.tok");
+    path_in(other, sizeof other, dir, "other.tok");
+    int64_t n = 8192; /* 16 KiB of tokens: several pages */
+    uint32_t *t = random_tokens(r, n, 999);
+    token_shard_write(path, t, n, 1000);
+    struct token_shard s;
+    char err[512];
+    CHECK(token_shard_check(&s, path, 1000, err, sizeof err) == 0);
+    int32_t got[64];
+    t_check(token_shard_read(&s, n - 64, 64, got, err, sizeof err) == 0 && got[63] == (int32_t)t[n - 1],
+            "token_shard_read of an unchanged shard: %s", err);
+    /* rewritten in place with a token past the vocabulary (same size, same file) */
+    int fd = open(path, O_WRONLY);
+    uint16_t big = 4000;
+    CHECK(fd >= 0 && pwrite(fd, &big, 2, SHARD_HEADER_BYTES + 2 * 10) == 2);
+    read_fails_with(&s, 0, 64, "is 4000, not below 1000: the shard was rewritten");
+    /* truncated: the size check */
+    CHECK(ftruncate(fd, 4096) == 0);
+    read_fails_with(&s, 0, 64, "is now 4096 bytes, was 16416");
+    /* the fault itself: the check sees the new size, the copy reaches past the end */
+    size_t real = s.file_bytes;
+    s.file_bytes = 4096;
+    read_fails_with(&s, n - 64, 64, "faulted (SIGBUS)");
+    s.file_bytes = real;
+    CHECK(ftruncate(fd, (off_t)real) == 0);
+    close(fd);
+    /* replaced by another file, then removed */
+    token_shard_write(other, t, n, 1000);
+    CHECK(rename(other, path) == 0);
+    read_fails_with(&s, 0, 64, "now names another file");
+    CHECK(unlink(path) == 0);
+    read_fails_with(&s, 0, 64, "no longer exists");
+    token_shard_close(&s);
+    free(t);
 }
 
 /* Writes `b` to a file and expects token_shard_check to reject it with the path and `substr`. */
@@ -687,6 +738,7 @@ int main(int argc, char **argv) {
     test_round_trip(&r, dir, 0, 32000);    /* an empty shard is valid */
     test_round_trip(&r, dir, 1, 3);
     test_corrupt_shards(&r, dir);
+    test_shard_changes(&r, dir);
     test_loader(&r, dir);
     test_synthetic(&r);
 

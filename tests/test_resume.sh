@@ -84,7 +84,9 @@ for i in 1 2 3 4 5 6; do
   "$bin" "${common[@]}" --set run_dir="$kill_dir" --set train.max_steps=100000 \
     --set checkpoint.every=1 --set checkpoint.keep_last=2 >/dev/null 2>&1 &
   pid=$!
-  sleep "$(python3 -c "import random; print(round(random.uniform(1.0, 2.5), 2))")"
+  # the first checkpoint exists before the kill (a sanitizer build starts slowly), then a random moment
+  for _ in $(seq 600); do [ -f "$kill_dir/ckpt/latest" ] && break; sleep 0.1; done
+  sleep "$(python3 -c "import random; print(round(random.uniform(0.2, 1.5), 2))")"
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   latest=$(cat "$kill_dir/ckpt/latest")
@@ -101,7 +103,7 @@ for sig in TERM USR1; do
   sdir="$dir/sig$sig"
   "$bin" "${common[@]}" --set run_dir="$sdir" --set train.max_steps=100000 >"$sdir.log" 2>&1 &
   pid=$!
-  sleep 1.5
+  for _ in $(seq 600); do [ -s "$sdir/metrics.jsonl" ] && break; sleep 0.1; done # training began
   kill -s "$sig" "$pid"
   rc=0
   wait "$pid" || rc=$?
