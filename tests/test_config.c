@@ -290,7 +290,8 @@ static void randomize(struct t_rng *r, struct config *c) {
     rand_string(r, c->resume, sizeof c->resume);
     m->init_from[0] = '\0'; /* a folder named here would be imported by config_load */
     c->seed = t_rng_u64(r) >> 11; /* < 2^53 */
-    m->model_type = (enum model_type)(t_rng_u64(r) % 2);
+    m->model_type = (enum model_type)(t_rng_u64(r) % 4);
+    m->attention_bias = m->model_type != MODEL_TYPE_QWEN2 && t_rng_u64(r) % 2;
     m->num_key_value_heads = 1 + (int)(t_rng_u64(r) % 4);
     m->num_attention_heads = m->num_key_value_heads * (1 + (int)(t_rng_u64(r) % 4));
     m->head_dim = 2 * (1 + (int)(t_rng_u64(r) % 40));
@@ -399,7 +400,8 @@ static const char *first_difference(const struct config *a, const struct config 
     SAME(model.model_type); SAME(model.vocab_size); SAME(model.hidden_size);
     SAME(model.intermediate_size); SAME(model.num_hidden_layers); SAME(model.num_attention_heads);
     SAME(model.num_key_value_heads); SAME(model.head_dim); SAME(model.rope_theta);
-    SAME(model.rms_norm_eps); SAME(model.tie_word_embeddings); SAME(model.scale_emb);
+    SAME(model.rms_norm_eps); SAME(model.tie_word_embeddings); SAME(model.attention_bias);
+    SAME(model.use_sliding_window); SAME(model.scale_emb);
     SAME(model.scale_depth); SAME(model.dim_model_base); SAME(model.initializer_range);
     SAME(model.max_position_embeddings); SAME_STR(model.rope_scaling_type);
     SAME_NUMS(model.rope_long_factor); SAME_NUMS(model.rope_short_factor);
@@ -426,7 +428,7 @@ static const char *first_difference(const struct config *a, const struct config 
 }
 
 /* The hand-written comparison above covers this many keys (rope_scaling counted as four). */
-enum { FIELDS_COMPARED = 68 };
+enum { FIELDS_COMPARED = 70 };
 
 static void test_round_trip(struct t_rng *r) {
     static struct config a, b;
