@@ -556,6 +556,45 @@ static void test_import(void) {
                   "model.hidden_size is 128 but", "hf/config.json says 64");
 }
 
+/* Qwen: the family's fields and defaults (Qwen3's head_dim 128 when config.json has none; qwen2
+ * ignores attention_bias, which its config class lacks), sliding windows refused. */
+static void test_import_qwen(void) {
+    const char *base = "\"vocab_size\": 512, \"hidden_size\": 64, \"intermediate_size\": 96, "
+                       "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
+                       "\"num_key_value_heads\": 2";
+    char hf[600], path[512], empty[512], from[600];
+    snprintf(hf, sizeof hf, "{\"model_type\": \"qwen3\", %s, \"attention_bias\": true, "
+             "\"use_sliding_window\": false, \"sliding_window\": null}", base);
+    write_tmp(path, sizeof path, "hf/config.json", hf);
+    write_tmp(empty, sizeof empty, "base.json", "{}");
+    snprintf(from, sizeof from, "model.init_from=%s/hf", tmp_dir);
+    char *sets[] = {from};
+    static struct config c;
+    config_read(&c, empty, 1, sets);
+    hf_import_config(&c);
+    config_validate(&c, 1);
+    t_check(c.model.model_type == MODEL_TYPE_QWEN3 && c.model.head_dim == 128 &&
+                c.model.attention_bias && !c.model.tie_word_embeddings,
+            "import qwen3: head_dim %d (128 by default), attention_bias, untied", c.model.head_dim);
+    config_free(&c);
+    snprintf(hf, sizeof hf, "{\"model_type\": \"qwen2\", %s, \"attention_bias\": true}", base);
+    write_tmp(path, sizeof path, "hf/config.json", hf);
+    config_read(&c, empty, 1, sets);
+    hf_import_config(&c);
+    config_validate(&c, 1);
+    t_check(c.model.model_type == MODEL_TYPE_QWEN2 && c.model.head_dim == 16 &&
+                !c.model.attention_bias,
+            "import qwen2: derived head_dim, attention_bias not a qwen2 field");
+    config_free(&c);
+    snprintf(hf, sizeof hf, "{\"model_type\": \"qwen2\", %s, \"use_sliding_window\": true, "
+             "\"sliding_window\": 4096}", base);
+    REJECT_IMPORT("import: sliding window", hf, NULL, "hf/config.json: use_sliding_window",
+                  "not implemented");
+    REJECT_FILE("qwen2 with attention_bias",
+                "{\"model\": {\"model_type\": \"qwen2\", \"attention_bias\": true}}",
+                "model.attention_bias", "qwen2");
+}
+
 static void test_rejections(void) {
     /* unknown keys, with the closest known one */
     REJECT_FILE("unknown key", "{\"train\": {\"max_step\": 3}}", "bad.json",
@@ -725,6 +764,7 @@ int main(int argc, char **argv) {
     test_doc_and_print();
     test_rejections();
     test_import();
+    test_import_qwen();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
     if (system(cmd) != 0) printf("warning: could not remove %s\n", tmp_dir);
