@@ -3,17 +3,14 @@
  *
  * Dimensions: N rows, C channels. One block per row; short rows (C <= RMS_WARP_MAX_C: Qwen3's
  * per-head norm of q and k, rows of one head dim) take one warp per row instead, eight rows a
- * block. The weight gradient is reduced deterministically: each block of the first pass sums a
- * fixed range of rows into its own fp32 partial row, a second pass adds the partials in order;
- * short rows get more ranges (the workspace is sized for RMS_MIN_COLS columns at least).
+ * block. The weight gradient is reduced deterministically (colsum.cuh): fixed row ranges into fp32
+ * partial rows, then the partials added in order.
  */
+#include "colsum.cuh"
 #include "common.cuh"
 #include "rmsnorm.h"
 
 #define RMS_THREADS 256
-#define RMS_PARTS 256      /* row ranges of the weight-gradient reduction (rows of >= 1024) */
-#define RMS_MIN_COLS 1024  /* short rows: RMS_PARTS x RMS_MIN_COLS / C ranges */
-#define RMS_MAX_PARTS 8192 /* ... at most (a grid dimension) */
 #define RMS_WARP_MAX_C 256 /* rows up to this long: one warp per row */
 #define RMS_WARP_ROWS 8    /* rows (warps) per block of the warp kernels */
 
@@ -101,39 +98,7 @@ static __global__ void rmsnorm_backward_dx_warp_kernel(bf16 *dx, const bf16 *dou
     }
 }
 
-/* partial[p, c] = sum over rows of range p of g * x * r. */
-static __global__ void rmsnorm_backward_dw_partial(float *partial, const bf16 *dout, const bf16 *x,
-                                                   const float *rstd, int64_t N, int C,
-                                                   int64_t rows_per_part) {
-    int p = blockIdx.y;
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    int64_t lo = p * rows_per_part, hi = lo + rows_per_part < N ? lo + rows_per_part : N;
-    float acc = 0.0f;
-    for (int64_t n = lo; n < hi; n++) acc += bf(dout[n * C + c]) * bf(x[n * C + c]) * rstd[n];
-    partial[(int64_t)p * C + c] = acc;
-}
-
-static __global__ void rmsnorm_backward_dw_sum(float *dw, const float *partial, int parts, int C) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    float acc = 0.0f;
-    for (int p = 0; p < parts; p++) acc += partial[(int64_t)p * C + c];
-    dw[c] += acc;
-}
-
-/* Row ranges of the weight gradient's first pass: RMS_PARTS, more for short rows (at most
- * RMS_MAX_PARTS, a grid dimension), so that the pass has enough threads. parts x C never exceeds
- * RMS_PARTS x max(C, RMS_MIN_COLS), the workspace, which grows with C: a workspace sized for the
- * widest rows serves the shorter ones. */
-static int64_t dw_max_parts(int C) {
-    int64_t p = C >= RMS_MIN_COLS ? RMS_PARTS : (int64_t)RMS_PARTS * RMS_MIN_COLS / C;
-    return p < RMS_MAX_PARTS ? p : RMS_MAX_PARTS;
-}
-
-extern "C" size_t rmsnorm_backward_workspace_bytes(int C) {
-    return (size_t)RMS_PARTS * (size_t)(C > RMS_MIN_COLS ? C : RMS_MIN_COLS) * sizeof(float);
-}
+extern "C" size_t rmsnorm_backward_workspace_bytes(int C) { return colsum_workspace_bytes(C); }
 
 extern "C" void rmsnorm_backward_cuda(void *dx, float *dw, const void *dout, const void *x,
                                       const void *w, const float *rstd, int64_t N, int C,
@@ -149,13 +114,5 @@ extern "C" void rmsnorm_backward_cuda(void *dx, float *dw, const void *dout, con
             (bf16 *)dx, (const bf16 *)dout, (const bf16 *)x, (const bf16 *)w, rstd, C);
     }
     CUDA_CHECK_LAST();
-    int64_t rows_per_part = ceil_div(N, dw_max_parts(C));
-    int parts = (int)ceil_div(N, rows_per_part);
-    dim3 grid((unsigned)ceil_div(C, 128), (unsigned)parts);
-    rmsnorm_backward_dw_partial<<<grid, 128, 0, s>>>((float *)workspace, (const bf16 *)dout,
-                                                      (const bf16 *)x, rstd, N, C, rows_per_part);
-    CUDA_CHECK_LAST();
-    rmsnorm_backward_dw_sum<<<(unsigned)ceil_div(C, 256), 256, 0, s>>>(dw, (const float *)workspace,
-                                                                      parts, C);
-    CUDA_CHECK_LAST();
+    colsum_ordered(dw, (const bf16 *)dout, (const bf16 *)x, rstd, N, C, 1.0f, workspace, s);
 }

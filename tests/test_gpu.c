@@ -671,17 +671,6 @@ static void model_config(struct config *c, bool sparse, enum model_type type, bo
     config_validate(c, 1);
 }
 
-/* Random biases and head-norm weights (the init leaves them 0 and 1), on the CPU model. */
-static void perturb_extras(struct model *m) {
-    float *w = m->param_buf;
-    for (int e = 0; e < m->n_params_entries; e++) {
-        const struct param_entry *p = &m->params[e];
-        if (strstr(p->name, "_proj.bias")) t_fill_normal(&rng, w + p->offset, p->numel, 0.3f);
-        if (strstr(p->name, "self_attn.") && strstr(p->name, "_norm.weight"))
-            t_fill_uniform(&rng, w + p->offset, p->numel, 0.5f, 1.5f);
-    }
-}
-
 static void test_model_step(bool sparse, enum model_type type, bool bias) {
     static struct config c;
     model_config(&c, sparse, type, bias);
@@ -693,7 +682,7 @@ static void test_model_step(bool sparse, enum model_type type, bool bias) {
     model_init(&mc, &c, &cpu, &g, 64, true);
     model_init(&mg, &c, &be, &g, 64, true);
     model_init_weights(&mc, 7);
-    perturb_extras(&mc);
+    t_randomize_extras(&rng, mc.params, mc.n_params_entries, mc.param_buf);
     /* bf16-exact weights on both */
     float *w = mc.param_buf;
     for (int64_t i = 0; i < mc.n_params_padded; i++) w[i] = st_bf16_to_f32(st_f32_to_bf16(w[i]));

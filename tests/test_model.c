@@ -78,17 +78,11 @@ static void setup_config(struct config *c, const struct case_desc *k) {
     config_validate(c, 1);
 }
 
-/* model_init_weights, then random biases (N(0, 0.3)) and head-norm weights (0.5 .. 1.5). */
+/* model_init_weights, then random biases and head-norm weights. */
 static void init_weights(struct model *m, uint64_t seed) {
     model_init_weights(m, seed);
     struct t_rng r = {seed ^ 0xb1a5};
-    float *w = m->param_buf;
-    for (int e = 0; e < m->n_params_entries; e++) {
-        const struct param_entry *p = &m->params[e];
-        if (strstr(p->name, "_proj.bias")) t_fill_normal(&r, w + p->offset, p->numel, 0.3f);
-        if (strstr(p->name, "self_attn.") && strstr(p->name, "_norm.weight"))
-            t_fill_uniform(&r, w + p->offset, p->numel, 0.5f, 1.5f);
-    }
+    t_randomize_extras(&r, m->params, m->n_params_entries, m->param_buf);
 }
 
 static double mean_loss(struct model *m, const int32_t *tok, const int32_t *tgt) {
