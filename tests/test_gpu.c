@@ -724,11 +724,16 @@ static void test_model_step(bool sparse, enum model_type type, bool bias) {
              lg);
     t_check(fabs(lc - lg) <= 5e-3 * fabs(lc), "%s", what);
     printf("  %s\n", what);
+    /* The k bias's gradient is the column sum of dk over tokens, which softmax's shift invariance
+     * would make exactly 0 without RoPE: with it, the sum is about half the size of the summands'
+     * norm ||dk||_F here (measured on the CPU: 0.5 Qwen2, 0.6 Qwen3, against sqrt(N) = 23-45 for
+     * sums without cancellation), so the bf16 noise of dk (~1e-2) shows at ~2x: 1e-1 there. */
     float *gg = from_f32(mg.grad_buf, mg.n_params_padded);
     for (int e = 0; e < mc.n_params_entries; e++) {
         const struct param_entry *p = &mc.params[e];
         snprintf(what, sizeof what, "grad %s", p->name);
-        check_rel(what, gg + p->offset, mc.grad_buf + p->offset, p->numel, 3e-2);
+        check_rel(what, gg + p->offset, mc.grad_buf + p->offset, p->numel,
+                  strstr(p->name, "k_proj.bias") ? 1e-1 : 3e-2);
     }
     free(gg), free(tok), free(tgt);
     model_free(&mc);
