@@ -32,11 +32,11 @@ static const struct op_table *ops_of(const struct backend *be) {
 const char *op_name(enum op_id op) {
     static const char *const names[OP_COUNT] = {
         "embedding_forward", "embedding_backward", "rmsnorm_forward", "rmsnorm_backward",
-        "rope_forward", "rope_backward", "matmul_forward", "matmul_forward_f32",
-        "matmul_backward", "swiglu_forward", "swiglu_backward", "crossentropy", "argmax_rows",
-        "add_inplace", "attention_forward", "attention_backward", "infllm_compress",
-        "infllm_select", "sparse_attention_forward", "sparse_attention_backward", "adamw_update",
-        "sumsq"};
+        "rope_forward", "rope_backward", "bias_forward", "bias_backward", "matmul_forward",
+        "matmul_forward_f32", "matmul_backward", "swiglu_forward", "swiglu_backward",
+        "crossentropy", "argmax_rows", "add_inplace", "attention_forward", "attention_backward",
+        "infllm_compress", "infllm_select", "sparse_attention_forward",
+        "sparse_attention_backward", "adamw_update", "sumsq"};
     CHECKF((int)op >= 0 && op < OP_COUNT, "op %d", (int)op);
     return names[op];
 }
@@ -50,6 +50,8 @@ static bool has(const struct op_table *t, enum op_id op) {
     case OP_RMSNORM_BACKWARD: return t->rmsnorm_backward != NULL;
     case OP_ROPE_FORWARD: return t->rope_forward != NULL;
     case OP_ROPE_BACKWARD: return t->rope_backward != NULL;
+    case OP_BIAS_FORWARD: return t->bias_forward != NULL;
+    case OP_BIAS_BACKWARD: return t->bias_backward != NULL;
     case OP_MATMUL_FORWARD: return t->matmul_forward != NULL;
     case OP_MATMUL_FORWARD_F32: return t->matmul_forward_f32 != NULL;
     case OP_MATMUL_BACKWARD: return t->matmul_backward != NULL;
@@ -84,6 +86,7 @@ size_t ops_workspace_bytes(const struct backend *be, int64_t N, int C, int64_t T
     size_t b = 0;
     if (t->embedding_backward_workspace) b = max_sz(b, t->embedding_backward_workspace(N));
     if (t->rmsnorm_backward_workspace) b = max_sz(b, t->rmsnorm_backward_workspace(C));
+    if (t->bias_backward_workspace) b = max_sz(b, t->bias_backward_workspace(C));
     if (nsel > 0 && t->sparse_attention_backward_workspace)
         b = max_sz(b, t->sparse_attention_backward_workspace(Tq, Hkv, nsel, nblk));
     return b;
@@ -126,6 +129,16 @@ void op_rope_forward(const struct backend *be, void *x, const float *cos, const 
 void op_rope_backward(const struct backend *be, void *dx, const float *cos, const float *sin,
                       const int32_t *pos, int64_t N, int H, int D, int64_t row_stride) {
     ops_of(be)->rope_backward(dx, cos, sin, pos, N, H, D, row_stride, &be->gpu);
+}
+
+void op_bias_forward(const struct backend *be, void *y, const void *b, int64_t N, int C,
+                     float scale) {
+    ops_of(be)->bias_forward(y, b, N, C, scale, &be->gpu);
+}
+
+void op_bias_backward(const struct backend *be, float *db, const void *dy, int64_t N, int C,
+                      float scale, void *workspace) {
+    ops_of(be)->bias_backward(db, dy, N, C, scale, workspace, &be->gpu);
 }
 
 void op_swiglu_forward(const struct backend *be, void *out, const void *gate, const void *up,

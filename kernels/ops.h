@@ -31,6 +31,8 @@ enum op_id {
     OP_RMSNORM_BACKWARD,
     OP_ROPE_FORWARD,
     OP_ROPE_BACKWARD,
+    OP_BIAS_FORWARD,
+    OP_BIAS_BACKWARD,
     OP_MATMUL_FORWARD,
     OP_MATMUL_FORWARD_F32,
     OP_MATMUL_BACKWARD,
@@ -57,8 +59,9 @@ const char *op_name(enum op_id op);
  * binary was built without). */
 bool ops_supports(enum device_kind device, enum op_id op);
 
-/* Workspace the ops below need for N rows, C channels, and sparse attention over Tq rows of
- * Hkv heads with nsel selected of nblk blocks (nsel 0: dense). */
+/* Workspace the ops below need for N rows, C channels (the widest rows a norm's or a bias's
+ * backward reduces: the hidden size or a projection's output width), and sparse attention over Tq
+ * rows of Hkv heads with nsel selected of nblk blocks (nsel 0: dense). */
 size_t ops_workspace_bytes(const struct backend *be, int64_t N, int C, int64_t Tq, int Hkv,
                            int nsel, int64_t nblk);
 
@@ -77,6 +80,12 @@ void op_rope_forward(const struct backend *be, void *x, const float *cos, const 
                      const int32_t *pos, int64_t N, int H, int D, int64_t row_stride);
 void op_rope_backward(const struct backend *be, void *dx, const float *cos, const float *sin,
                       const int32_t *pos, int64_t N, int H, int D, int64_t row_stride);
+
+/* y (N, C) += scale * b (C) on every row; db (fp32) += scale * column sums of dy (bias.h). */
+void op_bias_forward(const struct backend *be, void *y, const void *b, int64_t N, int C,
+                     float scale);
+void op_bias_backward(const struct backend *be, float *db, const void *dy, int64_t N, int C,
+                      float scale, void *workspace);
 
 void op_matmul_forward(const struct backend *be, void *out, const void *inp, const void *w,
                        int64_t N, int IC, int OC, float alpha, bool accumulate);

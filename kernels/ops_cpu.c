@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "adamw_update.h"
+#include "bias.h"
 #include "crossentropy.h"
 #include "elementwise.h"
 #include "embedding.h"
@@ -44,6 +45,16 @@ static void rope_forward(void *x, const float *cos, const float *sin, const int3
 static void rope_backward(void *dx, const float *cos, const float *sin, const int32_t *pos,
                           int64_t N, int H, int D, int64_t row_stride, const struct gpu_ctx *g) {
     rope_backward_cpu(dx, cos, sin, pos, N, H, D, row_stride);
+}
+
+static void bias_forward(void *y, const void *b, int64_t N, int C, float scale,
+                         const struct gpu_ctx *g) {
+    bias_forward_cpu(y, b, N, C, scale);
+}
+
+static void bias_backward(float *db, const void *dy, int64_t N, int C, float scale,
+                          void *workspace, const struct gpu_ctx *g) {
+    bias_backward_cpu(db, dy, N, C, scale);
 }
 
 static void matmul_forward(void *out, const void *inp, const void *w, int64_t N, int IC, int OC,
@@ -141,6 +152,7 @@ const struct op_table ops_cpu_table = {
     .embedding_forward = embedding_forward, .embedding_backward = embedding_backward,
     .rmsnorm_forward = rmsnorm_forward, .rmsnorm_backward = rmsnorm_backward,
     .rope_forward = rope_forward, .rope_backward = rope_backward,
+    .bias_forward = bias_forward, .bias_backward = bias_backward,
     .matmul_forward = matmul_forward, .matmul_forward_f32 = matmul_forward_f32,
     .matmul_backward = matmul_backward,
     .swiglu_forward = swiglu_forward, .swiglu_backward = swiglu_backward,

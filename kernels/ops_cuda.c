@@ -3,6 +3,7 @@
  * they are. Compiled in CUDA builds only.
  */
 #include "adamw_update.h"
+#include "bias.h"
 #include "crossentropy.h"
 #include "elementwise.h"
 #include "embedding.h"
@@ -22,6 +23,9 @@ const struct op_table ops_cuda_table = {
     .rmsnorm_backward_workspace = rmsnorm_backward_workspace_bytes,
     .rope_forward = rope_forward_cuda,
     .rope_backward = rope_backward_cuda,
+    .bias_forward = bias_forward_cuda,
+    .bias_backward = bias_backward_cuda,
+    .bias_backward_workspace = bias_backward_workspace_bytes,
     .matmul_forward = matmul_forward_cuda,
     .matmul_forward_f32 = matmul_forward_f32_cuda,
     .matmul_backward = matmul_backward_cuda,

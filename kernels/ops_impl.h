@@ -34,6 +34,11 @@ struct op_table {
                          int64_t N, int H, int D, int64_t row_stride, const struct gpu_ctx *g);
     void (*rope_backward)(void *dx, const float *cos, const float *sin, const int32_t *pos,
                           int64_t N, int H, int D, int64_t row_stride, const struct gpu_ctx *g);
+    void (*bias_forward)(void *y, const void *b, int64_t N, int C, float scale,
+                         const struct gpu_ctx *g);
+    void (*bias_backward)(float *db, const void *dy, int64_t N, int C, float scale,
+                          void *workspace, const struct gpu_ctx *g);
+    size_t (*bias_backward_workspace)(int C);
     void (*matmul_forward)(void *out, const void *inp, const void *w, int64_t N, int IC, int OC,
                            float alpha, bool accumulate, const struct gpu_ctx *g);
     void (*matmul_forward_f32)(float *out, const void *inp, const void *w, int64_t N, int IC,

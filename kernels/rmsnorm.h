@@ -33,7 +33,9 @@ void rmsnorm_backward_cpu(float *dx,          /* (N, C) */
 
 
 /* CUDA: bf16 out/x/w/dx, fp32 rstd and dw. The backward reduces dw over row ranges into
- * rmsnorm_backward_workspace_bytes(C) bytes of device workspace, then in order (deterministic). */
+ * rmsnorm_backward_workspace_bytes(C) bytes of device workspace, then in order (deterministic);
+ * that size never shrinks as C grows, so the workspace of the widest rows serves every C below.
+ * Rows of C <= 256 (per-head norms) run one warp per row. */
 void rmsnorm_forward_cuda(void *out, float *rstd, const void *x, const void *w, int64_t N, int C,
                           float eps, const struct gpu_ctx *g);
 void rmsnorm_backward_cuda(void *dx, float *dw, const void *dout, const void *x, const void *w,

@@ -2,18 +2,16 @@
  * rmsnorm_cpu.c: CPU reference of rmsnorm.h.
  *
  * Dimensions: N rows (tokens), C channels. Threads split the rows for the output and dx, and the
- * channels (in blocks of 16) for dw, whose sum over rows runs in row order in one thread.
+ * channels (in blocks of 16) for dw, whose sum over rows runs in row order in one thread
+ * (colsum.h).
  * Precision: every reduction (sum of squares, the dot product of the backward, dw over rows) is
  * accumulated in double, so the reference adds no rounding of its own beyond fp32 storage; the
  * row reductions are `omp simd` reductions (vectorised, an order fixed by the compiled code).
  * Gradient rule: the backward ADDS into dx and dw.
  */
 #include <math.h>
-#include <stdlib.h>
 
-#include <omp.h>
-
-#include "check.h"
+#include "colsum.h"
 #include "rmsnorm.h"
 
 /* sum_c x_c^2 in double. */
@@ -57,33 +55,8 @@ static void rmsnorm_dx(float *dx, const float *dout, const float *x, const float
     }
 }
 
-/* dw_c += sum_n g_nc x_nc r_n: each thread owns a range of channels (whole 16-channel blocks, so
- * no two threads write one cache line) and sums its rows in order into double accumulators. */
-static void rmsnorm_dw(float *dw, const float *dout, const float *x, const float *rstd, int64_t N,
-                       int C) {
-    int64_t blocks = ((int64_t)C + 15) / 16;
-#pragma omp parallel
-    {
-        int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-        int64_t c0 = 16 * (blocks * t / nt), c1 = 16 * (blocks * (t + 1) / nt);
-        c1 = c1 < C ? c1 : C;
-        if (c0 < c1) {
-            int64_t width = c1 - c0;
-            double *acc = xcalloc((size_t)width, sizeof(double));
-            for (int64_t n = 0; n < N; n++) {
-                const float *g = dout + n * C + c0, *xr = x + n * C + c0;
-                double r = rstd[n];
-#pragma omp simd
-                for (int64_t c = 0; c < width; c++) acc[c] += (double)g[c] * xr[c] * r;
-            }
-            for (int64_t c = 0; c < width; c++) dw[c0 + c] += (float)acc[c];
-            free(acc);
-        }
-    }
-}
-
 void rmsnorm_backward_cpu(float *dx, float *dw, const float *dout, const float *x, const float *w,
                           const float *rstd, int64_t N, int C) {
     rmsnorm_dx(dx, dout, x, w, rstd, N, C);
-    rmsnorm_dw(dw, dout, x, rstd, N, C);
+    colsum_cpu(dw, dout, x, rstd, N, C, 1.0f); /* dw_c += sum_n g_nc x_nc r_n */
 }

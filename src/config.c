@@ -29,12 +29,13 @@
 #include "synthetic.h"
 
 static const char *const device_names[] = {"cpu", "cuda", NULL};
-static const char *const model_type_names[] = {"llama", "minicpm", NULL};
+static const char *const model_type_names[] = {"llama", "minicpm", "qwen2", "qwen3", NULL};
 static const char *const schedule_names[] = {"cosine", "wsd", "constant", NULL};
 static const char *const source_names[] = {"synthetic", "shards", NULL};
 static const char *const recompute_names[] = {"none", "attention", "full", NULL};
 
 const char *config_recompute_name(enum recompute r) { return recompute_names[r]; }
+const char *config_model_type_name(enum model_type t) { return model_type_names[t]; }
 
 #define INT_TOP 2147483647.0       /* INT32_MAX */
 #define INT64_TOP 9007199254740992.0 /* 2^53: the largest integer a JSON number holds exactly */
@@ -70,7 +71,9 @@ const struct key_desc config_keys[] = {
             "aside, not deleted); any other string: the checkpoint folder to continue from."),
     /* model */
     ROW_ENUM("model.model_type", model.model_type, "\"llama\"", model_type_names,
-             "`llama`, or `minicpm` (adds scale_emb, scale_depth, dim_model_base)."),
+             "`llama`; `minicpm` (adds scale_emb, scale_depth, dim_model_base); `qwen2` (Qwen2 / "
+             "Qwen2.5: biases on the q, k and v projections); `qwen3` (RMSNorm of each head's q "
+             "and k before RoPE)."),
     ROW_I64("model.vocab_size", model.vocab_size, "512", 1, INT_TOP,
             "Vocabulary size V (token ids are int32)."),
     ROW_INT("model.hidden_size", model.hidden_size, "128", 1, "Hidden size C."),
@@ -87,13 +90,20 @@ const struct key_desc config_keys[] = {
             "RMSNorm epsilon."),
     ROW_BOOL("model.tie_word_embeddings", model.tie_word_embeddings, "true",
              "The lm head reuses the token embedding matrix."),
+    ROW_BOOL("model.attention_bias", model.attention_bias, "false",
+             "Biases on the q, k, v and o projections (llama, minicpm, qwen3). Must be false for "
+             "qwen2, whose q, k and v biases (and no o bias) come with the model type."),
+    ROW_BOOL("model.use_sliding_window", model.use_sliding_window, "false",
+             "qwen2 / qwen3: sliding-window attention in the upper layers. Not implemented: "
+             "must be false (every layer attends over the whole causal context)."),
     ROW_DBL("model.scale_emb", model.scale_emb, "1", 0, DBL_MAX, true, false,
-            "minicpm: embeddings are multiplied by this. Ignored for llama."),
+            "minicpm: embeddings are multiplied by this. Ignored by the other model types."),
     ROW_DBL("model.scale_depth", model.scale_depth, "1.4", 0, DBL_MAX, true, false,
             "minicpm: each residual branch is scaled by scale_depth / sqrt(num_hidden_layers). "
-            "Ignored for llama."),
+            "Ignored by the other model types."),
     ROW_DBL("model.dim_model_base", model.dim_model_base, "256", 0, DBL_MAX, true, false,
-            "minicpm: logits come from h / (hidden_size / dim_model_base). Ignored for llama."),
+            "minicpm: logits come from h / (hidden_size / dim_model_base). Ignored by the other "
+            "model types."),
     ROW_DBL("model.initializer_range", model.initializer_range, "0.02", 0, DBL_MAX, false, false,
             "Std of the normal init of every matrix when not imported (norm weights start at 1)."),
     ROW_I64("model.max_position_embeddings", model.max_position_embeddings, "0", 0, INT64_TOP,
@@ -761,6 +771,8 @@ const char *const config_rules[] = {
     "dim must be even (RoPE pairs).",
     "`model.max_position_embeddings` 0 becomes data.seq_len.",
     "`model.num_attention_heads` is a multiple of `model.num_key_value_heads`.",
+    "`model.attention_bias` is false with `model.model_type` `qwen2`; "
+    "`model.use_sliding_window` is false.",
     "With `model.rope_scaling.rope_type` `longrope`: long_factor and short_factor hold exactly "
     "head_dim / 2 positive numbers and original_max_position_embeddings is positive.",
     "`attention.block_size` and `attention.kernel_size` are multiples of "
@@ -822,6 +834,17 @@ static void validate_rope_scaling(const struct config *c) {
             "expected a positive integer with longrope, got 0");
 }
 
+/* What a model family allows beyond the common shape keys. */
+static void validate_family(const struct config *c) {
+    const struct model_config *m = &c->model;
+    if (m->model_type == MODEL_TYPE_QWEN2 && m->attention_bias)
+        bad(c, "model.attention_bias", "true with model_type qwen2, expected false (qwen2 has "
+            "biases on q, k and v and none on o, whatever this key says)");
+    if (m->use_sliding_window)
+        bad(c, "model.use_sliding_window", "true: sliding-window attention is not implemented; "
+            "expected false");
+}
+
 static void validate_model(struct config *c) {
     struct model_config *m = &c->model;
     if (m->num_attention_heads % m->num_key_value_heads != 0)
@@ -838,6 +861,7 @@ static void validate_model(struct config *c) {
             m->head_dim);
     if (m->max_position_embeddings == 0) m->max_position_embeddings = c->data.seq_len;
     validate_rope_scaling(c);
+    validate_family(c);
 }
 
 static void validate_attention(const struct config *c) {

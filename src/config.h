@@ -25,7 +25,12 @@ struct cJSON;
 #define CONFIG_STR_MAX 1024
 #define CONFIG_LIST_MAX 256   /* entries of a string or number list */
 
-enum model_type { MODEL_TYPE_LLAMA = 0, MODEL_TYPE_MINICPM = 1 };
+enum model_type {
+    MODEL_TYPE_LLAMA = 0,
+    MODEL_TYPE_MINICPM = 1,
+    MODEL_TYPE_QWEN2 = 2,
+    MODEL_TYPE_QWEN3 = 3,
+};
 enum recompute { RECOMPUTE_NONE = 0, RECOMPUTE_ATTENTION = 1, RECOMPUTE_FULL = 2 };
 
 struct string_list {
@@ -40,7 +45,7 @@ struct float_list {
 
 /* Model shape; key names are those of Hugging Face config.json. */
 struct model_config {
-    enum model_type model_type;   /* "llama" | "minicpm" */
+    enum model_type model_type;   /* "llama" | "minicpm" | "qwen2" | "qwen3" */
     int64_t vocab_size;
     int hidden_size;              /* C */
     int intermediate_size;        /* I */
@@ -51,6 +56,9 @@ struct model_config {
     double rope_theta;
     double rms_norm_eps;
     bool tie_word_embeddings;
+    bool attention_bias;          /* bias on q, k, v and o (llama, minicpm, qwen3); qwen2: false,
+                                     its q, k, v biases come with the model type */
+    bool use_sliding_window;      /* qwen2 / qwen3 sliding-window layers: not implemented, false */
     double scale_emb;             /* minicpm: h0 = embed * scale_emb */
     double scale_depth;           /* minicpm: residual branch * scale_depth / sqrt(L) */
     double dim_model_base;        /* minicpm: logits from h / (hidden_size / dim_model_base) */
@@ -209,6 +217,9 @@ const char *config_key_name(int i);
 
 /* "none", "attention" or "full". */
 const char *config_recompute_name(enum recompute r);
+
+/* "llama", "minicpm", "qwen2" or "qwen3": the model_type of config.json. */
+const char *config_model_type_name(enum model_type t);
 
 /* The training stream (val false) or the validation stream (val true) of the data section, for
  * loader_init; its strings point into c. */

@@ -28,28 +28,48 @@ static cJSON *read_json(const char *path) {
 /* ---------------------------------------------------------------------------------------------- */
 /* config.json fields                                                                              */
 
+/* The model families, as bits of hf_field.families. */
+#define FAM(t) (1u << (t))
+#define FAM_ALL (FAM(MODEL_TYPE_LLAMA) | FAM(MODEL_TYPE_MINICPM) | FAM(MODEL_TYPE_QWEN2) | \
+                 FAM(MODEL_TYPE_QWEN3))
+
+/* Per model family: its Hugging Face architecture, and the head dim its config class assumes when
+ * config.json has none (0: hidden_size / num_attention_heads). */
+static const struct hf_family {
+    const char *architecture;
+    int default_head_dim;
+} hf_families[] = {
+    [MODEL_TYPE_LLAMA] = {"LlamaForCausalLM", 0},
+    [MODEL_TYPE_MINICPM] = {"MiniCPMForCausalLM", 0},
+    [MODEL_TYPE_QWEN2] = {"Qwen2ForCausalLM", 0},
+    [MODEL_TYPE_QWEN3] = {"Qwen3ForCausalLM", 128},
+};
+
 /* The config.json fields that are our model keys ("model.<name>": the same names), read by import
- * and written by export. rope_scaling (an object, null when absent) is handled beside them. */
+ * and written by export for the families that have them. rope_scaling (an object, null when
+ * absent) is handled beside them. */
 static const struct hf_field {
     const char *name;
-    bool required; /* import: config.json must have it */
-    bool minicpm;  /* MiniCPM only (muP scales) */
+    bool required;     /* import: config.json must have it */
+    unsigned families; /* FAM bits of the model types whose config.json has the field */
 } hf_fields[] = {
-    {"model_type", true, false},
-    {"vocab_size", true, false},
-    {"hidden_size", true, false},
-    {"intermediate_size", true, false},
-    {"num_hidden_layers", true, false},
-    {"num_attention_heads", true, false},
-    {"num_key_value_heads", false, false},
-    {"head_dim", false, false},
-    {"rope_theta", false, false},
-    {"rms_norm_eps", false, false},
-    {"max_position_embeddings", false, false},
-    {"tie_word_embeddings", false, false},
-    {"scale_emb", false, true},
-    {"scale_depth", false, true},
-    {"dim_model_base", false, true},
+    {"model_type", true, FAM_ALL},
+    {"vocab_size", true, FAM_ALL},
+    {"hidden_size", true, FAM_ALL},
+    {"intermediate_size", true, FAM_ALL},
+    {"num_hidden_layers", true, FAM_ALL},
+    {"num_attention_heads", true, FAM_ALL},
+    {"num_key_value_heads", false, FAM_ALL},
+    {"head_dim", false, FAM_ALL},
+    {"rope_theta", false, FAM_ALL},
+    {"rms_norm_eps", false, FAM_ALL},
+    {"max_position_embeddings", false, FAM_ALL},
+    {"tie_word_embeddings", false, FAM_ALL},
+    {"attention_bias", false, FAM_ALL & ~FAM(MODEL_TYPE_QWEN2)},
+    {"use_sliding_window", false, FAM(MODEL_TYPE_QWEN2) | FAM(MODEL_TYPE_QWEN3)},
+    {"scale_emb", false, FAM(MODEL_TYPE_MINICPM)},
+    {"scale_depth", false, FAM(MODEL_TYPE_MINICPM)},
+    {"dim_model_base", false, FAM(MODEL_TYPE_MINICPM)},
 };
 #define HF_NFIELDS (sizeof hf_fields / sizeof hf_fields[0])
 
@@ -92,30 +112,40 @@ static void pick_rope_scaling(const cJSON *j, cJSON *model, const char *path) {
 }
 
 /* What Hugging Face assumes for fields config.json leaves out: as many KV heads as query heads,
- * the head dim derived (config_validate derives it from 0, unless our config names one), and tied
- * embeddings for MiniCPM only. */
-static void add_hf_defaults(const struct config *c, const cJSON *j, cJSON *model, bool minicpm) {
+ * the family's head dim (0, derived by config_validate, unless our config names one; Qwen3's class
+ * says 128), and tied embeddings for MiniCPM only. */
+static void add_hf_defaults(const struct config *c, const cJSON *j, cJSON *model,
+                            enum model_type type) {
     const cJSON *heads = member(j, "num_attention_heads");
     if (!member(j, "num_key_value_heads") && heads) add_copy(model, "num_key_value_heads", heads);
     if (!member(j, "head_dim") && !config_is_set(c, "model.head_dim"))
-        cJSON_AddNumberToObject(model, "head_dim", 0);
-    if (!member(j, "tie_word_embeddings")) cJSON_AddBoolToObject(model, "tie_word_embeddings", minicpm);
+        cJSON_AddNumberToObject(model, "head_dim", hf_families[type].default_head_dim);
+    if (!member(j, "tie_word_embeddings"))
+        cJSON_AddBoolToObject(model, "tie_word_embeddings", type == MODEL_TYPE_MINICPM);
+}
+
+/* The model type config.json names, when it is one of ours (config_import rejects the others). */
+static enum model_type type_of(const cJSON *j) {
+    const cJSON *type = member(j, "model_type");
+    for (int t = 0; t < (int)(sizeof hf_families / sizeof hf_families[0]); t++)
+        if (cJSON_IsString(type) && strcmp(type->valuestring, config_model_type_name(t)) == 0)
+            return (enum model_type)t;
+    return MODEL_TYPE_LLAMA;
 }
 
 void hf_import_config(struct config *c) {
     char path[4400];
     snprintf(path, sizeof path, "%s/config.json", c->model.init_from);
     cJSON *j = read_json(path);
-    const cJSON *type = member(j, "model_type");
-    bool minicpm = cJSON_IsString(type) && strcmp(type->valuestring, "minicpm") == 0;
+    enum model_type type = type_of(j);
     cJSON *model = cJSON_CreateObject();
     for (size_t i = 0; i < HF_NFIELDS; i++) {
         const struct hf_field *f = &hf_fields[i];
         const cJSON *v = member(j, f->name);
         if (!v && f->required) die_user("%s: \"%s\" is missing", path, f->name);
-        if (v && (minicpm || !f->minicpm)) add_copy(model, f->name, v);
+        if (v && (f->families & FAM(type))) add_copy(model, f->name, v);
     }
-    add_hf_defaults(c, j, model, minicpm);
+    add_hf_defaults(c, j, model, type);
     pick_rope_scaling(j, model, path);
     config_import(c, model, "model", path);
     cJSON_Delete(model);
@@ -219,19 +249,18 @@ static cJSON *export_config(const struct config *c) {
         cJSON_Delete(j);
         j = cJSON_CreateObject();
     }
-    bool minicpm = m->model_type == MODEL_TYPE_MINICPM;
     cJSON_DeleteItemFromObjectCaseSensitive(j, "architectures");
     cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString(minicpm ? "MiniCPMForCausalLM" : "LlamaForCausalLM"));
+    cJSON_AddItemToArray(arch, cJSON_CreateString(hf_families[m->model_type].architecture));
     for (size_t i = 0; i < HF_NFIELDS; i++) {
-        if (hf_fields[i].minicpm && !minicpm) continue;
+        if (!(hf_fields[i].families & FAM(m->model_type))) continue;
         char key[96];
         snprintf(key, sizeof key, "model.%s", hf_fields[i].name);
         set_item(j, hf_fields[i].name, config_key_json(c, key));
     }
     set_item(j, "hidden_act", cJSON_CreateString("silu"));
-    set_item(j, "attention_bias", cJSON_CreateFalse());
-    set_item(j, "mlp_bias", cJSON_CreateFalse());
+    if (m->model_type != MODEL_TYPE_QWEN2 && m->model_type != MODEL_TYPE_QWEN3)
+        set_item(j, "mlp_bias", cJSON_CreateFalse());
     set_item(j, "torch_dtype", cJSON_CreateString("bfloat16"));
     cJSON_DeleteItemFromObjectCaseSensitive(j, "rope_scaling");
     if (strcmp(m->rope_scaling_type, "longrope") == 0) {

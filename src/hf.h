@@ -1,12 +1,14 @@
 /*
  * hf.h: Hugging Face model folders in and out.
  *
- * Import (model.init_from): a folder with config.json (LlamaForCausalLM or MiniCPM) and
- * model.safetensors, or shards listed by model.safetensors.index.json; BF16, F16 or F32 tensors.
+ * Import (model.init_from): a folder with config.json (LlamaForCausalLM, MiniCPM, Qwen2ForCausalLM
+ * or Qwen3ForCausalLM, told apart by model_type) and model.safetensors, or shards listed by
+ * model.safetensors.index.json; BF16, F16 or F32 tensors.
  * The model shape comes from config.json: a key also set explicitly in our config must agree, or the
  * run stops naming both values.
- * Export (infllm-train export CKPT OUT): config.json (architectures, torch_dtype, MiniCPM's muP
- * scales and LongRoPE, the attention's sparse_config), bf16 model.safetensors with
+ * Export (infllm-train export CKPT OUT): config.json (architectures, torch_dtype, the fields of
+ * the family: MiniCPM's muP scales, attention_bias, Qwen's use_sliding_window; LongRoPE, the
+ * attention's sparse_config), bf16 model.safetensors with
  * __metadata__ {"format": "pt"}, split into model-0000i-of-0000n.safetensors with an index above
  * the shard size limit, and the tokenizer files (and MiniCPM's modeling code) of the imported
  * folder when the run started from one.
@@ -22,7 +24,8 @@
 /* Sets c->model's keys from <c->model.init_from>/config.json before config_validate: the fields of
  * one table (hf.c, the same one export writes) go through config_import, so they meet the checks of
  * our own config file and an error names config.json and the field. A field config.json leaves out
- * takes Hugging Face's default (MHA, derived head dim, MiniCPM tied) or keeps our value. */
+ * takes Hugging Face's default (MHA, derived head dim or Qwen3's 128, MiniCPM tied) or keeps our
+ * value. */
 void hf_import_config(struct config *c);
 
 /* Reads the folder's weights into host (n_params floats, the model's flat layout), checking

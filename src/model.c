@@ -2,8 +2,10 @@
  * model.c: parameter layout, memory plan, forward and backward of the transformer (see model.h).
  *
  * Per layer l (rs = residual scale, MiniCPM's scale_depth / sqrt(L), else 1):
- *   ln1 = rmsnorm(x[l]);  q, k, v = ln1 @ Wq^T, Wk^T, Wv^T;  RoPE(q, k);  att = attention(q, k, v)
- *   xmid = x[l] + rs * att @ Wo^T
+ *   ln1 = rmsnorm(x[l]);  q, k, v = ln1 @ Wq^T + bq, Wk^T + bk, Wv^T + bv  (biases: Qwen2,
+ *   attention_bias);  Qwen3: q, k = per-head rmsnorm(q; q_norm), rmsnorm(k; k_norm) over D;
+ *   RoPE(q, k);  att = attention(q, k, v)
+ *   xmid = x[l] + rs * (att @ Wo^T + bo)  (bo: attention_bias)
  *   ln2 = rmsnorm(xmid);  x[l+1] = xmid + rs * swiglu(ln2 @ Wgate^T, ln2 @ Wup^T) @ Wdown^T
  * then lnf = rmsnorm(x[L]) and the fused head: logits = logit_scale * lnf @ Wlm^T chunk by chunk,
  * cross-entropy, and (training) the head's gradients straight away, so no N x V tensor exists.
@@ -30,7 +32,9 @@
 
 enum tensor_kind {
     TENSOR_WTE, TENSOR_LN1, TENSOR_WQ, TENSOR_WK, TENSOR_WV, TENSOR_WO, TENSOR_LN2, TENSOR_WGATE,
-    TENSOR_WUP, TENSOR_WDOWN, TENSOR_LNF, TENSOR_LM_HEAD, TENSOR_COUNT
+    TENSOR_WUP, TENSOR_WDOWN, TENSOR_LNF, TENSOR_LM_HEAD,
+    /* the families' extras, after the common tensors (so a Llama's layout is unchanged) */
+    TENSOR_BQ, TENSOR_BK, TENSOR_BV, TENSOR_BO, TENSOR_QNORM, TENSOR_KNORM, TENSOR_COUNT
 };
 
 /* Hugging Face name pattern, per-layer shape [rows, cols] (cols 0 = 1-D), layered or not. */
@@ -40,8 +44,17 @@ struct tensor_desc {
     bool layered;
 };
 
+static bool is_bias(enum tensor_kind t) { return t >= TENSOR_BQ && t <= TENSOR_BO; }
+
+/* Whether the model's family has tensor t (the lm head counts, tied or not). */
+static bool has_tensor(const struct model *m, enum tensor_kind t) {
+    if (t == TENSOR_QNORM || t == TENSOR_KNORM) return m->qk_norm;
+    if (t == TENSOR_BO) return m->o_bias;
+    return is_bias(t) ? m->qkv_bias : true;
+}
+
 static void tensor_descs(const struct model *m, struct tensor_desc d[TENSOR_COUNT]) {
-    int64_t QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
+    int64_t D = m->D, QD = (int64_t)m->Hq * D, KD = (int64_t)m->Hkv * D;
     d[TENSOR_WTE] = (struct tensor_desc){"model.embed_tokens.weight", m->V, m->C, false};
     d[TENSOR_LN1] = (struct tensor_desc){"model.layers.%d.input_layernorm.weight", m->C, 0, true};
     d[TENSOR_WQ] = (struct tensor_desc){"model.layers.%d.self_attn.q_proj.weight", QD, m->C, true};
@@ -55,9 +68,16 @@ static void tensor_descs(const struct model *m, struct tensor_desc d[TENSOR_COUN
     d[TENSOR_WDOWN] = (struct tensor_desc){"model.layers.%d.mlp.down_proj.weight", m->C, m->I, true};
     d[TENSOR_LNF] = (struct tensor_desc){"model.norm.weight", m->C, 0, false};
     d[TENSOR_LM_HEAD] = (struct tensor_desc){"lm_head.weight", m->V, m->C, false};
+    d[TENSOR_BQ] = (struct tensor_desc){"model.layers.%d.self_attn.q_proj.bias", QD, 0, true};
+    d[TENSOR_BK] = (struct tensor_desc){"model.layers.%d.self_attn.k_proj.bias", KD, 0, true};
+    d[TENSOR_BV] = (struct tensor_desc){"model.layers.%d.self_attn.v_proj.bias", KD, 0, true};
+    d[TENSOR_BO] = (struct tensor_desc){"model.layers.%d.self_attn.o_proj.bias", m->C, 0, true};
+    d[TENSOR_QNORM] = (struct tensor_desc){"model.layers.%d.self_attn.q_norm.weight", D, 0, true};
+    d[TENSOR_KNORM] = (struct tensor_desc){"model.layers.%d.self_attn.k_norm.weight", D, 0, true};
 }
 
-/* Builds the entry list and the flat offsets; returns the number of elements. */
+/* Builds the entry list and the flat offsets (-1 for an absent tensor); returns the number of
+ * elements. */
 static int64_t layout_params(struct model *m, int64_t tensor_offset[TENSOR_COUNT]) {
     struct tensor_desc d[TENSOR_COUNT];
     tensor_descs(m, d);
@@ -72,6 +92,10 @@ static int64_t layout_params(struct model *m, int64_t tensor_offset[TENSOR_COUNT
             tensor_offset[t] = tensor_offset[TENSOR_WTE];
             continue;
         }
+        if (!has_tensor(m, (enum tensor_kind)t)) {
+            tensor_offset[t] = -1;
+            continue;
+        }
         int nl = d[t].layered ? m->L : 1;
         int64_t numel = d[t].rows * (d[t].cols ? d[t].cols : 1);
         for (int l = 0; l < nl; l++) {
@@ -82,8 +106,8 @@ static int64_t layout_params(struct model *m, int64_t tensor_offset[TENSOR_COUNT
             e->shape[0] = d[t].rows;
             e->shape[1] = d[t].cols;
             e->numel = numel;
-            e->is_norm = d[t].cols == 0;
-            e->decay = !e->is_norm;
+            e->is_norm = d[t].cols == 0 && !is_bias((enum tensor_kind)t);
+            e->decay = d[t].cols != 0;
             off += numel;
         }
     }
@@ -91,20 +115,33 @@ static int64_t layout_params(struct model *m, int64_t tensor_offset[TENSOR_COUNT
 }
 
 static void bind_views(struct model *m, const int64_t off[TENSOR_COUNT]) {
-    void **w[TENSOR_COUNT] = {&m->w.wte,  &m->w.ln1,   &m->w.wq,  &m->w.wk,
-                              &m->w.wv,   &m->w.wo,    &m->w.ln2, &m->w.wgate,
-                              &m->w.wup,  &m->w.wdown, &m->w.lnf, &m->w.lm_head};
-    float **g[TENSOR_COUNT] = {&m->g.wte,  &m->g.ln1,   &m->g.wq,  &m->g.wk,
-                               &m->g.wv,   &m->g.wo,    &m->g.ln2, &m->g.wgate,
-                               &m->g.wup,  &m->g.wdown, &m->g.lnf, &m->g.lm_head};
+    void **w[TENSOR_COUNT] = {&m->w.wte,   &m->w.ln1,   &m->w.wq,  &m->w.wk,     &m->w.wv,
+                              &m->w.wo,    &m->w.ln2,   &m->w.wgate, &m->w.wup,  &m->w.wdown,
+                              &m->w.lnf,   &m->w.lm_head, &m->w.bq, &m->w.bk,    &m->w.bv,
+                              &m->w.bo,    &m->w.q_norm, &m->w.k_norm};
+    float **g[TENSOR_COUNT] = {&m->g.wte,  &m->g.ln1,   &m->g.wq,  &m->g.wk,     &m->g.wv,
+                               &m->g.wo,   &m->g.ln2,   &m->g.wgate, &m->g.wup,  &m->g.wdown,
+                               &m->g.lnf,  &m->g.lm_head, &m->g.bq, &m->g.bk,    &m->g.bv,
+                               &m->g.bo,   &m->g.q_norm, &m->g.k_norm};
     for (int t = 0; t < TENSOR_COUNT; t++) {
-        *w[t] = act_at(m->be, m->param_buf, off[t]);
-        *g[t] = m->grad_buf + off[t];
+        *w[t] = off[t] < 0 ? NULL : act_at(m->be, m->param_buf, off[t]);
+        *g[t] = off[t] < 0 ? NULL : m->grad_buf + off[t];
     }
 }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Memory plan                                                                                     */
+
+/* Qwen3's per-head norm: its inputs (the q and k projections) and rstd, held like q and k. */
+static void declare_qk_norm_acts(struct model *m, struct mem_plan *p, int64_t La) {
+    size_t as = m->be->act_size;
+    int64_t N = m->N, QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
+    struct model_acts *a = &m->a;
+    a->qpre = plan_take(p, PLAN_ACTS, "q before its head norm", (size_t)(La * N * QD) * as);
+    a->kpre = plan_take(p, PLAN_ACTS, "k before its head norm", (size_t)(La * N * KD) * as);
+    a->rstdq = plan_take(p, PLAN_ACTS, "rstd q heads (fp32)", (size_t)(La * N * m->Hq) * 4);
+    a->rstdk = plan_take(p, PLAN_ACTS, "rstd k heads (fp32)", (size_t)(La * N * m->Hkv) * 4);
+}
 
 /* The saved activations (struct model_acts). */
 static void declare_acts(struct model *m, struct mem_plan *p) {
@@ -119,6 +156,7 @@ static void declare_acts(struct model *m, struct mem_plan *p) {
     a->q = plan_take(p, PLAN_ACTS, "q", (size_t)(La * N * QD) * as);
     a->k = plan_take(p, PLAN_ACTS, "k", (size_t)(La * N * KD) * as);
     a->v = plan_take(p, PLAN_ACTS, "v", (size_t)(La * N * KD) * as);
+    if (m->qk_norm) declare_qk_norm_acts(m, p, La);
     a->att = plan_take(p, PLAN_ACTS, "attention out", (size_t)(La * N * QD) * as);
     a->lse = plan_take(p, PLAN_ACTS, "lse (fp32)", (size_t)(La * N * m->Hq) * sizeof(float));
     if (m->sparse)
@@ -151,6 +189,8 @@ static void declare_scratch(struct model *m, struct mem_plan *p) {
     s->dq = plan_take(p, PLAN_SCRATCH, "dq", (size_t)(N * QD) * as);
     s->dk = plan_take(p, PLAN_SCRATCH, "dk", (size_t)(N * KD) * as);
     s->dv = plan_take(p, PLAN_SCRATCH, "dv", (size_t)(N * KD) * as);
+    if (m->qk_norm)
+        s->dkpre = plan_take(p, PLAN_SCRATCH, "d k before its norm", (size_t)(N * KD) * as);
     s->dlnf = plan_take(p, PLAN_SCRATCH, "d final norm out", (size_t)(N * C) * as);
     s->logits = plan_take(p, PLAN_SCRATCH, "logits chunk (fp32)", chunk * sizeof(float));
     s->dlogits = m->be->device == DEVICE_CPU
@@ -158,7 +198,8 @@ static void declare_scratch(struct model *m, struct mem_plan *p) {
                      : plan_take(p, PLAN_SCRATCH, "d logits chunk", chunk * as);
     int nsel = m->sparse ? m->attn.nsel : 0;
     int64_t nblk = (m->T + m->cfg->attention.block_size - 1) / m->cfg->attention.block_size;
-    size_t ws = ops_workspace_bytes(m->be, N, (int)C, m->shard.n_local, m->Hkv, nsel, nblk);
+    int wide = (int)(QD > C ? QD : C); /* the widest rows a norm or bias backward reduces */
+    size_t ws = ops_workspace_bytes(m->be, N, wide, m->shard.n_local, m->Hkv, nsel, nblk);
     if (ws) s->workspace = plan_take(p, PLAN_SCRATCH, "kernel workspace", ws);
     s->loss = plan_take(p, PLAN_SCRATCH, "per-token loss (fp32)", (size_t)N * sizeof(float));
     s->argmax = plan_take(p, PLAN_SCRATCH, "predicted tokens", (size_t)N * sizeof(int32_t));
@@ -230,6 +271,9 @@ static void set_shape(struct model *m, const struct config *c, const struct grid
     m->emb_scale = minicpm ? (float)mc->scale_emb : 1.0f;
     m->res_scale = minicpm ? (float)(mc->scale_depth / sqrt((double)m->L)) : 1.0f;
     m->logit_scale = minicpm ? (float)(mc->dim_model_base / (double)m->C) : 1.0f;
+    m->qkv_bias = mc->model_type == MODEL_TYPE_QWEN2 || mc->attention_bias;
+    m->o_bias = mc->attention_bias;
+    m->qk_norm = mc->model_type == MODEL_TYPE_QWEN3;
     m->sparse = config_sparse(c, m->T);
     m->keep_attn = c->train.recompute == RECOMPUTE_NONE;
     m->keep_mlp = c->train.recompute != RECOMPUTE_FULL;
@@ -300,6 +344,7 @@ void model_init_weights(struct model *m, uint64_t seed) {
             for (int64_t i = 0; i < p->numel; i++) dst[i] = 1.0f;
             continue;
         }
+        if (p->ndim == 1) continue; /* a bias: zeros */
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < p->numel; i++)
             dst[i] = (float)(std * normal_at(seed, (uint64_t)(p->offset + i)));
@@ -320,9 +365,14 @@ struct param_space model_param_space(const struct model *m) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Forward                                                                                         */
 
-/* Layer l's slice of a (L, ...) buffer with `per_layer` elements per layer. */
+/* Layer l's slice of a (L, ...) buffer with `per_layer` elements per layer (NULL for NULL). */
 static void *layer_at(const struct model *m, void *p, int l, int64_t per_layer) {
-    return act_at(m->be, p, (int64_t)l * per_layer);
+    return p ? act_at(m->be, p, (int64_t)l * per_layer) : NULL;
+}
+
+/* The same for fp32 buffers (rstd, gradients). */
+static float *layer_at_f32(float *p, int l, int64_t per_layer) {
+    return p ? p + (int64_t)l * per_layer : NULL;
 }
 
 /* Everything layer l reads and writes: its saved activations (in slot 0 of the buffers that hold
@@ -333,13 +383,38 @@ struct layer_views {
     int32_t *sel;                                                    /* NULL in dense mode */
     void *w_ln1, *wq, *wk, *wv, *wo, *w_ln2, *wgate, *wup, *wdown;
     float *g_ln1, *gq, *gk, *gv, *go, *g_ln2, *ggate, *gup, *gdown;
+    /* the families' extras (NULL when the model has none): biases, Qwen3's head norms */
+    void *qpre, *kpre, *bq, *bk, *bv, *bo, *wqn, *wkn;
+    float *rstdq, *rstdk, *gbq, *gbk, *gbv, *gbo, *gqn, *gkn;
 };
+
+/* The extras of layer l's views (the attention branch's slot, like q and k). */
+static void extra_views(const struct model *m, int l, struct layer_views *y) {
+    int64_t N = m->N, C = m->C, D = m->D, QD = (int64_t)m->Hq * D, KD = (int64_t)m->Hkv * D;
+    int la = m->keep_attn ? l : 0;
+    y->qpre = layer_at(m, m->a.qpre, la, N * QD);
+    y->kpre = layer_at(m, m->a.kpre, la, N * KD);
+    y->rstdq = layer_at_f32(m->a.rstdq, la, N * m->Hq);
+    y->rstdk = layer_at_f32(m->a.rstdk, la, N * m->Hkv);
+    y->bq = layer_at(m, m->w.bq, l, QD);
+    y->bk = layer_at(m, m->w.bk, l, KD);
+    y->bv = layer_at(m, m->w.bv, l, KD);
+    y->bo = layer_at(m, m->w.bo, l, C);
+    y->wqn = layer_at(m, m->w.q_norm, l, D);
+    y->wkn = layer_at(m, m->w.k_norm, l, D);
+    y->gbq = layer_at_f32(m->g.bq, l, QD);
+    y->gbk = layer_at_f32(m->g.bk, l, KD);
+    y->gbv = layer_at_f32(m->g.bv, l, KD);
+    y->gbo = layer_at_f32(m->g.bo, l, C);
+    y->gqn = layer_at_f32(m->g.q_norm, l, D);
+    y->gkn = layer_at_f32(m->g.k_norm, l, D);
+}
 
 static struct layer_views layer_views_of(const struct model *m, int l) {
     const struct model_acts *a = &m->a;
     int64_t N = m->N, C = m->C, I = m->I, QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
     int la = m->keep_attn ? l : 0, lm = m->keep_mlp ? l : 0;
-    return (struct layer_views){
+    struct layer_views y = {
         .x = layer_at(m, a->x, l, N * C),
         .xnext = layer_at(m, a->x, l + 1, N * C),
         .ln1 = layer_at(m, a->ln1, la, N * C),
@@ -374,6 +449,59 @@ static struct layer_views layer_views_of(const struct model *m, int l) {
         .gup = m->g.wup + l * I * C,
         .gdown = m->g.wdown + l * C * I,
     };
+    extra_views(m, l, &y);
+    return y;
+}
+
+/* q, k, v of layer y from ln1: the projections, their biases (qwen2, attention_bias) and Qwen3's
+ * RMSNorm of each head of q and k (rows N x H of D), which reads the projections kept in qpre and
+ * kpre. Leaves pre-RoPE q, k in y->q, y->k. */
+static void qkv_forward(struct model *m, const struct layer_views *y) {
+    const struct backend *be = m->be;
+    int64_t N = m->N;
+    int C = m->C, QD = m->Hq * m->D, KD = m->Hkv * m->D;
+    void *q = m->qk_norm ? y->qpre : y->q, *k = m->qk_norm ? y->kpre : y->k;
+    op_matmul_forward(be, q, y->ln1, y->wq, N, C, QD, 1.0f, false);
+    op_matmul_forward(be, k, y->ln1, y->wk, N, C, KD, 1.0f, false);
+    op_matmul_forward(be, y->v, y->ln1, y->wv, N, C, KD, 1.0f, false);
+    if (m->qkv_bias) {
+        op_bias_forward(be, q, y->bq, N, QD, 1.0f);
+        op_bias_forward(be, k, y->bk, N, KD, 1.0f);
+        op_bias_forward(be, y->v, y->bv, N, KD, 1.0f);
+    }
+    if (m->qk_norm) {
+        float eps = (float)m->cfg->model.rms_norm_eps;
+        op_rmsnorm_forward(be, y->q, y->rstdq, q, y->wqn, N * m->Hq, m->D, eps);
+        op_rmsnorm_forward(be, y->k, y->rstdk, k, y->wkn, N * m->Hkv, m->D, eps);
+    }
+}
+
+/* The backward of qkv_forward's biases and head norms: from the gradients of pre-RoPE q, k (s.dq,
+ * s.dk) and of v (s.dv) to those of the projections' outputs, returned in *dq, *dk (Qwen3: s.datt,
+ * free once the attention's backward has run, and s.dkpre; else s.dq, s.dk themselves). */
+static void qkv_extras_backward(struct model *m, const struct layer_views *y, void **dq,
+                                void **dk) {
+    const struct backend *be = m->be;
+    struct model_scratch *s = &m->s;
+    int64_t N = m->N;
+    int QD = m->Hq * m->D, KD = m->Hkv * m->D;
+    *dq = s->dq;
+    *dk = s->dk;
+    if (m->qk_norm) {
+        *dq = s->datt;
+        *dk = s->dkpre;
+        backend_zero(be, *dq, (size_t)(N * QD) * be->act_size);
+        backend_zero(be, *dk, (size_t)(N * KD) * be->act_size);
+        op_rmsnorm_backward(be, *dq, y->gqn, s->dq, y->qpre, y->wqn, y->rstdq, N * m->Hq, m->D,
+                            s->workspace);
+        op_rmsnorm_backward(be, *dk, y->gkn, s->dk, y->kpre, y->wkn, y->rstdk, N * m->Hkv, m->D,
+                            s->workspace);
+    }
+    if (m->qkv_bias) {
+        op_bias_backward(be, y->gbq, *dq, N, QD, 1.0f, s->workspace);
+        op_bias_backward(be, y->gbk, *dk, N, KD, 1.0f, s->workspace);
+        op_bias_backward(be, y->gbv, s->dv, N, KD, 1.0f, s->workspace);
+    }
 }
 
 /* ln1, q, k, v, the selection (when select), RoPE and the attention output of layer y. */
@@ -384,9 +512,7 @@ static void attention_branch_forward(struct model *m, const struct layer_views *
     bool nope = m->cfg->attention.use_nope;
     op_rmsnorm_forward(be, y->ln1, y->rstd1, y->x, y->w_ln1, N, C,
                        (float)m->cfg->model.rms_norm_eps);
-    op_matmul_forward(be, y->q, y->ln1, y->wq, N, C, QD, 1.0f, false);
-    op_matmul_forward(be, y->k, y->ln1, y->wk, N, C, KD, 1.0f, false);
-    op_matmul_forward(be, y->v, y->ln1, y->wv, N, C, KD, 1.0f, false);
+    qkv_forward(m, y);
     if (select && nope) attention_layer_select(&m->attn, y->sel, y->q, y->k);
     op_rope_forward(be, y->q, m->s.rope_cos, m->s.rope_sin, m->s.pos, N, m->Hq, m->D, QD);
     op_rope_forward(be, y->k, m->s.rope_cos, m->s.rope_sin, m->s.pos, N, m->Hkv, m->D, KD);
@@ -401,6 +527,7 @@ static void mlp_inputs_forward(struct model *m, const struct layer_views *y) {
     int C = m->C, I = m->I, QD = m->Hq * m->D;
     backend_copy(be, y->xmid, y->x, (size_t)(N * C) * be->act_size);
     op_matmul_forward(be, y->xmid, y->att, y->wo, N, QD, C, m->res_scale, true);
+    if (m->o_bias) op_bias_forward(be, y->xmid, y->bo, N, C, m->res_scale);
     op_rmsnorm_forward(be, y->ln2, y->rstd2, y->xmid, y->w_ln2, N, C,
                        (float)m->cfg->model.rms_norm_eps);
     op_matmul_forward(be, y->gate, y->ln2, y->wgate, N, C, I, 1.0f, false);
@@ -495,6 +622,7 @@ static void layer_backward(struct model *m, int l) {
     op_matmul_backward(be, s->dln, y.gup, s->dup, y.ln2, y.wup, N, C, I, 1.0f);
     op_rmsnorm_backward(be, s->dres, y.g_ln2, s->dln, y.xmid, y.w_ln2, y.rstd2, N, C,
                         s->workspace);
+    if (m->o_bias) op_bias_backward(be, y.gbo, s->dres, N, C, m->res_scale, s->workspace);
 
     /* Attention branch: xmid = x + rs * att @ Wo^T */
     zero_act(m, s->datt, N * QD);
@@ -506,9 +634,11 @@ static void layer_backward(struct model *m, int l) {
                              y.sel);
     op_rope_backward(be, s->dq, s->rope_cos, s->rope_sin, s->pos, N, m->Hq, m->D, QD);
     op_rope_backward(be, s->dk, s->rope_cos, s->rope_sin, s->pos, N, m->Hkv, m->D, KD);
+    void *dq, *dk; /* of the q and k projections' outputs */
+    qkv_extras_backward(m, &y, &dq, &dk);
     zero_act(m, s->dln, N * C);
-    op_matmul_backward(be, s->dln, y.gq, s->dq, y.ln1, y.wq, N, C, QD, 1.0f);
-    op_matmul_backward(be, s->dln, y.gk, s->dk, y.ln1, y.wk, N, C, KD, 1.0f);
+    op_matmul_backward(be, s->dln, y.gq, dq, y.ln1, y.wq, N, C, QD, 1.0f);
+    op_matmul_backward(be, s->dln, y.gk, dk, y.ln1, y.wk, N, C, KD, 1.0f);
     op_matmul_backward(be, s->dln, y.gv, s->dv, y.ln1, y.wv, N, C, KD, 1.0f);
     op_rmsnorm_backward(be, s->dres, y.g_ln1, s->dln, y.x, y.w_ln1, y.rstd1, N, C, s->workspace);
 }

@@ -14,11 +14,17 @@
  *
  * Per layer, the forward keeps: the residual input x, ln1 and its rstd, post-RoPE q, k, v, the
  * attention output and its lse, the selected blocks (sparse mode), the mid residual, ln2 and its
- * rstd, gate and up. SwiGLU's output is recomputed in the backward. Everything is allocated once by
+ * rstd, gate and up; Qwen3 also the q and k projections before their per-head RMSNorm (qpre, kpre)
+ * and its rstd. SwiGLU's output is recomputed in the backward. Everything is allocated once by
  * model_init from the config.
  *
+ * Families: Llama; MiniCPM (muP scales); Qwen2 (biases on the q, k, v projections); Qwen3 (RMSNorm
+ * over each head's q and k, weights of D, before RoPE); model.attention_bias adds biases on q, k, v
+ * and o (Llama, MiniCPM, Qwen3). A tensor a family lacks has no entry and a NULL view.
+ *
  * Recomputation (train.recompute) changes how many layers a saved buffer holds, not the code that
- * fills it: under "attention" the attention branch's buffers (ln1, rstd1, q, k, v, att, lse) hold one
+ * fills it: under "attention" the attention branch's buffers (ln1, rstd1, q, k, v, att, lse, and
+ * Qwen3's qpre, kpre, rstdq, rstdk) hold one
  * layer, under "full" every buffer but the residual x and the selection does; the backward re-runs
  * the forward of that part of layer l (selection reused) right before layer l's backward.
  */
@@ -49,11 +55,18 @@ struct model_weights {
     void *wdown;    /* (L, C, I) */
     void *lnf;      /* (C) */
     void *lm_head;  /* (V, C); aliases wte when tied */
+    void *bq;       /* (L, QD) q projection bias (qkv_bias), else NULL */
+    void *bk;       /* (L, KD) */
+    void *bv;       /* (L, KD) */
+    void *bo;       /* (L, C) o projection bias (o_bias), else NULL */
+    void *q_norm;   /* (L, D) RMSNorm weight of each q head (qk_norm), else NULL */
+    void *k_norm;   /* (L, D) the same for k */
 };
 
 /* The same views into the flat fp32 gradient buffer. */
 struct model_grads {
     float *wte, *ln1, *wq, *wk, *wv, *wo, *ln2, *wgate, *wup, *wdown, *lnf, *lm_head;
+    float *bq, *bk, *bv, *bo, *q_norm, *k_norm; /* NULL when the weight is */
 };
 
 /* Saved activations of one micro-batch (compute dtype unless fp32 is said). L is the number of
@@ -65,6 +78,10 @@ struct model_acts {
     void *q;         /* (L, N, QD) post-RoPE */
     void *k;         /* (L, N, KD) post-RoPE */
     void *v;         /* (L, N, KD) */
+    void *qpre;      /* (L, N, QD) q projection before its per-head norm (qk_norm), else NULL */
+    void *kpre;      /* (L, N, KD) */
+    float *rstdq;    /* (L, N, Hq) the per-head norm's rstd */
+    float *rstdk;    /* (L, N, Hkv) */
     void *att;       /* (L, N, QD) attention output */
     float *lse;      /* (L, N, Hq) */
     int32_t *sel;    /* (L, N, Hkv, nsel) selected blocks; NULL in dense mode */
@@ -89,6 +106,7 @@ struct model_scratch {
     void *dq;        /* (N, QD) */
     void *dk;        /* (N, KD) */
     void *dv;        /* (N, KD) */
+    void *dkpre;     /* (N, KD) gradient of kpre (qk_norm; kpre's q twin uses datt), else NULL */
     void *dlnf;      /* (N, C) gradient of the final norm's output, made by the fused head */
     float *logits;   /* (head_rows, V) one chunk of logits (fp32) */
     void *dlogits;   /* (head_rows, V) their gradient; on the CPU the logits buffer itself */
@@ -115,6 +133,9 @@ struct model {
     float emb_scale;        /* scale_emb (minicpm) or 1 */
     float res_scale;        /* scale_depth / sqrt(L) (minicpm) or 1 */
     float logit_scale;      /* dim_model_base / C (minicpm) or 1 */
+    bool qkv_bias;          /* biases on the q, k, v projections (qwen2, attention_bias) */
+    bool o_bias;            /* a bias on the o projection (attention_bias) */
+    bool qk_norm;           /* per-head RMSNorm of q and k before RoPE (qwen3) */
     bool sparse;            /* InfLLM-V2 sparse attention at this sequence length */
     bool reuse_selection;   /* forward keeps a.sel from the previous forward instead of selecting
                                (recomputation, and gradient checks that hold the selection fixed) */
@@ -154,8 +175,9 @@ void model_free(struct model *m);
 void model_print_plan(const struct model *m, const struct mem_plan *const *more, int n_more,
                       FILE *f);
 
-/* Random init (normal(0, initializer_range) for matrices, ones for norms), a pure function of the
- * seed and the element's flat index: every rank gets the same weights whatever the layout. */
+/* Random init (normal(0, initializer_range) for matrices, ones for norms, zeros for biases), a
+ * pure function of the seed and the element's flat index: every rank gets the same weights
+ * whatever the layout. */
 void model_init_weights(struct model *m, uint64_t seed);
 
 /* One micro-batch. tokens and targets are host arrays (N) of this rank's rows (sequence b's local

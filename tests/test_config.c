@@ -290,7 +290,8 @@ static void randomize(struct t_rng *r, struct config *c) {
     rand_string(r, c->resume, sizeof c->resume);
     m->init_from[0] = '\0'; /* a folder named here would be imported by config_load */
     c->seed = t_rng_u64(r) >> 11; /* < 2^53 */
-    m->model_type = (enum model_type)(t_rng_u64(r) % 2);
+    m->model_type = (enum model_type)(t_rng_u64(r) % 4);
+    m->attention_bias = m->model_type != MODEL_TYPE_QWEN2 && t_rng_u64(r) % 2;
     m->num_key_value_heads = 1 + (int)(t_rng_u64(r) % 4);
     m->num_attention_heads = m->num_key_value_heads * (1 + (int)(t_rng_u64(r) % 4));
     m->head_dim = 2 * (1 + (int)(t_rng_u64(r) % 40));
@@ -399,7 +400,8 @@ static const char *first_difference(const struct config *a, const struct config 
     SAME(model.model_type); SAME(model.vocab_size); SAME(model.hidden_size);
     SAME(model.intermediate_size); SAME(model.num_hidden_layers); SAME(model.num_attention_heads);
     SAME(model.num_key_value_heads); SAME(model.head_dim); SAME(model.rope_theta);
-    SAME(model.rms_norm_eps); SAME(model.tie_word_embeddings); SAME(model.scale_emb);
+    SAME(model.rms_norm_eps); SAME(model.tie_word_embeddings); SAME(model.attention_bias);
+    SAME(model.use_sliding_window); SAME(model.scale_emb);
     SAME(model.scale_depth); SAME(model.dim_model_base); SAME(model.initializer_range);
     SAME(model.max_position_embeddings); SAME_STR(model.rope_scaling_type);
     SAME_NUMS(model.rope_long_factor); SAME_NUMS(model.rope_short_factor);
@@ -426,7 +428,7 @@ static const char *first_difference(const struct config *a, const struct config 
 }
 
 /* The hand-written comparison above covers this many keys (rope_scaling counted as four). */
-enum { FIELDS_COMPARED = 68 };
+enum { FIELDS_COMPARED = 70 };
 
 static void test_round_trip(struct t_rng *r) {
     static struct config a, b;
@@ -552,6 +554,45 @@ static void test_import(void) {
     snprintf(hf, sizeof hf, "{%s, \"hidden_size\": 64, \"num_attention_heads\": 4}", base);
     REJECT_IMPORT("import: disagrees with --set", hf, "model.hidden_size=128",
                   "model.hidden_size is 128 but", "hf/config.json says 64");
+}
+
+/* Qwen: the family's fields and defaults (Qwen3's head_dim 128 when config.json has none; qwen2
+ * ignores attention_bias, which its config class lacks), sliding windows refused. */
+static void test_import_qwen(void) {
+    const char *base = "\"vocab_size\": 512, \"hidden_size\": 64, \"intermediate_size\": 96, "
+                       "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
+                       "\"num_key_value_heads\": 2";
+    char hf[600], path[512], empty[512], from[600];
+    snprintf(hf, sizeof hf, "{\"model_type\": \"qwen3\", %s, \"attention_bias\": true, "
+             "\"use_sliding_window\": false, \"sliding_window\": null}", base);
+    write_tmp(path, sizeof path, "hf/config.json", hf);
+    write_tmp(empty, sizeof empty, "base.json", "{}");
+    snprintf(from, sizeof from, "model.init_from=%s/hf", tmp_dir);
+    char *sets[] = {from};
+    static struct config c;
+    config_read(&c, empty, 1, sets);
+    hf_import_config(&c);
+    config_validate(&c, 1);
+    t_check(c.model.model_type == MODEL_TYPE_QWEN3 && c.model.head_dim == 128 &&
+                c.model.attention_bias && !c.model.tie_word_embeddings,
+            "import qwen3: head_dim %d (128 by default), attention_bias, untied", c.model.head_dim);
+    config_free(&c);
+    snprintf(hf, sizeof hf, "{\"model_type\": \"qwen2\", %s, \"attention_bias\": true}", base);
+    write_tmp(path, sizeof path, "hf/config.json", hf);
+    config_read(&c, empty, 1, sets);
+    hf_import_config(&c);
+    config_validate(&c, 1);
+    t_check(c.model.model_type == MODEL_TYPE_QWEN2 && c.model.head_dim == 16 &&
+                !c.model.attention_bias,
+            "import qwen2: derived head_dim, attention_bias not a qwen2 field");
+    config_free(&c);
+    snprintf(hf, sizeof hf, "{\"model_type\": \"qwen2\", %s, \"use_sliding_window\": true, "
+             "\"sliding_window\": 4096}", base);
+    REJECT_IMPORT("import: sliding window", hf, NULL, "hf/config.json: use_sliding_window",
+                  "not implemented");
+    REJECT_FILE("qwen2 with attention_bias",
+                "{\"model\": {\"model_type\": \"qwen2\", \"attention_bias\": true}}",
+                "model.attention_bias", "qwen2");
 }
 
 static void test_rejections(void) {
@@ -723,6 +764,7 @@ int main(int argc, char **argv) {
     test_doc_and_print();
     test_rejections();
     test_import();
+    test_import_qwen();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
     if (system(cmd) != 0) printf("warning: could not remove %s\n", tmp_dir);

@@ -1,7 +1,8 @@
 /*
  * test_gpu.c: every CUDA kernel, forward and backward, against the fp32 CPU reference on the same
- * inputs, then a whole training step of a tiny model (loss and every gradient) and ten steps of
- * loss, CUDA against CPU. Exits 77 (skipped) without a CUDA device or a CUDA build.
+ * inputs, then a whole training step of tiny models (MiniCPM dense and sparse, Qwen2 with its q, k,
+ * v biases, Qwen3 with its per-head q, k norms and attention_bias; loss and every gradient) and
+ * ten steps of loss, CUDA against CPU. Exits 77 (skipped) without a CUDA device or a CUDA build.
  *
  * Inputs are drawn in fp32 and rounded to bf16 once, so both backends start from identical
  * values; the CPU then computes in fp32, the GPU in bf16 storage with fp32 accumulation.
@@ -33,6 +34,7 @@ int main(void) {
 
 #include "adamw_update.h"
 #include "attention.h"
+#include "bias.h"
 #include "backend.h"
 #include "check.h"
 #include "config.h"
@@ -146,8 +148,7 @@ static void test_matmul(int64_t N, int IC, int OC) {
 static void test_norm_embed_rope_swiglu(void) {
     const int64_t N = 301;
     const int C = 200, V = 97, H = 3, D = 64;
-    void *ws = backend_alloc(&be, embedding_backward_workspace_bytes(N) +
-                                      rmsnorm_backward_workspace_bytes(C), "ws");
+    void *ws = backend_alloc(&be, embedding_backward_workspace_bytes(N), "ws");
     /* embedding */
     int32_t *tok = xmalloc((size_t)N * 4);
     for (int64_t i = 0; i < N; i++) tok[i] = (int32_t)(t_rng_u64(&rng) % 13); /* many repeats */
@@ -167,24 +168,6 @@ static void test_norm_embed_rope_swiglu(void) {
     embedding_backward_cuda(dgrad, dg, dtok, N, C, 2.0f, ws, &be.gpu);
     float *ggrad = from_f32(dgrad, (int64_t)V * C);
     check_rel("embedding bwd (sorted, deterministic)", ggrad, rgrad, (int64_t)V * C, 1e-5);
-    /* rmsnorm */
-    float *x = host_bf16_rand(N * C, 1.0f), *w = host_bf16_rand(C, 1.0f);
-    float *rst = xmalloc((size_t)N * 4);
-    rmsnorm_forward_cpu(ref, rst, x, w, N, C, 1e-5f);
-    void *dx = dev_act(x, N * C), *dw = dev_act(w, C);
-    float *drst = dev_bytes(NULL, (size_t)N * 4);
-    rmsnorm_forward_cuda(dout, drst, dx, dw, N, C, 1e-5f, &be.gpu);
-    free(got);
-    got = from_act(dout, N * C);
-    check_rel("rmsnorm fwd", got, ref, N * C, 1e-2);
-    float *rdx = xcalloc((size_t)(N * C), 4), *rdw = xcalloc((size_t)C, 4);
-    rmsnorm_backward_cpu(rdx, rdw, g, x, w, rst, N, C);
-    void *ddx = backend_alloc(&be, (size_t)(N * C) * 2, "t");
-    float *ddw = dev_bytes(NULL, (size_t)C * 4);
-    rmsnorm_backward_cuda(ddx, ddw, dg, dx, dw, drst, N, C, ws, &be.gpu);
-    float *gdx = from_act(ddx, N * C), *gdw = from_f32(ddw, C);
-    check_rel("rmsnorm bwd dx", gdx, rdx, N * C, 1e-2);
-    check_rel("rmsnorm bwd dw", gdw, rdw, C, 1e-2);
     /* rope (row stride > H * D, two position ranges) */
     int64_t stride = H * D + 8, T = 4096;
     float *cs = xmalloc((size_t)(T * D / 2) * 4), *sn = xmalloc((size_t)(T * D / 2) * 4);
@@ -222,11 +205,76 @@ static void test_norm_embed_rope_swiglu(void) {
     float *gga = from_act(dga, N * C), *ggb = from_act(dgb, N * C);
     check_rel("swiglu bwd dgate", gga, rga, N * C, 1e-2);
     check_rel("swiglu bwd dup", ggb, rgb, N * C, 1e-2);
-    void *bufs[] = {ws, dtok, dwte, dout, dg, dgrad, dx, dw, drst, ddx, ddw, dq, dcs, dsn, dpos, da, db, dga, dgb};
+    void *bufs[] = {ws, dtok, dwte, dout, dg, dgrad, dq, dcs, dsn, dpos, da, db, dga, dgb};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) backend_release(&be, bufs[i]);
-    free(tok), free(wte), free(ref), free(got), free(g), free(rgrad), free(ggrad), free(x), free(w);
-    free(rst), free(rdx), free(rdw), free(gdx), free(gdw), free(cs), free(sn), free(pos), free(q);
+    free(tok), free(wte), free(ref), free(got), free(g), free(rgrad), free(ggrad);
+    free(cs), free(sn), free(pos), free(q);
     free(qr), free(gq), free(a), free(b), free(rga), free(rgb), free(gga), free(ggb);
+}
+
+/* RMSNorm over N rows of C: C > 256 runs a block per row, C <= 256 a warp per row (Qwen3's
+ * per-head norms: N tokens x heads rows of head dim, many weight-gradient ranges). The backward
+ * adds into prefilled dx (bf16) and dw (fp32), runs with the workspace of a wider row (the model
+ * sizes it for its widest) and twice, bitwise the same. */
+static void test_rmsnorm(int64_t N, int C, int ws_C) {
+    char what[96];
+    float *x = host_bf16_rand(N * C, 1.0f), *w = host_bf16_rand(C, 1.0f);
+    float *g = host_bf16_rand(N * C, 1.0f), *rdx = host_bf16_rand(N * C, 0.1f);
+    float *rdw = host_bf16_rand(C, 0.1f), *ref = xmalloc((size_t)(N * C) * 4);
+    float *rst = xmalloc((size_t)N * 4);
+    rmsnorm_forward_cpu(ref, rst, x, w, N, C, 1e-6f);
+    void *dx = dev_act(x, N * C), *dw = dev_act(w, C), *dg = dev_act(g, N * C);
+    void *dout = backend_alloc(&be, (size_t)(N * C) * 2, "t");
+    float *drst = dev_bytes(NULL, (size_t)N * 4);
+    rmsnorm_forward_cuda(dout, drst, dx, dw, N, C, 1e-6f, &be.gpu);
+    float *got = from_act(dout, N * C), *grst = from_f32(drst, N);
+    snprintf(what, sizeof what, "rmsnorm fwd N %lld C %d", (long long)N, C);
+    check_rel(what, got, ref, N * C, 1e-2);
+    snprintf(what, sizeof what, "rmsnorm rstd N %lld C %d", (long long)N, C);
+    check_rel(what, grst, rst, N, 1e-5);
+    void *ddx = dev_act(rdx, N * C), *ddx2 = dev_act(rdx, N * C);
+    float *ddw = dev_bytes(rdw, (size_t)C * 4), *ddw2 = dev_bytes(rdw, (size_t)C * 4);
+    void *ws = backend_alloc(&be, rmsnorm_backward_workspace_bytes(ws_C), "ws");
+    rmsnorm_backward_cpu(rdx, rdw, g, x, w, rst, N, C);
+    rmsnorm_backward_cuda(ddx, ddw, dg, dx, dw, drst, N, C, ws, &be.gpu);
+    rmsnorm_backward_cuda(ddx2, ddw2, dg, dx, dw, drst, N, C, ws, &be.gpu);
+    float *gdx = from_act(ddx, N * C), *gdw = from_f32(ddw, C);
+    float *gdx2 = from_act(ddx2, N * C), *gdw2 = from_f32(ddw2, C);
+    snprintf(what, sizeof what, "rmsnorm bwd dx N %lld C %d", (long long)N, C);
+    check_rel(what, gdx, rdx, N * C, 1e-2);
+    snprintf(what, sizeof what, "rmsnorm bwd dw N %lld C %d", (long long)N, C);
+    check_rel(what, gdw, rdw, C, 1e-2);
+    t_check(!memcmp(gdx, gdx2, (size_t)(N * C) * 4) && !memcmp(gdw, gdw2, (size_t)C * 4),
+            "rmsnorm backward N %lld C %d: two runs differ", (long long)N, C);
+    void *bufs[] = {dx, dw, dg, dout, drst, ddx, ddx2, ddw, ddw2, ws};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) backend_release(&be, bufs[i]);
+    free(x), free(w), free(g), free(rdx), free(rdw), free(ref), free(rst), free(got), free(grst);
+    free(gdx), free(gdw), free(gdx2), free(gdw2);
+}
+
+/* The bias of the q, k, v (and o) projections: y += s b on every row, db (fp32, prefilled) += s
+ * times the column sums of dy over many rows (ordered partial sums: bitwise the same twice). */
+static void test_bias(int64_t N, int C) {
+    char what[96];
+    float *y = host_bf16_rand(N * C, 1.0f), *b = host_bf16_rand(C, 1.0f);
+    float *dy = host_bf16_rand(N * C, 1.0f), *rdb = host_bf16_rand(C, 1.0f);
+    void *d_y = dev_act(y, N * C), *d_b = dev_act(b, C), *d_dy = dev_act(dy, N * C);
+    float *d_db = dev_bytes(rdb, (size_t)C * 4), *d_db2 = dev_bytes(rdb, (size_t)C * 4);
+    void *ws = backend_alloc(&be, bias_backward_workspace_bytes(C), "ws");
+    bias_forward_cpu(y, b, N, C, 0.75f);
+    bias_forward_cuda(d_y, d_b, N, C, 0.75f, &be.gpu);
+    bias_backward_cpu(rdb, dy, N, C, 0.75f);
+    bias_backward_cuda(d_db, d_dy, N, C, 0.75f, ws, &be.gpu);
+    bias_backward_cuda(d_db2, d_dy, N, C, 0.75f, ws, &be.gpu);
+    float *gy = from_act(d_y, N * C), *gdb = from_f32(d_db, C), *gdb2 = from_f32(d_db2, C);
+    snprintf(what, sizeof what, "bias fwd N %lld C %d", (long long)N, C);
+    check_rel(what, gy, y, N * C, 5e-3);
+    snprintf(what, sizeof what, "bias bwd db (fp32) N %lld C %d", (long long)N, C);
+    check_rel(what, gdb, rdb, C, 5e-5); /* fp32 partial sums of up to 5000 rows */
+    t_check(!memcmp(gdb, gdb2, (size_t)C * 4), "bias backward: two runs differ");
+    void *bufs[] = {d_y, d_b, d_dy, d_db, d_db2, ws};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) backend_release(&be, bufs[i]);
+    free(y), free(b), free(dy), free(rdb), free(gy), free(gdb), free(gdb2);
 }
 
 static void test_crossentropy(void) {
@@ -597,10 +645,11 @@ static void test_every_group(void) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Whole model: one step of loss and gradients, then ten steps of loss                             */
 
-static void model_config(struct config *c, bool sparse) {
+static void model_config(struct config *c, bool sparse, enum model_type type, bool bias) {
     config_defaults(c);
     struct model_config *m = &c->model;
-    m->model_type = MODEL_TYPE_MINICPM;
+    m->model_type = type;
+    m->attention_bias = bias;
     m->vocab_size = 300;
     m->hidden_size = 128;
     m->intermediate_size = 320;
@@ -622,9 +671,9 @@ static void model_config(struct config *c, bool sparse) {
     config_validate(c, 1);
 }
 
-static void test_model_step(bool sparse) {
+static void test_model_step(bool sparse, enum model_type type, bool bias) {
     static struct config c;
-    model_config(&c, sparse);
+    model_config(&c, sparse, type, bias);
     struct grid g;
     grid_init(&g, MPI_COMM_SELF, 1);
     struct backend cpu;
@@ -633,6 +682,7 @@ static void test_model_step(bool sparse) {
     model_init(&mc, &c, &cpu, &g, 64, true);
     model_init(&mg, &c, &be, &g, 64, true);
     model_init_weights(&mc, 7);
+    t_randomize_extras(&rng, mc.params, mc.n_params_entries, mc.param_buf);
     /* bf16-exact weights on both */
     float *w = mc.param_buf;
     for (int64_t i = 0; i < mc.n_params_padded; i++) w[i] = st_bf16_to_f32(st_f32_to_bf16(w[i]));
@@ -669,14 +719,21 @@ static void test_model_step(bool sparse) {
     model_backward(&mc);
     model_backward(&mg);
     char what[128];
-    snprintf(what, sizeof what, "%s model loss (cpu %.6f, cuda %.6f)", sparse ? "sparse" : "dense", lc, lg);
+    snprintf(what, sizeof what, "%s %s%s model loss (cpu %.6f, cuda %.6f)",
+             config_model_type_name(type), sparse ? "sparse" : "dense", bias ? " +bias" : "", lc,
+             lg);
     t_check(fabs(lc - lg) <= 5e-3 * fabs(lc), "%s", what);
     printf("  %s\n", what);
+    /* The k bias's gradient is the column sum of dk over tokens, which softmax's shift invariance
+     * would make exactly 0 without RoPE: with it, the sum is about half the size of the summands'
+     * norm ||dk||_F here (measured on the CPU: 0.5 Qwen2, 0.6 Qwen3, against sqrt(N) = 23-45 for
+     * sums without cancellation), so the bf16 noise of dk (~1e-2) shows at ~2x: 1e-1 there. */
     float *gg = from_f32(mg.grad_buf, mg.n_params_padded);
     for (int e = 0; e < mc.n_params_entries; e++) {
         const struct param_entry *p = &mc.params[e];
         snprintf(what, sizeof what, "grad %s", p->name);
-        check_rel(what, gg + p->offset, mc.grad_buf + p->offset, p->numel, 3e-2);
+        check_rel(what, gg + p->offset, mc.grad_buf + p->offset, p->numel,
+                  strstr(p->name, "k_proj.bias") ? 1e-1 : 3e-2);
     }
     free(gg), free(tok), free(tgt);
     model_free(&mc);
@@ -690,7 +747,7 @@ static void test_model_step(bool sparse) {
 /* Ten optimizer steps on the synthetic task, CUDA against CPU, same seed and data. */
 static void test_ten_steps(void) {
     static struct config c;
-    model_config(&c, false);
+    model_config(&c, false, MODEL_TYPE_MINICPM, false);
     c.train.lr = 3e-3;
     c.train.warmup_steps = 2;
     c.train.max_steps = 10;
@@ -803,6 +860,13 @@ int main(int argc, char **argv) {
     test_matmul(37, 19, 53);
     test_matmul(1000, 256, 384);
     test_norm_embed_rope_swiglu();
+    test_rmsnorm(301, 200, 200);    /* a warp per row */
+    test_rmsnorm(301, 1000, 1000);  /* a block per row */
+    test_rmsnorm(40000, 128, 1024); /* per-head norm rows: 8192 weight-gradient ranges */
+    test_rmsnorm(3000, 64, 896);    /* ... in the workspace of wider rows */
+    test_bias(1, 7);
+    test_bias(5000, 896);           /* Qwen2.5-0.5B's q projection */
+    test_bias(3001, 130);
     test_crossentropy();
     test_adamw();
     printf("dense attention\n");
@@ -838,8 +902,10 @@ int main(int argc, char **argv) {
     printf("dense attention on Hopper (wgmma + TMA where the device has it)\n");
     test_wgmma_dense();
     printf("model\n");
-    test_model_step(false);
-    test_model_step(true);
+    test_model_step(false, MODEL_TYPE_MINICPM, false);
+    test_model_step(true, MODEL_TYPE_MINICPM, false);
+    test_model_step(false, MODEL_TYPE_QWEN2, false);
+    test_model_step(true, MODEL_TYPE_QWEN3, true);
     test_ten_steps();
     backend_free(&be);
     int rc = t_finish("test_gpu");

@@ -1,6 +1,6 @@
 /*
  * test_kernels.c: the fp32 CPU kernels of the token-local layers (embedding, rmsnorm, rope, matmul,
- * swiglu, cross-entropy) against float64 re-implementations written here.
+ * bias, swiglu, cross-entropy) against float64 re-implementations written here.
  *
  *   forward      every kernel against its float64 forward, on sizes that are not multiples of the
  *                GEMM tiles (8 x 32 register tiles, 256-deep K blocks, 128 x 512 packed blocks) or
@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bias.h"
 #include "check.h"
 #include "crossentropy.h"
 #include "embedding.h"
@@ -419,6 +420,56 @@ static void test_rmsnorm(struct t_rng *rng) {
     check_threads(&c);
     free((void *)d.x), free((void *)d.w), free((void *)d.g), free((void *)d.prefill_dx);
     free((void *)d.prefill_dw), free(d.out), free(d.rstd), free(d.dx), free(d.dw);
+}
+
+/* ---- bias ---- */
+
+struct bias_det {
+    const float *b, *dy, *prefill_y, *prefill_db;
+    float *y, *db;
+    int64_t N;
+    int C;
+};
+
+static void bias_det_run(void *ctx) {
+    struct bias_det *d = ctx;
+    memcpy(d->y, d->prefill_y, (size_t)(d->N * d->C) * sizeof(float));
+    memcpy(d->db, d->prefill_db, (size_t)d->C * sizeof(float));
+    bias_forward_cpu(d->y, d->b, d->N, d->C, 0.7f);
+    bias_backward_cpu(d->db, d->dy, d->N, d->C, 0.7f);
+}
+
+/* y += s b on every row; db += s * column sums of dy: linear, so the float64 references are exact
+ * formulas (a finite difference would only reproduce them). Both outputs accumulate. */
+static void test_bias_shape(struct t_rng *rng, int64_t N, int C) {
+    char what[96];
+    struct bias_det d = {.N = N, .C = C};
+    d.b = randn(rng, C, 1), d.dy = randn(rng, N * C, 1);
+    d.prefill_y = randn(rng, N * C, 1), d.prefill_db = randn(rng, C, 1);
+    d.y = falloc(N * C), d.db = falloc(C);
+    bias_det_run(&d);
+    double *ry = dalloc(N * C), *rdb = dalloc(C);
+    for (int c = 0; c < C; c++) rdb[c] = 0;
+    for (int64_t n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) {
+            ry[n * C + c] = (double)d.prefill_y[n * C + c] + 0.7 * (double)d.b[c];
+            rdb[c] += 0.7 * (double)d.dy[n * C + c];
+        }
+    add_prefill(rdb, d.prefill_db, C);
+    snprintf(what, sizeof what, "bias forward N=%lld C=%d", (long long)N, C);
+    check_d(what, d.y, ry, N * C, ELEM_ATOL, ELEM_RTOL);
+    snprintf(what, sizeof what, "bias backward N=%lld C=%d", (long long)N, C);
+    check_d(what, d.db, rdb, C, SUM_TOL_PER_TERM * (double)N, ELEM_RTOL);
+    struct det_case c = {"bias", bias_det_run, &d, {d.y, d.db}, {N * C, C}};
+    check_threads(&c);
+    free(ry), free(rdb), free((void *)d.b), free((void *)d.dy), free((void *)d.prefill_y);
+    free((void *)d.prefill_db), free(d.y), free(d.db);
+}
+
+static void test_bias(struct t_rng *rng) {
+    test_bias_shape(rng, 1, 1);
+    test_bias_shape(rng, 37, 67);
+    test_bias_shape(rng, 1500, 333); /* several 16-channel blocks per thread, a partial last one */
 }
 
 /* ---- rope ---- */
@@ -939,6 +990,7 @@ int main(void) {
     struct t_rng rng = {.state = 0x6b65726e656c73ull};
     test_matmul(&rng);
     test_rmsnorm(&rng);
+    test_bias(&rng);
     test_rope(&rng);
     test_swiglu(&rng);
     test_embedding(&rng);

@@ -1,8 +1,11 @@
 /*
  * test_model.c: the whole model's gradient against finite differences, on tiny configs that cover
- * Llama and MiniCPM (muP scales, tied head), dense and InfLLM-V2 sparse attention (with and without
- * use_nope and lse_approx), a fused head that works through the rows in several chunks, and
- * batches of several sequences.
+ * Llama and MiniCPM (muP scales, tied head), Qwen2 (q, k, v biases), Qwen3 (per-head q and k
+ * RMSNorm, with and without attention_bias), attention_bias on MiniCPM (the o bias under the
+ * residual scale), dense and InfLLM-V2 sparse attention (with and without use_nope and
+ * lse_approx), a fused head that works through the rows in several chunks, and batches of several
+ * sequences. Head dim x heads (32) differs from the hidden size (24) everywhere. Biases and head-norm
+ * weights get random values (not their zero / one init), so every term of their backward counts.
  *
  * Method: for each parameter tensor kind, a random direction d over that tensor's elements; the
  * analytic directional derivative g . d against central differences of the mean loss,
@@ -32,16 +35,19 @@
 
 struct case_desc {
     const char *name;
-    bool minicpm, tied, sparse, nope, lse_approx;
+    enum model_type type;
+    bool tied, sparse, nope, lse_approx;
     int B;
     int64_t T;
     int64_t head_rows; /* 0: the model's choice; else fewer rows per head chunk (a remainder too) */
+    bool attention_bias;
 };
 
 static void setup_config(struct config *c, const struct case_desc *k) {
     config_defaults(c);
     struct model_config *m = &c->model;
-    m->model_type = k->minicpm ? MODEL_TYPE_MINICPM : MODEL_TYPE_LLAMA;
+    m->model_type = k->type;
+    m->attention_bias = k->attention_bias;
     m->vocab_size = 61;
     m->hidden_size = 24;
     m->intermediate_size = 40;
@@ -70,6 +76,13 @@ static void setup_config(struct config *c, const struct case_desc *k) {
     a->use_nope = k->nope;
     a->lse_approx = k->lse_approx;
     config_validate(c, 1);
+}
+
+/* model_init_weights, then random biases and head-norm weights. */
+static void init_weights(struct model *m, uint64_t seed) {
+    model_init_weights(m, seed);
+    struct t_rng r = {seed ^ 0xb1a5};
+    t_randomize_extras(&r, m->params, m->n_params_entries, m->param_buf);
 }
 
 static double mean_loss(struct model *m, const int32_t *tok, const int32_t *tgt) {
@@ -110,7 +123,7 @@ static void check_recompute(const struct case_desc *k, const struct grid *g, uin
     backend_init(&be, DEVICE_CPU, 0);
     struct model m;
     model_init(&m, &c, &be, g, 64, true);
-    model_init_weights(&m, seed);
+    init_weights(&m, seed);
     if (k->head_rows) m.head_rows = k->head_rows;
     model_zero_grad(&m);
     double loss = model_forward(&m, tok, tgt, true, (float)(1.0 / (double)m.N)) / (double)m.N;
@@ -132,7 +145,7 @@ static void run_case(const struct case_desc *k, const struct grid *g, uint64_t s
     backend_init(&be, DEVICE_CPU, 0);
     struct model m;
     model_init(&m, &c, &be, g, 64, true);
-    model_init_weights(&m, seed);
+    init_weights(&m, seed);
     if (k->head_rows) m.head_rows = k->head_rows; /* smaller than allocated: always fits */
     t_check(m.sparse == k->sparse, "%s: sparse mode is %d", k->name, m.sparse);
 
@@ -152,9 +165,11 @@ static void run_case(const struct case_desc *k, const struct grid *g, uint64_t s
     m.reuse_selection = true;
 
     /* One direction per HF tensor kind (all layers of it together). */
-    const char *kinds[] = {"embed_tokens", "input_layernorm", "q_proj", "k_proj", "v_proj",
-                           "o_proj", "post_attention_layernorm", "gate_proj", "up_proj",
-                           "down_proj", "model.norm", "lm_head"};
+    const char *kinds[] = {"embed_tokens", "input_layernorm", "q_proj.weight", "k_proj.weight",
+                           "v_proj.weight", "o_proj.weight", "post_attention_layernorm",
+                           "gate_proj", "up_proj", "down_proj", "model.norm", "lm_head",
+                           "q_proj.bias", "k_proj.bias", "v_proj.bias", "o_proj.bias", "q_norm",
+                           "k_norm"};
     float *d = xcalloc((size_t)m.n_params_padded, sizeof(float));
     for (size_t kind = 0; kind < sizeof kinds / sizeof kinds[0]; kind++) {
         memset(d, 0, (size_t)m.n_params_padded * sizeof(float));
@@ -165,7 +180,7 @@ static void run_case(const struct case_desc *k, const struct grid *g, uint64_t s
             t_fill_normal(&r, d + p->offset, p->numel, 1.0f);
             nd += p->numel;
         }
-        if (nd == 0) continue; /* lm_head when tied */
+        if (nd == 0) continue; /* lm_head when tied, a tensor the family lacks */
         double analytic = 0;
         for (int64_t i = 0; i < m.n_params_padded; i++) analytic += (double)m.grad_buf[i] * d[i];
         double numeric = richardson(&m, tok, tgt, d);
@@ -225,15 +240,21 @@ int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     struct grid g;
     grid_init(&g, MPI_COMM_SELF, 1);
+    /* name, type, tied, sparse, use_nope, lse_approx, B, T, head rows, attention_bias */
     const struct case_desc cases[] = {
-        {"llama-dense", false, false, false, false, true, 2, 48, 0},
-        {"minicpm-dense", true, true, false, false, true, 1, 64, 7},
-        {"llama-sparse", false, true, true, false, true, 2, 128, 0},
-        {"minicpm-sparse-nope-exact", true, false, true, true, false, 1, 144, 0},
+        {"llama-dense", MODEL_TYPE_LLAMA, false, false, false, true, 2, 48, 0, false},
+        {"minicpm-dense", MODEL_TYPE_MINICPM, true, false, false, true, 1, 64, 7, false},
+        {"llama-sparse", MODEL_TYPE_LLAMA, true, true, false, true, 2, 128, 0, false},
+        {"minicpm-sparse-nope-exact", MODEL_TYPE_MINICPM, false, true, true, false, 1, 144, 0, false},
+        {"qwen2-dense", MODEL_TYPE_QWEN2, true, false, false, true, 2, 48, 0, false},
+        {"qwen3-sparse-nope", MODEL_TYPE_QWEN3, false, true, true, false, 1, 128, 0, false},
+        {"qwen3-bias-dense", MODEL_TYPE_QWEN3, false, false, false, true, 1, 64, 7, true},
+        {"minicpm-bias-dense", MODEL_TYPE_MINICPM, true, false, false, true, 2, 48, 0, true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i], &g, 1000 + i);
     test_plan(&cases[2], &g);
+    test_plan(&cases[5], &g);
     grid_free(&g);
     int rc = t_finish("test_model");
     MPI_Finalize();

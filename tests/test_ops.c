@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "adamw_update.h"
+#include "bias.h"
 #include "check.h"
 #include "crossentropy.h"
 #include "elementwise.h"
@@ -80,6 +81,16 @@ static void check_rope_forward(struct fixture *f) {
 static void check_rope_backward(struct fixture *f) {
     rope_backward_cpu(f->ref[0], f->in[0], f->in[1], f->pos, N, H, D, H * D);
     op_rope_backward(&f->be, f->got[0], f->in[0], f->in[1], f->pos, N, H, D, H * D);
+}
+
+static void check_bias_forward(struct fixture *f) {
+    bias_forward_cpu(f->ref[0], f->in[0], N, C, 0.5f);
+    op_bias_forward(&f->be, f->got[0], f->in[0], N, C, 0.5f);
+}
+
+static void check_bias_backward(struct fixture *f) {
+    bias_backward_cpu(f->ref[0], f->in[0], N, C, 0.5f);
+    op_bias_backward(&f->be, f->got[0], f->in[0], N, C, 0.5f, NULL);
 }
 
 static void check_matmul_forward(struct fixture *f) {
@@ -178,6 +189,8 @@ static void (*const checks[OP_COUNT])(struct fixture *) = {
     [OP_RMSNORM_BACKWARD] = check_rmsnorm_backward,
     [OP_ROPE_FORWARD] = check_rope_forward,
     [OP_ROPE_BACKWARD] = check_rope_backward,
+    [OP_BIAS_FORWARD] = check_bias_forward,
+    [OP_BIAS_BACKWARD] = check_bias_backward,
     [OP_MATMUL_FORWARD] = check_matmul_forward,
     [OP_MATMUL_FORWARD_F32] = check_matmul_forward_f32,
     [OP_MATMUL_BACKWARD] = check_matmul_backward,

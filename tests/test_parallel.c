@@ -3,9 +3,14 @@
  *
  *   mpiexec -n N test_parallel CP [cpu|cuda [attention|full]]
  *
- * For dense and for sparse attention (a sequence long enough that top-k drops most blocks, and
- * compression windows that straddle chunk edges), rank 0 first trains the config alone (a grid over
- * MPI_COMM_SELF), then all N ranks train it as dp = N / CP groups of CP ranks. Checks:
+ * For dense attention (Llama) and for sparse attention (a sequence long enough that top-k drops
+ * most blocks, and compression windows that straddle chunk edges; on the CPU Qwen3 with
+ * attention_bias: per-head q/k norms, q/k/v/o biases, 6 heads x 8 != hidden 32), rank 0 first
+ * trains the config alone (a grid over MPI_COMM_SELF), then all N ranks train it as dp = N / CP
+ * groups of CP ranks. (Not Qwen under CUDA: its biases start at 0, so after AdamW's sign-like first
+ * steps a bf16 difference that flips a near-zero gradient element moves a small bias tensor's
+ * RMS by tens of percent, which the per-tensor weight check below cannot tell from an error.)
+ * Checks:
  *   - the selected blocks of every layer in the first forward equal the single-rank ones, row by
  *     row by global position (identical weights, so identical selections are expected; float
  *     reassociation could only matter at an exact tie);
@@ -54,6 +59,11 @@ static void make_config(struct config *c, bool sparse, const char *run_dir) {
     m->num_key_value_heads = 2;
     m->head_dim = 8;
     m->initializer_range = 0.1;
+    if (sparse && !use_cuda) {
+        m->model_type = MODEL_TYPE_QWEN3;
+        m->attention_bias = true;
+        m->num_attention_heads = 6;
+    }
     c->data.source = DATA_SOURCE_SYNTHETIC;
     c->data.synthetic.n_pairs = 4;
     c->data.synthetic.n_queries = 2;

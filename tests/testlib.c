@@ -6,8 +6,10 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "hash.h"
+#include "params.h"
 
 static int n_checks, n_failed;
 
@@ -27,6 +29,15 @@ void t_fill_normal(struct t_rng *r, float *x, int64_t n, float std) {
 
 void t_fill_uniform(struct t_rng *r, float *x, int64_t n, float lo, float hi) {
     for (int64_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * t_rng_uniform(r));
+}
+
+void t_randomize_extras(struct t_rng *r, const struct param_entry *entries, int n, float *w) {
+    for (int e = 0; e < n; e++) {
+        const struct param_entry *p = &entries[e];
+        if (strstr(p->name, "_proj.bias")) t_fill_normal(r, w + p->offset, p->numel, 0.3f);
+        if (strstr(p->name, "self_attn.") && strstr(p->name, "_norm.weight"))
+            t_fill_uniform(r, w + p->offset, p->numel, 0.5f, 1.5f);
+    }
 }
 
 static bool close_report(const char *what, int64_t n, int64_t worst, double got, double ref,

@@ -21,6 +21,12 @@ double t_rng_normal(struct t_rng *r);                   /* N(0, 1) */
 void t_fill_normal(struct t_rng *r, float *x, int64_t n, float std);
 void t_fill_uniform(struct t_rng *r, float *x, int64_t n, float lo, float hi);
 
+/* Random values for the tensors whose init is trivial, in a model's flat fp32 weights w: the
+ * projections' biases N(0, 0.3) (init 0) and the per-head q/k norm weights U(0.5, 1.5) (init 1),
+ * so every term of their backward counts in a check. */
+struct param_entry;
+void t_randomize_extras(struct t_rng *r, const struct param_entry *entries, int n, float *w);
+
 /* Compares n values; prints the worst element and returns false on failure (counted). */
 bool t_close(const char *what, const float *got, const float *ref, int64_t n, double atol, double rtol);
 bool t_close_d(const char *what, const double *got, const double *ref, int64_t n, double atol,
