@@ -551,7 +551,7 @@ static const int gqa_groups[] = {1, 2, 3, 4, 6, 7, 8, 16};
  * the shape to the CUDA-core kernels, 70-180x slower, and nothing else would fail. The guards are
  * not constant: D 96 is refused (and runs the exact kernels in test_dense_attention). */
 static void test_tc_supported(void) {
-    const struct infllm_params defaults = {32, 16, 64, 1, 32, 64, true};
+    const struct infllm_params defaults = {32, 16, 64, 1, 32, 64, true, 0};
     int n = 0;
     for (int D = 64; D <= 128; D *= 2)
         for (int gi = 0; gi < N_GQA_GROUPS; gi++)
@@ -580,7 +580,7 @@ static void test_tc_supported(void) {
  * selection's other launch shapes, which only long sequences take: key parts (NK 2, 4) and fewer
  * tokens a thread column (G 1 at 64k: 4 of 8), against the CPU at 64k tokens. */
 static void test_every_group(void) {
-    const struct infllm_params small = {32, 16, 64, 1, 2, 4, true};
+    const struct infllm_params small = {32, 16, 64, 1, 2, 4, true, 0};
     for (int gi = 0; gi < N_GQA_GROUPS; gi++)
         for (int D = 64; D <= 128; D *= 2) {
             const int G = gqa_groups[gi], Hkv = G > 8 ? 1 : 2;
@@ -811,11 +811,11 @@ int main(int argc, char **argv) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_dense_attention(&cases[i]);
     printf("InfLLM-V2\n");
-    struct infllm_params small = {32, 16, 64, 1, 2, 4, true};
+    struct infllm_params small = {32, 16, 64, 1, 2, 4, true, 0};
     struct infllm_params exact = small;
     exact.lse_approx = false;
     test_sparse(1600, 4, 4, 64, &exact, false);
-    struct infllm_params defaults = {32, 16, 64, 1, 32, 64, true};
+    struct infllm_params defaults = {32, 16, 64, 1, 32, 64, true, 0};
     test_sparse(8192, 16, 2, 64, &defaults, false);
     printf("stage 3 (tensor-core paths: CP chunks, padded rows, prefilled gradients, G 1-64)\n");
     const struct att_case dense3[] = {
