@@ -16,15 +16,6 @@
 
 #define HF_DEFAULT_SHARD_BYTES ((int64_t)5000000000)
 
-static cJSON *read_json(const char *path) {
-    size_t len = 0;
-    char *text = read_file(path, &len, true);
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!cJSON_IsObject(j)) die_user("%s: not a JSON object", path);
-    return j;
-}
-
 /* ---------------------------------------------------------------------------------------------- */
 /* config.json fields                                                                              */
 
@@ -59,6 +50,27 @@ static const char *const hf_rope_fields[] = {"long_factor", "short_factor",
                                              "original_max_position_embeddings"};
 #define HF_NROPE (sizeof hf_rope_fields / sizeof hf_rope_fields[0])
 
+/* The architectures implemented, by model_type: an "architectures" entry of config.json must be
+ * the one of its model_type, and export writes it. */
+static const struct hf_arch {
+    const char *model_type, *architecture;
+} hf_archs[] = {
+    {"llama", "LlamaForCausalLM"},
+    {"minicpm", "MiniCPMForCausalLM"},
+};
+#define HF_NARCHS (sizeof hf_archs / sizeof hf_archs[0])
+
+/* Fields whose other values are models not implemented here (an activation, biases): import refuses
+ * another value, export writes these. */
+static const struct hf_fixed {
+    const char *name, *value; /* value as JSON text */
+} hf_fixed[] = {
+    {"hidden_act", "\"silu\""},
+    {"attention_bias", "false"},
+    {"mlp_bias", "false"},
+};
+#define HF_NFIXED (sizeof hf_fixed / sizeof hf_fixed[0])
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Import                                                                                          */
 
@@ -91,6 +103,54 @@ static void pick_rope_scaling(const cJSON *j, cJSON *model, const char *path) {
         add_copy(ours, "original_max_position_embeddings", orig);
 }
 
+/* The architecture of model_type `type`, or NULL when it is not implemented. */
+static const char *architecture_of(const char *type) {
+    for (size_t i = 0; i < HF_NARCHS; i++)
+        if (strcmp(hf_archs[i].model_type, type) == 0) return hf_archs[i].architecture;
+    return NULL;
+}
+
+/* Each "architectures" entry of config.json is the one of its model_type (when that is one we
+ * implement; config_import refuses another model_type). */
+static void check_architectures(const cJSON *j, const char *path) {
+    const cJSON *type = member(j, "model_type"), *archs = member(j, "architectures"), *e;
+    const char *want = cJSON_IsString(type) ? architecture_of(type->valuestring) : NULL;
+    if (archs && !cJSON_IsArray(archs)) die_user("%s: architectures: expected a list of names", path);
+    cJSON_ArrayForEach(e, archs) {
+        if (!cJSON_IsString(e)) die_user("%s: architectures: expected a list of names", path);
+        if (want && strcmp(e->valuestring, want) == 0) continue;
+        char known[256] = "";
+        size_t n = 0;
+        for (size_t i = 0; i < HF_NARCHS && n < sizeof known; i++)
+            n += (size_t)snprintf(known + n, sizeof known - n, "%s\"%s\" (model_type \"%s\")",
+                                  i ? ", " : "", hf_archs[i].architecture, hf_archs[i].model_type);
+        die_user("%s: architectures: \"%.80s\" is not implemented%s%.40s%s; expected %s", path,
+                 e->valuestring, want ? " for model_type \"" : "", want ? type->valuestring : "",
+                 want ? "\"" : "", known);
+    }
+}
+
+/* config.json describes a model implemented here: its architectures, the fixed fields at their
+ * value, and head_dim, when given, not 0 (our config's "derived"; Hugging Face would build heads of
+ * width 0). Every other field is checked by config_import and config_validate. */
+static void check_implemented(const cJSON *j, const char *path) {
+    check_architectures(j, path);
+    for (size_t i = 0; i < HF_NFIXED; i++) {
+        const cJSON *v = member(j, hf_fixed[i].name);
+        cJSON *ok = cJSON_Parse(hf_fixed[i].value);
+        bool same = !v || cJSON_Compare(v, ok, true);
+        cJSON_Delete(ok);
+        if (same) continue;
+        char *got = cJSON_PrintUnformatted(v);
+        die_user("%s: %s: expected %s (the only one implemented), got %.80s", path,
+                 hf_fixed[i].name, hf_fixed[i].value, got);
+    }
+    const cJSON *hd = member(j, "head_dim");
+    if (cJSON_IsNumber(hd) && hd->valuedouble == 0)
+        die_user("%s: head_dim: expected a positive integer (or no head_dim: hidden_size / "
+                 "num_attention_heads), got 0", path);
+}
+
 /* What Hugging Face assumes for fields config.json leaves out: as many KV heads as query heads,
  * the head dim derived (config_validate derives it from 0, unless our config names one), and tied
  * embeddings for MiniCPM only. */
@@ -105,7 +165,8 @@ static void add_hf_defaults(const struct config *c, const cJSON *j, cJSON *model
 void hf_import_config(struct config *c) {
     char path[4400];
     snprintf(path, sizeof path, "%s/config.json", c->model.init_from);
-    cJSON *j = read_json(path);
+    cJSON *j = config_parse_file(path);
+    check_implemented(j, path);
     const cJSON *type = member(j, "model_type");
     bool minicpm = cJSON_IsString(type) && strcmp(type->valuestring, "minicpm") == 0;
     cJSON *model = cJSON_CreateObject();
@@ -222,16 +283,19 @@ static cJSON *export_config(const struct config *c) {
     bool minicpm = m->model_type == MODEL_TYPE_MINICPM;
     cJSON_DeleteItemFromObjectCaseSensitive(j, "architectures");
     cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString(minicpm ? "MiniCPMForCausalLM" : "LlamaForCausalLM"));
+    cJSON *type = config_key_json(c, "model.model_type");
+    const char *name = architecture_of(type->valuestring);
+    CHECKF(name != NULL, "export: no architecture for model_type %s", type->valuestring);
+    cJSON_AddItemToArray(arch, cJSON_CreateString(name));
+    cJSON_Delete(type);
     for (size_t i = 0; i < HF_NFIELDS; i++) {
         if (hf_fields[i].minicpm && !minicpm) continue;
         char key[96];
         snprintf(key, sizeof key, "model.%s", hf_fields[i].name);
         set_item(j, hf_fields[i].name, config_key_json(c, key));
     }
-    set_item(j, "hidden_act", cJSON_CreateString("silu"));
-    set_item(j, "attention_bias", cJSON_CreateFalse());
-    set_item(j, "mlp_bias", cJSON_CreateFalse());
+    for (size_t i = 0; i < HF_NFIXED; i++)
+        set_item(j, hf_fixed[i].name, cJSON_Parse(hf_fixed[i].value));
     set_item(j, "torch_dtype", cJSON_CreateString("bfloat16"));
     cJSON_DeleteItemFromObjectCaseSensitive(j, "rope_scaling");
     if (strcmp(m->rope_scaling_type, "longrope") == 0) {
