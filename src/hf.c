@@ -166,7 +166,6 @@ void hf_import_config(struct config *c) {
     char path[4400];
     snprintf(path, sizeof path, "%s/config.json", c->model.init_from);
     cJSON *j = config_parse_file(path);
-    check_implemented(j, path);
     const cJSON *type = member(j, "model_type");
     bool minicpm = cJSON_IsString(type) && strcmp(type->valuestring, "minicpm") == 0;
     cJSON *model = cJSON_CreateObject();
@@ -176,6 +175,7 @@ void hf_import_config(struct config *c) {
         if (!v && f->required) die_user("%s: \"%s\" is missing", path, f->name);
         if (v && (minicpm || !f->minicpm)) add_copy(model, f->name, v);
     }
+    check_implemented(j, path);
     add_hf_defaults(c, j, model, minicpm);
     pick_rope_scaling(j, model, path);
     config_import(c, model, "model", path);
