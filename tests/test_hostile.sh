@@ -630,18 +630,22 @@ case_ "--set topk -1" 2 "attention.topk=-1: expected a non-negative integer, got
 case_ "--set lr nan" 2 'train.lr=nan: expected a number >= 0, got "nan"' "${D[@]}" --set train.lr=nan
 case_ "--set plan beyond the machine (CPU)" 2 "the run needs about [0-9.]+ GiB of host memory per rank .* but this machine has" "${D[@]}" --set model.intermediate_size=2147483647
 case_ "--set vocab 2^31 - 1 beyond the machine" 2 "GiB of host memory per rank" "${D[@]}" --set model.vocab_size=2147483647
-printf '{"model": {"num_hidden_layers": 1e300}}' >"$dir/sz1.json"
-printf '{"model": {"hidden_size": 2147483648}}' >"$dir/sz2.json"
-printf '{"model": {"vocab_size": 2147483647, "hidden_size": 2147483646, "num_attention_heads": 2,\n  "num_key_value_heads": 1, "head_dim": 64}}' >"$dir/sz3.json"
-printf '{"model": {"num_attention_heads": 65536, "num_key_value_heads": 1, "head_dim": 65536}}' >"$dir/sz4.json"
-printf '{"train": {"max_steps": 9007199254740992, "global_batch_size": 2147483647, "micro_batch_size": 1}}' >"$dir/sz5.json"
-printf '{"attention": {"kernel_size": 1073741824}, "model": {"num_hidden_layers": -1}}' >"$dir/sz6.json"
-case_ "JSON layers 1e300" 2 "sz1.json: model.num_hidden_layers: expected a positive integer <= 65536, got 1e\+300" "$bin" "$dir/sz1.json" --dry-run
-case_ "JSON hidden 2^31" 2 "sz2.json: model.hidden_size: expected a positive integer <= 2147483647, got 2147483648" "$bin" "$dir/sz2.json" --dry-run
-case_ "JSON vocab x hidden > 2^62 bytes" 2 "sz3.json: model.vocab_size: the model has 4.61e\+18 parameters" "$bin" "$dir/sz3.json" --dry-run
-case_ "JSON heads x head_dim = 2^32" 2 "sz4.json: model.num_attention_heads: num_attention_heads 65536 x head_dim 65536 = 4294967296" "$bin" "$dir/sz4.json" --dry-run
-case_ "JSON run tokens > 2^62" 2 "sz5.json: train.max_steps: 9007199254740992 steps x global_batch_size 2147483647" "$bin" "$dir/sz5.json" --dry-run
-case_ "JSON layers -1" 2 "sz6.json: model.num_hidden_layers: expected a positive integer <= 65536, got -1" "$bin" "$dir/sz6.json" --dry-run
+json_case() { # name pattern JSON-text: a config file holding the text, checked (--dry-run)
+  printf '%s' "$3" >"$dir/sz.json"
+  case_ "JSON $1" 2 "sz.json: $2" "$bin" "$dir/sz.json" --dry-run
+}
+json_case "layers 1e300" "model.num_hidden_layers: expected a positive integer <= 65536, got 1e\+300" \
+  '{"model": {"num_hidden_layers": 1e300}}'
+json_case "hidden 2^31" "model.hidden_size: expected a positive integer <= 2147483647, got 2147483648" \
+  '{"model": {"hidden_size": 2147483648}}'
+json_case "vocab x hidden > 2^62 bytes" "model.vocab_size: the model has 4.61e\+18 parameters" \
+  '{"model": {"vocab_size": 2147483647, "hidden_size": 2147483646, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 64}}'
+json_case "heads x head_dim = 2^32" "model.num_attention_heads: num_attention_heads 65536 x head_dim 65536 = 4294967296" \
+  '{"model": {"num_attention_heads": 65536, "num_key_value_heads": 1, "head_dim": 65536}}'
+json_case "run tokens > 2^62" "train.max_steps: 9007199254740992 steps x global_batch_size 2147483647" \
+  '{"train": {"max_steps": 9007199254740992, "global_batch_size": 2147483647, "micro_batch_size": 1}}'
+json_case "layers -1" "model.num_hidden_layers: expected a positive integer <= 65536, got -1" \
+  '{"attention": {"kernel_size": 1073741824}, "model": {"num_hidden_layers": -1}}'
 # A budget larger than the sequence's blocks ("keep every block") is dense attention: the selection
 # is sized by the sequence (128 tokens: 2 blocks), and step 1's loss equals the dense run's.
 printf '%s\n' '{"run_dir": "'"$dir"'/topk_dense", "data": {"seq_len": 128},' \
