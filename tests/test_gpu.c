@@ -578,7 +578,8 @@ static void test_tc_supported(void) {
  * (q_pos0 > 0), Tq not a multiple of any tile's tokens (tiles of 128 / G, 64 / G tokens plus
  * padding rows), and selection + sparse stage 3 from the GPU's selection at 2k tokens. Then the
  * selection's other launch shapes, which only long sequences take: key parts (NK 2, 4) and fewer
- * tokens a thread column (G 1 at 64k: 4 of 8), against the CPU at 64k tokens. */
+ * tokens a thread column (G 1 at 64k: 4 of 8), against the CPU at 64k tokens. And a top-k budget
+ * past the sequence's blocks (a selection of every block, nsel = the blocks of T). */
 static void test_every_group(void) {
     const struct infllm_params small = {32, 16, 64, 1, 2, 4, true, 0};
     for (int gi = 0; gi < N_GQA_GROUPS; gi++)
@@ -592,6 +593,11 @@ static void test_every_group(void) {
         }
     test_sparse(65536, 1, 1, 64, &small, false);   /* G 1: NK 4, 4 tokens a column */
     test_sparse(65536, 3, 1, 64, &small, true);    /* G 3: NK 2 */
+    /* A budget past the sequence's 32 blocks: nsel = 32 (infllm_num_selected), every block up to
+     * the query's own selected, on the tensor-core and the CUDA-core selection alike. */
+    const struct infllm_params every = {32, 16, 64, 1, 2, 2147483647, true, 32};
+    test_sparse(2048, 4, 2, 64, &every, false);
+    test_sparse(2048, 4, 2, 96, &every, false); /* D 96: the CUDA-core selection */
 }
 
 /* ---------------------------------------------------------------------------------------------- */
