@@ -226,7 +226,7 @@ static void randn_bf16(float *h, int64_t n, uint64_t seed, int64_t width, double
 
 static void run_random(const struct random_args *a) {
     int64_t T = a->T, KD = (int64_t)a->Hkv * a->D, QD = (int64_t)a->Hq * a->D;
-    struct infllm_params p = {32, 16, 64, 1, 32, 64, true};
+    struct infllm_params p = {32, 16, 64, 1, 32, 64, true, 0};
     int nsel = infllm_num_selected(&p);
     int64_t L1 = infllm_num_windows(T, 32, 16), L2 = infllm_num_windows(T, 128, 64);
     float *q = xmalloc((size_t)(T * QD) * 4), *k = xmalloc((size_t)(T * KD) * 4);

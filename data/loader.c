@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "checked.h"
 #include "hash.h"
 
 #define LOADER_VAL_SALT 0x76616C6964617465ull  /* "validate": the synthetic validation stream */
@@ -49,11 +50,13 @@ static void init_shards(struct loader *l, const struct loader_source *s) {
     for (int i = 0; i < s->n_files; i++) {
         token_shard_open(&l->shards[i], s->files[i], s->vocab_size);
         int64_t n = l->shards[i].n_tokens;
-        l->window_start[i + 1] = l->window_start[i] + (n > l->seq_len ? (n - 1) / l->seq_len : 0);
+        int64_t windows = n > l->seq_len ? (n - 1) / l->seq_len : 0;
+        l->window_start[i + 1] = size_add(l->window_start[i], windows);
     }
     l->n_windows = l->window_start[s->n_files];
     if (s->n_files > 0 && l->n_windows == 0) die_no_windows(l, s->files_key);
-    if (!s->val) l->perm = xmalloc((size_t)(l->n_windows > 0 ? l->n_windows : 1) * sizeof *l->perm);
+    if (!s->val)
+        l->perm = xmalloc((size_t)size_mul(l->n_windows > 0 ? l->n_windows : 1, sizeof *l->perm));
 }
 
 void loader_init(struct loader *l, const struct loader_source *s) {
@@ -126,7 +129,8 @@ static void read_shards(struct loader *l, int64_t g, int32_t *tokens) {
         w = l->perm[w];
     }
     int s = shard_of_window(l, w);
-    copy_window(&l->shards[s], (w - l->window_start[s]) * l->seq_len, l->seq_len + 1, tokens);
+    int64_t first = size_mul(w - l->window_start[s], l->seq_len);
+    copy_window(&l->shards[s], first, l->seq_len + 1, tokens);
 }
 
 void loader_read(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer) {

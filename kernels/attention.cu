@@ -22,6 +22,8 @@
 #include "attention.h"
 #include "attention_impl.cuh"
 #include "attention_wgmma.h"
+#include "check.h"
+#include "checked.h"
 #include "infllmv2.h"
 
 /* Number of key blocks of row i and the j-th of them. */
@@ -397,7 +399,12 @@ static void *take(char *base, size_t *off, size_t bytes) {
  * Returns the bytes the workspace needs. */
 static size_t inv_layout(char *base, int64_t Tq, int Hkv, int nsel, int64_t nblk,
                          struct inv_ws *w) {
-    int64_t M = Tq * Hkv * nsel, nkeys = (int64_t)Hkv * nblk;
+    int64_t M = sat_mul(sat_mul(Tq, Hkv), nsel), nkeys = sat_mul(Hkv, nblk);
+    if (M >= INT32_MAX || nkeys >= INT32_MAX) /* at sizing, before the run: the config's sizes */
+        die_user("sparse attention backward (CUDA): %lld query rows x %d KV heads x %d selected "
+                 "blocks = %lld (row, block) pairs in one call, over the 2^31 - 1 of its int32 "
+                 "sort; lower attention.topk or data.seq_len, or raise parallel.cp",
+                 (long long)Tq, Hkv, nsel, (long long)M);
     size_t off = 0;
     w->keys = (int32_t *)take(base, &off, (size_t)M * 4);
     w->rows = (int32_t *)take(base, &off, (size_t)M * 4);

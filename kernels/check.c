@@ -10,6 +10,11 @@
 #include <string.h>
 #include <unistd.h>
 
+/* die_user_collective's setting: 1 while every rank meets the same user errors. */
+static int user_errors_collective;
+
+void die_user_collective(int on) { user_errors_collective = on; }
+
 static int mpi_alive(void) {
     int init = 0, fin = 0;
     MPI_Initialized(&init);
@@ -44,9 +49,11 @@ void infllm_exit(int code) {
     exit(code);
 }
 
-static void vreport(const char *fmt, va_list ap, const char *file, int line, const char *func) {
-    char prefix[32];
-    rank_prefix(prefix, sizeof prefix);
+/* One "error:" line; ranked: with "[rank N] " when several ranks run. */
+static void vreport(const char *fmt, va_list ap, const char *file, int line, const char *func,
+                    int ranked) {
+    char prefix[32] = "";
+    if (ranked) rank_prefix(prefix, sizeof prefix);
     fflush(stdout);
     fprintf(stderr, "%serror: ", prefix);
     vfprintf(stderr, fmt, ap);
@@ -58,15 +65,30 @@ static void vreport(const char *fmt, va_list ap, const char *file, int line, con
 void die_at(const char *file, int line, const char *func, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vreport(fmt, ap, file, line, func);
+    vreport(fmt, ap, file, line, func, 1);
     va_end(ap);
     infllm_exit(EXIT_CODE_INTERNAL);
 }
 
+/* Under die_user_collective on a rank other than 0 of several: waits for rank 0, which meets the
+ * same error, to end the job (its MPI_Abort stops this process); returns when the grace period
+ * ran out (an error of this rank only). 0 on rank 0, alone, or outside the collective phase. */
+static int wait_for_rank0(void) {
+    if (!user_errors_collective || !mpi_alive()) return 0;
+    int size = 1, rank = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (size == 1 || rank == 0) return 0;
+    fflush(stdout);
+    for (int i = 0; i < DIE_USER_GRACE_S * 20; i++) usleep(50000);
+    return 1;
+}
+
 void die_user(const char *fmt, ...) {
+    int own = wait_for_rank0(); /* returns on rank 0, or when this rank's error is its own */
     va_list ap;
     va_start(ap, fmt);
-    vreport(fmt, ap, NULL, 0, NULL);
+    vreport(fmt, ap, NULL, 0, NULL, own || !user_errors_collective); /* the job's line: unranked */
     va_end(ap);
     infllm_exit(EXIT_CODE_USER);
 }

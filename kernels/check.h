@@ -45,6 +45,14 @@ void die_at(const char *file, int line, const char *func, const char *fmt, ...) 
 /* User failure: "error: <msg>" on stderr (one line), then infllm_exit(2). */
 void die_user(const char *fmt, ...) INFLLM_NORETURN INFLLM_PRINTF(1, 2);
 
+/* Whether the user errors from now on are ones every rank meets alike (reading and checking the
+ * config: the same files and arguments everywhere). While on, with several ranks, die_user prints
+ * its line on rank 0 only, and every other rank waits for rank 0 to end the job (exit code 2 on
+ * all ranks); a rank still running after DIE_USER_GRACE_S seconds met an error of its own, and
+ * prints it with its rank and ends the job itself. */
+void die_user_collective(int on);
+#define DIE_USER_GRACE_S 10
+
 #define CHECK(cond)                                                           \
     do {                                                                      \
         if (!(cond)) die_at(__FILE__, __LINE__, __func__, "check failed: %s", #cond); \

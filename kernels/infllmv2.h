@@ -38,12 +38,17 @@ struct infllm_params {
     int topk;           /* dynamic budget (64); must exceed init_blocks, else the forced blocks
                            need not all fit and a token's own block can be cut */
     bool lse_approx;    /* stage-1 normaliser from K2 (true) or exact over K1 (false) */
+    int64_t seq_blocks; /* blocks of the whole sequence, ceil(T / block_size): no query has more
+                           to select, so a selection keeps at most this many (0: no bound) */
 };
 
 /* Number of complete windows: floor((T - ksize) / kstride) + 1, or 0 when T < ksize. */
 int64_t infllm_num_windows(int64_t T, int ksize, int kstride);
 
-/* Blocks kept per query before dropping those past its own block: topk + local_blocks. */
+/* Blocks kept per query before dropping those past its own block, the width nsel of a selection:
+ * min(topk + local_blocks, seq_blocks) (the forced init blocks count within topk). A budget past
+ * the sequence's blocks selects every block up to the query's own: dense attention, with buffers
+ * sized by the sequence rather than the budget. Computed in 64 bits; dies when it exceeds int. */
 int infllm_num_selected(const struct infllm_params *p);
 
 /* Stage 0: kc[c, h, :] = mean of k[c*kstride .. c*kstride + ksize - 1, h, :] for c < n.

@@ -3,7 +3,7 @@
  *
  * Dimensions: Tq query rows of the call at global positions q_pos0 + i, Tk key rows, Hq query
  * heads, Hkv KV heads, G = Hq / Hkv, D head dim, L1 / L2 fine / coarse compressed keys,
- * B = block_size, nblk = ceil(Tk / B), nsel = topk + local_blocks.
+ * B = block_size, nblk = ceil(Tk / B), nsel = infllm_num_selected (at most topk + local_blocks).
  * Gradient rule: the stage-3 backward ADDS into dq, dk, dv.
  *
  * Stages 1-2 stream one (query row, KV head) at a time: its group scores S (L1 floats) and block
@@ -31,7 +31,14 @@ int64_t infllm_num_windows(int64_t T, int ksize, int kstride) {
     return T < ksize ? 0 : (T - ksize) / kstride + 1;
 }
 
-int infllm_num_selected(const struct infllm_params *p) { return p->topk + p->local_blocks; }
+int infllm_num_selected(const struct infllm_params *p) {
+    int64_t n = (int64_t)p->topk + p->local_blocks;
+    if (p->seq_blocks > 0 && n > p->seq_blocks) n = p->seq_blocks;
+    CHECKF(n >= 1 && n <= INT32_MAX, "selection of %lld blocks per query (topk %d + local_blocks "
+           "%d, sequence of %lld blocks)", (long long)n, p->topk, p->local_blocks,
+           (long long)p->seq_blocks);
+    return (int)n;
+}
 
 /* ---- stage 0 ---- */
 

@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "check.h"
+#include "checked.h"
 
+/* x rounded up to PLAN_ALIGN; x <= SIZE_LIMIT (checked by the caller), so it cannot wrap. */
 static size_t align_up(size_t x) { return (x + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN; }
 
 void plan_init(struct mem_plan *p, const struct backend *be) {
@@ -19,8 +21,10 @@ void plan_init(struct mem_plan *p, const struct backend *be) {
 static void *size_one(struct mem_plan *p, enum plan_arena a, const char *name, size_t bytes) {
     CHECKF(p->n < PLAN_MAX_ENTRIES, "memory plan: more than %d buffers (raise PLAN_MAX_ENTRIES)",
            PLAN_MAX_ENTRIES);
+    CHECKF(bytes <= (size_t)SIZE_LIMIT, "memory plan: \"%s\" of %zu bytes is beyond 2^62 (a size "
+           "the config's validation should have bounded)", name, bytes);
     p->entry[p->n++] = (struct plan_entry){name, a, bytes, p->arena_bytes[a]};
-    p->arena_bytes[a] += align_up(bytes);
+    p->arena_bytes[a] = (size_t)size_add(p->arena_bytes[a], align_up(bytes));
     return NULL;
 }
 
@@ -75,7 +79,7 @@ void plan_free(struct mem_plan *p) {
 size_t plan_bytes(const struct mem_plan *p, bool host) {
     size_t total = 0;
     for (int a = 0; a < PLAN_ARENA_COUNT; a++)
-        if ((a == PLAN_HOST) == host) total += p->arena_bytes[a];
+        if ((a == PLAN_HOST) == host) total = (size_t)size_add(total, p->arena_bytes[a]);
     return total;
 }
 
@@ -91,7 +95,7 @@ void plan_print(const struct mem_plan *const *plans, int n, FILE *f) {
     size_t arena[PLAN_ARENA_COUNT] = {0}, device = 0, host = 0;
     for (int a = 0; a < PLAN_ARENA_COUNT; a++)
         for (int i = 0; i < n; i++) {
-            arena[a] += plans[i]->arena_bytes[a];
+            arena[a] = (size_t)size_add(arena[a], plans[i]->arena_bytes[a]);
             for (int j = 0; j < plans[i]->n; j++) {
                 const struct plan_entry *e = &plans[i]->entry[j];
                 if ((int)e->arena == a)
@@ -103,7 +107,8 @@ void plan_print(const struct mem_plan *const *plans, int n, FILE *f) {
     for (int a = 0; a < PLAN_ARENA_COUNT; a++) {
         if (!arena[a]) continue;
         fprintf(f, "%s %s %.2f MiB", device + host ? "," : "", plan_arena_name(a), mib(arena[a]));
-        *(a == PLAN_HOST ? &host : &device) += arena[a];
+        size_t *sum = a == PLAN_HOST ? &host : &device;
+        *sum = (size_t)size_add(*sum, arena[a]);
     }
     fprintf(f, "\n  %-52s %12.2f MiB (+ %.2f MiB host)\n", "total", mib(device), mib(host));
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "checked.h"
 #include "ops.h"
 
 /* Decay segments of [start, start + len) from the space's entries (padding is not decayed). */
@@ -32,7 +33,7 @@ static void build_segments(struct adamw *o) {
  * slice is the space's own gradient buffer. */
 static void declare_state(struct adamw *o, bool one_rank) {
     struct mem_plan *p = &o->plan;
-    size_t bytes = (size_t)o->slice_len * sizeof(float);
+    size_t bytes = (size_t)size_mul(o->slice_len, sizeof(float));
     o->master = plan_take(p, PLAN_OPTIMIZER, "master weights (fp32)", bytes);
     o->m = plan_take(p, PLAN_OPTIMIZER, "first moment (fp32)", bytes);
     o->v = plan_take(p, PLAN_OPTIMIZER, "second moment (fp32)", bytes);
@@ -59,7 +60,7 @@ void adamw_init(struct adamw *o, const struct backend *be, const struct param_sp
     declare_state(o, world == 1);
     plan_carved(&o->plan);
     build_segments(o);
-    size_t bytes = (size_t)o->slice_len * sizeof(float);
+    size_t bytes = (size_t)size_mul(o->slice_len, sizeof(float));
     float *host = xmalloc(bytes);
     backend_download_act(be, host, act_at_c(be, s->values, o->slice_start), o->slice_len);
     backend_upload(be, o->master, host, bytes);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "checked.h"
 #include "ops.h"
 
 static int64_t KD_of(const struct attention_layer *al) { return (int64_t)al->Hkv * al->D; }
@@ -42,9 +43,10 @@ void attention_layer_init(struct attention_layer *al, const struct config *c,
             .local_blocks = config_local_blocks(c),
             .topk = a->topk,
             .lse_approx = a->lse_approx,
+            .seq_blocks = (T + a->block_size - 1) / a->block_size,
         };
-        al->nsel = infllm_num_selected(&al->p);
-        int ks = a->kernel_size, st = a->kernel_stride;
+        al->nsel = infllm_num_selected(&al->p); /* sized by the sequence, not the budget */
+        int ks = a->kernel_size, st = a->kernel_stride; /* 4 x both fit int (config_validate) */
         al->L1 = infllm_num_windows(T, ks, st);
         al->L2 = a->lse_approx ? infllm_num_windows(T, 4 * ks, 4 * st) : 0;
         al->k1_rows = al->L1;
@@ -61,28 +63,34 @@ void attention_layer_init(struct attention_layer *al, const struct config *c,
     }
 }
 
+/* Bytes of `rows` rows of K or V (checked.h). */
+static size_t kv_bytes(const struct attention_layer *al, int64_t rows) {
+    return (size_t)size_mul3(rows, KD_of(al), al->be->act_size);
+}
+
 void attention_layer_declare(struct attention_layer *al, struct mem_plan *p) {
-    size_t row = (size_t)KD_of(al) * al->be->act_size; /* bytes of one row of K or V */
-    size_t T = (size_t)al->T, cl = (size_t)al->shard.chunk_len, halo = (size_t)al->halo;
+    int64_t T = al->T, cl = al->shard.chunk_len, halo = al->halo;
     bool cp = al->ncp > 1;
     if (al->sparse) {
         al->k1 = plan_take(p, PLAN_SCRATCH, "attention: compressed keys K1",
-                           (size_t)al->k1_rows * row);
+                           kv_bytes(al, al->k1_rows));
         if (al->k2_rows > 0)
             al->k2 = plan_take(p, PLAN_SCRATCH, "attention: compressed keys K2",
-                               (size_t)al->k2_rows * row);
+                               kv_bytes(al, al->k2_rows));
     }
     if (al->sparse && cp) {
-        al->chunk_rows = plan_take(p, PLAN_SCRATCH, "attention: chunk + halo", (cl + halo) * row);
-        al->halo_rows = plan_take(p, PLAN_SCRATCH, "attention: halo rows", 2 * halo * row);
+        al->chunk_rows = plan_take(p, PLAN_SCRATCH, "attention: chunk + halo",
+                                   kv_bytes(al, size_add(cl, halo)));
+        al->halo_rows = plan_take(p, PLAN_SCRATCH, "attention: halo rows",
+                                  kv_bytes(al, size_mul(2, halo)));
     }
     if (!cp) return;
-    al->k_full = plan_take(p, PLAN_SCRATCH, "attention: gathered K", T * row);
-    al->v_full = plan_take(p, PLAN_SCRATCH, "attention: gathered V", T * row);
-    al->dk_full = plan_take(p, PLAN_SCRATCH, "attention: gathered dK", T * row);
-    al->dv_full = plan_take(p, PLAN_SCRATCH, "attention: gathered dV", T * row);
+    al->k_full = plan_take(p, PLAN_SCRATCH, "attention: gathered K", kv_bytes(al, T));
+    al->v_full = plan_take(p, PLAN_SCRATCH, "attention: gathered V", kv_bytes(al, T));
+    al->dk_full = plan_take(p, PLAN_SCRATCH, "attention: gathered dK", kv_bytes(al, T));
+    al->dv_full = plan_take(p, PLAN_SCRATCH, "attention: gathered dV", kv_bytes(al, T));
     al->tmp = plan_take(p, PLAN_SCRATCH, "attention: reduce-scatter tmp",
-                        (size_t)al->shard.n_local * row);
+                        kv_bytes(al, al->shard.n_local));
 }
 
 /* The kernel shape of local chunk c against the keys up to its end (global positions). */

@@ -46,7 +46,7 @@ struct attention_layer {
     float scale;                /* 1 / sqrt(D) */
     bool sparse;                /* InfLLM-V2 sparse mode (else dense causal) */
     struct infllm_params p;     /* sparse parameters */
-    int nsel;                   /* blocks kept per query: topk + local_blocks */
+    int nsel;                   /* blocks kept per query: min(topk + local_blocks, blocks of T) */
     int64_t L1, L2;             /* valid compressed keys per sequence (L2 = 0 without lse_approx) */
     int64_t k1_rows, k2_rows;   /* rows of the k1 / k2 buffers (L1 / L2, or T / stride under cp) */
     int64_t halo;               /* rows past a chunk's end its windows read (cp > 1) */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "checked.h"
 #include "checkpoint_state.h"
 #include "fsutil.h"
 #include "safetensors.h"
@@ -191,7 +192,7 @@ static void save_state(const struct trainer *tr, const char *dir, struct ckpt_fi
         .version = CKPT_VERSION,
         .step = tr->step,
         .optimizer_step = tr->opt.t,
-        .tokens_seen = tr->step * c->train.global_batch_size * c->data.seq_len,
+        .tokens_seen = size_mul3(tr->step, c->train.global_batch_size, c->data.seq_len),
         .global_batch = c->train.global_batch_size,
         .n_params = tr->model.n_params,
         .seed = (int64_t)c->seed,

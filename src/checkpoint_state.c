@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "check.h"
+#include "checked.h"
 #include "fsutil.h"
 
 #define CKPT_INT_MAX 9007199254740992.0 /* 2^53: the largest integer a JSON number holds exactly */
@@ -204,7 +205,8 @@ static int check_relations(const struct ckpt_state *s, const char *dir, const ch
     if ((int64_t)s->cp * s->dp != s->world_size)
         return st_err(err, n, "%s: cp %d x dp %d is not world_size %d", path, s->cp, s->dp,
                       s->world_size);
-    if (s->data_cursor >= 0 && s->global_batch > 0 && s->data_cursor != s->step * s->global_batch)
+    if (s->data_cursor >= 0 && s->global_batch > 0 &&
+        s->data_cursor != sat_mul(s->step, s->global_batch)) /* both up to 2^53: no wrap */
         return st_err(err, n, "%s: \"data_cursor\" is %lld, expected step %lld x global_batch_size "
                       "%lld", path, (long long)s->data_cursor, (long long)s->step,
                       (long long)s->global_batch);

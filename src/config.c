@@ -79,7 +79,8 @@ const struct key_desc config_keys[] = {
     ROW_INT("model.hidden_size", model.hidden_size, "128", 1, "Hidden size C."),
     ROW_INT("model.intermediate_size", model.intermediate_size, "384", 1,
             "SwiGLU inner size I."),
-    ROW_INT("model.num_hidden_layers", model.num_hidden_layers, "4", 1, "Layers L."),
+    {"model.num_hidden_layers", KT_INT, F(model.num_hidden_layers), "4", 1, 65536, false, false,
+     NULL, 0, "Layers L (the parameter table holds one entry per tensor and layer)."},
     ROW_INT("model.num_attention_heads", model.num_attention_heads, "4", 1, "Query heads Hq."),
     ROW_INT("model.num_key_value_heads", model.num_key_value_heads, "2", 1,
             "Key/value heads Hkv (GQA); must divide num_attention_heads."),
@@ -138,7 +139,9 @@ const struct key_desc config_keys[] = {
             "InfLLM-V2: local window in tokens, a multiple of block_size; the local_blocks = "
             "window_size / block_size blocks before the query's own are always selected."),
     ROW_INT("attention.topk", attention.topk, "64", 0,
-            "InfLLM-V2: dynamic budget; each query keeps topk + local_blocks blocks (at least 1)."),
+            "InfLLM-V2: dynamic budget; each query keeps topk + local_blocks blocks (at least 1), "
+            "at most the sequence's: a larger budget is dense attention, with buffers sized by "
+            "the sequence's blocks."),
     ROW_I64("attention.dense_len", attention.dense_len, "8192", -1, INT64_TOP,
             "Sequences shorter than this many tokens use dense attention, longer ones sparse; "
             "-1 = always sparse."),
@@ -649,8 +652,7 @@ static void die_syntax(const char *path, const char *text, size_t len, size_t at
              at < len ? "line" : "file");
 }
 
-/* The file's JSON object; every failure names the file. */
-static cJSON *parse_file(const char *path) {
+cJSON *config_parse_file(const char *path) {
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         die_user("%s: cannot read: %s", path, strerror(EISDIR));
@@ -718,7 +720,7 @@ void config_read(struct config *c, const char *path, int nset, char *const *sets
     if (strlen(path) >= sizeof c->path)
         die_user("%s: path longer than %zu bytes", path, sizeof c->path - 1);
     snprintf(c->path, sizeof c->path, "%s", path);
-    cJSON *root = parse_file(path);
+    cJSON *root = config_parse_file(path);
     struct origin o = {path, NULL, NULL};
     check_duplicates(root, "", &o);
     apply_object(c, root, "", &o);
@@ -793,6 +795,13 @@ const char *const config_rules[] = {
     "4 tokens per record); `shards`: at least one `data.train_files` entry.",
     "`device` `cuda` needs a binary built with the CUDA backend.",
     "`run_dir` and `resume` are not empty.",
+    "Sizes (computed in 64 bits, saturating): num_attention_heads x head_dim, 4 x "
+    "`attention.kernel_size` (with lse_approx) and micro_batch_size x seq_len (the tokens of a "
+    "micro-batch) are at most 2^31 - 1; max_steps x global_batch_size x seq_len (the tokens of "
+    "the run) at most 2^62; the parameters' memory (24 bytes each: weights, gradients, optimizer "
+    "state), an upper bound of a micro-batch's activations and the two together at most 2^62 "
+    "bytes. A selection keeps min(topk + local_blocks, seq_len / block_size) blocks, so a topk "
+    "past the sequence's blocks is dense attention at the memory of dense.",
     NULL,
 };
 
@@ -878,7 +887,7 @@ static void validate_attention(const struct config *c) {
     if ((int64_t)a->topk + a->window_size / a->block_size < 1)
         bad(c, "attention.topk", "0 with window_size 0 selects no block; expected topk + "
             "window_size / block_size >= 1");
-    if (a->topk < a->init_blocks + 1)
+    if (a->topk < (int64_t)a->init_blocks + 1)
         bad(c, "attention.topk", "%d cannot hold the %d forced init block(s) and the query's own "
             "block besides the local window; expected topk >= init_blocks + 1", a->topk,
             a->init_blocks);
@@ -895,10 +904,10 @@ static void validate_cp_windows(const struct config *c, int cp) {
     int64_t unit = a->lse_approx ? 4LL * a->kernel_stride : a->kernel_stride;
     int64_t reach = (a->lse_approx ? 4LL : 1LL) * (a->kernel_size - a->kernel_stride);
     if (cl % unit != 0 || reach > cl)
-        bad(c, "data.seq_len", "%lld over 2 x parallel.cp = %d chunks gives chunks of %lld tokens; "
+        bad(c, "data.seq_len", "%lld over 2 x parallel.cp = %lld chunks gives chunks of %lld tokens; "
             "sparse attention under context parallelism needs chunks that are a multiple of %lld "
             "and at least %lld tokens (one compression window's reach)",
-            (long long)c->data.seq_len, 2 * cp, (long long)cl, (long long)unit, (long long)reach);
+            (long long)c->data.seq_len, 2LL * cp, (long long)cl, (long long)unit, (long long)reach);
 }
 
 static void validate_parallel(const struct config *c, int world_size) {
@@ -959,6 +968,8 @@ void config_validate(struct config *c, int world_size) {
 #endif
     validate_model(c);
     validate_attention(c);
+    char key[64], msg[600];
+    if (config_check_sizes(c, key, sizeof key, msg, sizeof msg) != 0) bad(c, key, "%s", msg);
     validate_parallel(c, world_size);
     validate_train(c);
     validate_data(c);

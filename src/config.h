@@ -208,6 +208,11 @@ bool config_is_set(const struct config *c, const char *key);
 void config_import(struct config *c, const struct cJSON *obj, const char *section,
                    const char *file);
 
+/* The JSON object of a file (a config, an imported config.json); the caller frees it
+ * (cJSON_Delete). Every failure is one user error naming the file: unreadable, not a regular file,
+ * over FS_TEXT_MAX, malformed (with line, column and the text there), not an object. */
+struct cJSON *config_parse_file(const char *path);
+
 /* The value of `key` as JSON, as config_to_json writes it; the caller frees it (cJSON_Delete). */
 struct cJSON *config_key_json(const struct config *c, const char *key);
 

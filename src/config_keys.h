@@ -51,6 +51,11 @@ void config_describe(const struct key_desc *k, bool show_max, char *buf, size_t 
  * it with cJSON_Delete. */
 cJSON *config_value_json(const struct config *c, const struct key_desc *k);
 
+/* The size rules of config_validate (config_sizes.c), for a config whose other rules hold (head_dim
+ * derived): 0 when every size the config makes fits what holds it, else -1 with the key to blame
+ * in key (size kn) and what is wrong in msg (size mn). */
+int config_check_sizes(const struct config *c, char *key, size_t kn, char *msg, size_t mn);
+
 /* Appends printf output to buf (of size n). */
 void config_append(char *buf, size_t n, const char *fmt, ...) INFLLM_PRINTF(3, 4);
 

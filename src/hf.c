@@ -16,15 +16,6 @@
 
 #define HF_DEFAULT_SHARD_BYTES ((int64_t)5000000000)
 
-static cJSON *read_json(const char *path) {
-    size_t len = 0;
-    char *text = read_file(path, &len, true);
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!cJSON_IsObject(j)) die_user("%s: not a JSON object", path);
-    return j;
-}
-
 /* ---------------------------------------------------------------------------------------------- */
 /* config.json fields                                                                              */
 
@@ -79,6 +70,17 @@ static const char *const hf_rope_fields[] = {"long_factor", "short_factor",
                                              "original_max_position_embeddings"};
 #define HF_NROPE (sizeof hf_rope_fields / sizeof hf_rope_fields[0])
 
+/* Fields whose other values are models not implemented here (an activation, MLP biases): import
+ * refuses another value, export writes them for the families whose config.json has them. */
+static const struct hf_fixed {
+    const char *name, *value; /* value as JSON text */
+    unsigned families;        /* FAM bits: export writes the field for these */
+} hf_fixed[] = {
+    {"hidden_act", "\"silu\"", FAM_ALL},
+    {"mlp_bias", "false", FAM(MODEL_TYPE_LLAMA) | FAM(MODEL_TYPE_MINICPM)},
+};
+#define HF_NFIXED (sizeof hf_fixed / sizeof hf_fixed[0])
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Import                                                                                          */
 
@@ -111,6 +113,52 @@ static void pick_rope_scaling(const cJSON *j, cJSON *model, const char *path) {
         add_copy(ours, "original_max_position_embeddings", orig);
 }
 
+/* The model type config.json names, or -1 when it is not one of ours (config_import names it). */
+static int type_of(const cJSON *j) {
+    const cJSON *type = member(j, "model_type");
+    for (int t = 0; t < (int)(sizeof hf_families / sizeof hf_families[0]); t++)
+        if (cJSON_IsString(type) && strcmp(type->valuestring, config_model_type_name(t)) == 0)
+            return t;
+    return -1;
+}
+
+/* Each "architectures" entry of config.json is the one of its model_type (a model_type not
+ * implemented is config_import's error). */
+static void check_architectures(const cJSON *j, const char *path) {
+    const cJSON *type = member(j, "model_type"), *archs = member(j, "architectures"), *e;
+    int t = type_of(j);
+    if (t < 0) return;
+    const char *want = hf_families[t].architecture;
+    if (archs && !cJSON_IsArray(archs)) die_user("%s: architectures: expected a list of names", path);
+    cJSON_ArrayForEach(e, archs) {
+        if (!cJSON_IsString(e)) die_user("%s: architectures: expected a list of names", path);
+        if (strcmp(e->valuestring, want) != 0)
+            die_user("%s: architectures: \"%.80s\" is not implemented for model_type \"%s\"; "
+                     "expected \"%s\"", path, e->valuestring, type->valuestring, want);
+    }
+}
+
+/* config.json describes a model implemented here: its architectures, the fixed fields at their
+ * value, and head_dim, when given, not 0 (our config's "derived"; Hugging Face would build heads of
+ * width 0). Every other field is checked by config_import and config_validate. */
+static void check_implemented(const cJSON *j, const char *path) {
+    check_architectures(j, path);
+    for (size_t i = 0; i < HF_NFIXED; i++) {
+        const cJSON *v = member(j, hf_fixed[i].name);
+        cJSON *ok = cJSON_Parse(hf_fixed[i].value);
+        bool same = !v || cJSON_Compare(v, ok, true);
+        cJSON_Delete(ok);
+        if (same) continue;
+        char *got = cJSON_PrintUnformatted(v);
+        die_user("%s: %s: expected %s (the only one implemented), got %.80s", path,
+                 hf_fixed[i].name, hf_fixed[i].value, got);
+    }
+    const cJSON *hd = member(j, "head_dim");
+    if (cJSON_IsNumber(hd) && hd->valuedouble == 0)
+        die_user("%s: head_dim: expected a positive integer (or no head_dim: hidden_size / "
+                 "num_attention_heads), got 0", path);
+}
+
 /* What Hugging Face assumes for fields config.json leaves out: as many KV heads as query heads,
  * the family's head dim (0, derived by config_validate, unless our config names one; Qwen3's class
  * says 128), and tied embeddings for MiniCPM only. */
@@ -124,20 +172,12 @@ static void add_hf_defaults(const struct config *c, const cJSON *j, cJSON *model
         cJSON_AddBoolToObject(model, "tie_word_embeddings", type == MODEL_TYPE_MINICPM);
 }
 
-/* The model type config.json names, when it is one of ours (config_import rejects the others). */
-static enum model_type type_of(const cJSON *j) {
-    const cJSON *type = member(j, "model_type");
-    for (int t = 0; t < (int)(sizeof hf_families / sizeof hf_families[0]); t++)
-        if (cJSON_IsString(type) && strcmp(type->valuestring, config_model_type_name(t)) == 0)
-            return (enum model_type)t;
-    return MODEL_TYPE_LLAMA;
-}
-
 void hf_import_config(struct config *c) {
     char path[4400];
     snprintf(path, sizeof path, "%s/config.json", c->model.init_from);
-    cJSON *j = read_json(path);
-    enum model_type type = type_of(j);
+    cJSON *j = config_parse_file(path);
+    int t = type_of(j);
+    enum model_type type = t < 0 ? MODEL_TYPE_LLAMA : (enum model_type)t;
     cJSON *model = cJSON_CreateObject();
     for (size_t i = 0; i < HF_NFIELDS; i++) {
         const struct hf_field *f = &hf_fields[i];
@@ -145,6 +185,7 @@ void hf_import_config(struct config *c) {
         if (!v && f->required) die_user("%s: \"%s\" is missing", path, f->name);
         if (v && (f->families & FAM(type))) add_copy(model, f->name, v);
     }
+    check_implemented(j, path);
     add_hf_defaults(c, j, model, type);
     pick_rope_scaling(j, model, path);
     config_import(c, model, "model", path);
@@ -258,9 +299,9 @@ static cJSON *export_config(const struct config *c) {
         snprintf(key, sizeof key, "model.%s", hf_fields[i].name);
         set_item(j, hf_fields[i].name, config_key_json(c, key));
     }
-    set_item(j, "hidden_act", cJSON_CreateString("silu"));
-    if (m->model_type != MODEL_TYPE_QWEN2 && m->model_type != MODEL_TYPE_QWEN3)
-        set_item(j, "mlp_bias", cJSON_CreateFalse());
+    for (size_t i = 0; i < HF_NFIXED; i++)
+        if (hf_fixed[i].families & FAM(m->model_type))
+            set_item(j, hf_fixed[i].name, cJSON_Parse(hf_fixed[i].value));
     set_item(j, "torch_dtype", cJSON_CreateString("bfloat16"));
     cJSON_DeleteItemFromObjectCaseSensitive(j, "rope_scaling");
     if (strcmp(m->rope_scaling_type, "longrope") == 0) {

@@ -101,6 +101,7 @@ static void load_run(struct config *cfg, struct grid *g, const struct args *a) {
 }
 
 static int cmd_train(int argc, char **argv) {
+    die_user_collective(1); /* arguments, config, data and plan: alike on every rank */
     struct args a = parse_args(argc, argv);
     static struct config cfg; /* large (fixed-size strings): keep it off the stack */
     struct grid g;
@@ -113,6 +114,7 @@ static int cmd_train(int argc, char **argv) {
     if (!a.dry_run && g.world_rank == 0) lock = checkpoint_lock_run(&cfg);
     struct trainer tr;
     trainer_init(&tr, &cfg, &g, a.dry_run ? TRAINER_PLAN : TRAINER_TRAIN);
+    die_user_collective(0);
     if (!a.dry_run) {
         checkpoint_resume(&tr);
         if (tr.step >= cfg.train.max_steps && g.world_rank == 0)
@@ -254,6 +256,7 @@ static bool has_file(const char *dir, const char *name) {
 }
 
 static int cmd_eval(int argc, char **argv) {
+    die_user_collective(1); /* arguments, config, data and plan: alike on every rank */
     if (argc < 4) {
         usage(stderr);
         die_user("eval needs MODEL and CONFIG");
@@ -275,6 +278,7 @@ static int cmd_eval(int argc, char **argv) {
     load_run(&cfg, &g, &a);
     struct trainer tr;
     trainer_init(&tr, &cfg, &g, TRAINER_EVAL);
+    die_user_collective(0);
     if (checkpoint) {
         float *host = xcalloc((size_t)tr.model.n_params_padded, sizeof(float));
         checkpoint_read_weights(&tr.model, model_dir, host);

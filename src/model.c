@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "checked.h"
 #include "hash.h"
 #include "ops.h"
 #include "profile.h"
@@ -82,7 +83,7 @@ static int64_t layout_params(struct model *m, int64_t tensor_offset[TENSOR_COUNT
     struct tensor_desc d[TENSOR_COUNT];
     tensor_descs(m, d);
     bool tied = m->cfg->model.tie_word_embeddings;
-    int max_entries = TENSOR_COUNT * m->L;
+    int64_t max_entries = size_mul(TENSOR_COUNT, m->L); /* L is bounded by the key's maximum */
     m->params = xcalloc((size_t)max_entries, sizeof *m->params);
     m->n_params_entries = 0;
     int64_t off = 0;
@@ -97,7 +98,7 @@ static int64_t layout_params(struct model *m, int64_t tensor_offset[TENSOR_COUNT
             continue;
         }
         int nl = d[t].layered ? m->L : 1;
-        int64_t numel = d[t].rows * (d[t].cols ? d[t].cols : 1);
+        int64_t numel = size_mul(d[t].rows, d[t].cols ? d[t].cols : 1);
         for (int l = 0; l < nl; l++) {
             struct param_entry *e = &m->params[m->n_params_entries++];
             snprintf(e->name, sizeof e->name, d[t].pattern, l);
@@ -108,7 +109,7 @@ static int64_t layout_params(struct model *m, int64_t tensor_offset[TENSOR_COUNT
             e->numel = numel;
             e->is_norm = d[t].cols == 0 && !is_bias((enum tensor_kind)t);
             e->decay = d[t].cols != 0;
-            off += numel;
+            off = size_add(off, numel);
         }
     }
     return off;
@@ -132,43 +133,48 @@ static void bind_views(struct model *m, const int64_t off[TENSOR_COUNT]) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Memory plan                                                                                     */
 
+/* Bytes of a (x b x c) elements of `elem` bytes, overflow checked (checked.h). */
+static size_t nbytes(int64_t a, int64_t b, int64_t c, size_t elem) {
+    return (size_t)size_mul(size_mul3(a, b, c), elem);
+}
+
 /* Qwen3's per-head norm: its inputs (the q and k projections) and rstd, held like q and k. */
 static void declare_qk_norm_acts(struct model *m, struct mem_plan *p, int64_t La) {
     size_t as = m->be->act_size;
     int64_t N = m->N, QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
     struct model_acts *a = &m->a;
-    a->qpre = plan_take(p, PLAN_ACTS, "q before its head norm", (size_t)(La * N * QD) * as);
-    a->kpre = plan_take(p, PLAN_ACTS, "k before its head norm", (size_t)(La * N * KD) * as);
-    a->rstdq = plan_take(p, PLAN_ACTS, "rstd q heads (fp32)", (size_t)(La * N * m->Hq) * 4);
-    a->rstdk = plan_take(p, PLAN_ACTS, "rstd k heads (fp32)", (size_t)(La * N * m->Hkv) * 4);
+    a->qpre = plan_take(p, PLAN_ACTS, "q before its head norm", nbytes(La, N, QD, as));
+    a->kpre = plan_take(p, PLAN_ACTS, "k before its head norm", nbytes(La, N, KD, as));
+    a->rstdq = plan_take(p, PLAN_ACTS, "rstd q heads (fp32)", nbytes(La, N, m->Hq, 4));
+    a->rstdk = plan_take(p, PLAN_ACTS, "rstd k heads (fp32)", nbytes(La, N, m->Hkv, 4));
 }
 
 /* The saved activations (struct model_acts). */
 static void declare_acts(struct model *m, struct mem_plan *p) {
-    size_t as = m->be->act_size;
+    size_t as = m->be->act_size, f4 = sizeof(float);
     int64_t N = m->N, L = m->L, C = m->C, I = m->I;
     int64_t La = m->keep_attn ? L : 1, Lm = m->keep_mlp ? L : 1; /* layers held (recompute) */
     int64_t QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
     struct model_acts *a = &m->a;
-    a->x = plan_take(p, PLAN_ACTS, "residual x", (size_t)((L + 1) * N * C) * as);
-    a->ln1 = plan_take(p, PLAN_ACTS, "ln1", (size_t)(La * N * C) * as);
-    a->rstd1 = plan_take(p, PLAN_ACTS, "rstd1 (fp32)", (size_t)(La * N) * sizeof(float));
-    a->q = plan_take(p, PLAN_ACTS, "q", (size_t)(La * N * QD) * as);
-    a->k = plan_take(p, PLAN_ACTS, "k", (size_t)(La * N * KD) * as);
-    a->v = plan_take(p, PLAN_ACTS, "v", (size_t)(La * N * KD) * as);
+    a->x = plan_take(p, PLAN_ACTS, "residual x", nbytes(L + 1, N, C, as));
+    a->ln1 = plan_take(p, PLAN_ACTS, "ln1", nbytes(La, N, C, as));
+    a->rstd1 = plan_take(p, PLAN_ACTS, "rstd1 (fp32)", nbytes(La, N, 1, f4));
+    a->q = plan_take(p, PLAN_ACTS, "q", nbytes(La, N, QD, as));
+    a->k = plan_take(p, PLAN_ACTS, "k", nbytes(La, N, KD, as));
+    a->v = plan_take(p, PLAN_ACTS, "v", nbytes(La, N, KD, as));
     if (m->qk_norm) declare_qk_norm_acts(m, p, La);
-    a->att = plan_take(p, PLAN_ACTS, "attention out", (size_t)(La * N * QD) * as);
-    a->lse = plan_take(p, PLAN_ACTS, "lse (fp32)", (size_t)(La * N * m->Hq) * sizeof(float));
+    a->att = plan_take(p, PLAN_ACTS, "attention out", nbytes(La, N, QD, as));
+    a->lse = plan_take(p, PLAN_ACTS, "lse (fp32)", nbytes(La, N, m->Hq, f4));
     if (m->sparse)
         a->sel = plan_take(p, PLAN_ACTS, "selected blocks (int32)",
-                           (size_t)(L * N * m->Hkv * m->attn.nsel) * sizeof(int32_t));
-    a->xmid = plan_take(p, PLAN_ACTS, "residual xmid", (size_t)(Lm * N * C) * as);
-    a->ln2 = plan_take(p, PLAN_ACTS, "ln2", (size_t)(Lm * N * C) * as);
-    a->rstd2 = plan_take(p, PLAN_ACTS, "rstd2 (fp32)", (size_t)(Lm * N) * sizeof(float));
-    a->gate = plan_take(p, PLAN_ACTS, "gate", (size_t)(Lm * N * I) * as);
-    a->up = plan_take(p, PLAN_ACTS, "up", (size_t)(Lm * N * I) * as);
-    a->lnf = plan_take(p, PLAN_ACTS, "final norm", (size_t)(N * C) * as);
-    a->rstdf = plan_take(p, PLAN_ACTS, "rstd final (fp32)", (size_t)N * sizeof(float));
+                           nbytes(L, N, (int64_t)m->Hkv * m->attn.nsel, sizeof(int32_t)));
+    a->xmid = plan_take(p, PLAN_ACTS, "residual xmid", nbytes(Lm, N, C, as));
+    a->ln2 = plan_take(p, PLAN_ACTS, "ln2", nbytes(Lm, N, C, as));
+    a->rstd2 = plan_take(p, PLAN_ACTS, "rstd2 (fp32)", nbytes(Lm, N, 1, f4));
+    a->gate = plan_take(p, PLAN_ACTS, "gate", nbytes(Lm, N, I, as));
+    a->up = plan_take(p, PLAN_ACTS, "up", nbytes(Lm, N, I, as));
+    a->lnf = plan_take(p, PLAN_ACTS, "final norm", nbytes(1, N, C, as));
+    a->rstdf = plan_take(p, PLAN_ACTS, "rstd final (fp32)", nbytes(1, N, 1, f4));
 }
 
 /* The temporaries every layer reuses (struct model_scratch). On the CPU the logits' gradient
@@ -177,32 +183,33 @@ static void declare_scratch(struct model *m, struct mem_plan *p) {
     size_t as = m->be->act_size;
     int64_t N = m->N, C = m->C, I = m->I;
     int64_t QD = (int64_t)m->Hq * m->D, KD = (int64_t)m->Hkv * m->D;
-    size_t chunk = (size_t)(m->head_rows * m->V);
     struct model_scratch *s = &m->s;
-    s->act = plan_take(p, PLAN_SCRATCH, "swiglu out", (size_t)(N * I) * as);
-    s->dact = plan_take(p, PLAN_SCRATCH, "d swiglu out", (size_t)(N * I) * as);
-    s->dgate = plan_take(p, PLAN_SCRATCH, "d gate", (size_t)(N * I) * as);
-    s->dup = plan_take(p, PLAN_SCRATCH, "d up", (size_t)(N * I) * as);
-    s->dres = plan_take(p, PLAN_SCRATCH, "d residual", (size_t)(N * C) * as);
-    s->dln = plan_take(p, PLAN_SCRATCH, "d norm out", (size_t)(N * C) * as);
-    s->datt = plan_take(p, PLAN_SCRATCH, "d attention out", (size_t)(N * QD) * as);
-    s->dq = plan_take(p, PLAN_SCRATCH, "dq", (size_t)(N * QD) * as);
-    s->dk = plan_take(p, PLAN_SCRATCH, "dk", (size_t)(N * KD) * as);
-    s->dv = plan_take(p, PLAN_SCRATCH, "dv", (size_t)(N * KD) * as);
+    s->act = plan_take(p, PLAN_SCRATCH, "swiglu out", nbytes(1, N, I, as));
+    s->dact = plan_take(p, PLAN_SCRATCH, "d swiglu out", nbytes(1, N, I, as));
+    s->dgate = plan_take(p, PLAN_SCRATCH, "d gate", nbytes(1, N, I, as));
+    s->dup = plan_take(p, PLAN_SCRATCH, "d up", nbytes(1, N, I, as));
+    s->dres = plan_take(p, PLAN_SCRATCH, "d residual", nbytes(1, N, C, as));
+    s->dln = plan_take(p, PLAN_SCRATCH, "d norm out", nbytes(1, N, C, as));
+    s->datt = plan_take(p, PLAN_SCRATCH, "d attention out", nbytes(1, N, QD, as));
+    s->dq = plan_take(p, PLAN_SCRATCH, "dq", nbytes(1, N, QD, as));
+    s->dk = plan_take(p, PLAN_SCRATCH, "dk", nbytes(1, N, KD, as));
+    s->dv = plan_take(p, PLAN_SCRATCH, "dv", nbytes(1, N, KD, as));
     if (m->qk_norm)
-        s->dkpre = plan_take(p, PLAN_SCRATCH, "d k before its norm", (size_t)(N * KD) * as);
-    s->dlnf = plan_take(p, PLAN_SCRATCH, "d final norm out", (size_t)(N * C) * as);
-    s->logits = plan_take(p, PLAN_SCRATCH, "logits chunk (fp32)", chunk * sizeof(float));
+        s->dkpre = plan_take(p, PLAN_SCRATCH, "d k before its norm", nbytes(1, N, KD, as));
+    s->dlnf = plan_take(p, PLAN_SCRATCH, "d final norm out", nbytes(1, N, C, as));
+    s->logits = plan_take(p, PLAN_SCRATCH, "logits chunk (fp32)",
+                          nbytes(1, m->head_rows, m->V, sizeof(float)));
     s->dlogits = m->be->device == DEVICE_CPU
                      ? (void *)s->logits
-                     : plan_take(p, PLAN_SCRATCH, "d logits chunk", chunk * as);
+                     : plan_take(p, PLAN_SCRATCH, "d logits chunk",
+                                 nbytes(1, m->head_rows, m->V, as));
     int nsel = m->sparse ? m->attn.nsel : 0;
     int64_t nblk = (m->T + m->cfg->attention.block_size - 1) / m->cfg->attention.block_size;
     int wide = (int)(QD > C ? QD : C); /* the widest rows a norm or bias backward reduces */
     size_t ws = ops_workspace_bytes(m->be, N, wide, m->shard.n_local, m->Hkv, nsel, nblk);
     if (ws) s->workspace = plan_take(p, PLAN_SCRATCH, "kernel workspace", ws);
-    s->loss = plan_take(p, PLAN_SCRATCH, "per-token loss (fp32)", (size_t)N * sizeof(float));
-    s->argmax = plan_take(p, PLAN_SCRATCH, "predicted tokens", (size_t)N * sizeof(int32_t));
+    s->loss = plan_take(p, PLAN_SCRATCH, "per-token loss (fp32)", nbytes(1, N, 1, sizeof(float)));
+    s->argmax = plan_take(p, PLAN_SCRATCH, "predicted tokens", nbytes(1, N, 1, sizeof(int32_t)));
 }
 
 /* Everything the model keeps: weights and their gradients, the tables fixed for the run, the
@@ -210,27 +217,29 @@ static void declare_scratch(struct model *m, struct mem_plan *p) {
  * after plan_allocate, once more to carve it (plan.h). */
 static void declare_buffers(struct model *m) {
     struct mem_plan *p = &m->plan;
-    int64_t n = m->n_params_padded, rope = m->T * m->D / 2;
-    m->param_buf = plan_take(p, PLAN_WEIGHTS, "weights", (size_t)n * m->be->act_size);
-    m->grad_buf = plan_take(p, PLAN_GRADS, "gradients (fp32)", (size_t)n * sizeof(float));
-    m->s.rope_cos = plan_take(p, PLAN_WEIGHTS, "rope cos table (fp32)", (size_t)rope * 4);
-    m->s.rope_sin = plan_take(p, PLAN_WEIGHTS, "rope sin table (fp32)", (size_t)rope * 4);
-    m->s.pos = plan_take(p, PLAN_WEIGHTS, "positions (int32)", (size_t)m->N * sizeof(int32_t));
+    int64_t n = m->n_params_padded, N = m->N;
+    size_t f4 = sizeof(float), i4 = sizeof(int32_t);
+    m->param_buf = plan_take(p, PLAN_WEIGHTS, "weights", nbytes(1, n, 1, m->be->act_size));
+    m->grad_buf = plan_take(p, PLAN_GRADS, "gradients (fp32)", nbytes(1, n, 1, f4));
+    size_t rope = nbytes(m->T, m->D / 2, 1, f4);
+    m->s.rope_cos = plan_take(p, PLAN_WEIGHTS, "rope cos table (fp32)", rope);
+    m->s.rope_sin = plan_take(p, PLAN_WEIGHTS, "rope sin table (fp32)", rope);
+    m->s.pos = plan_take(p, PLAN_WEIGHTS, "positions (int32)", nbytes(1, N, 1, i4));
     attention_layer_declare(&m->attn, p);
-    m->s.tokens = plan_take(p, PLAN_ACTS, "batch tokens", (size_t)m->N * sizeof(int32_t));
-    m->s.targets = plan_take(p, PLAN_ACTS, "batch targets", (size_t)m->N * sizeof(int32_t));
+    m->s.tokens = plan_take(p, PLAN_ACTS, "batch tokens", nbytes(1, N, 1, i4));
+    m->s.targets = plan_take(p, PLAN_ACTS, "batch targets", nbytes(1, N, 1, i4));
     declare_acts(m, p);
     declare_scratch(m, p);
-    m->loss_host = plan_take(p, PLAN_HOST, "per-token loss (fp32)", (size_t)m->N * sizeof(float));
+    m->loss_host = plan_take(p, PLAN_HOST, "per-token loss (fp32)", nbytes(1, N, 1, f4));
 }
 
 /* RoPE tables (host-computed, uploaded): plain, or LongRoPE's factors (long ones beyond the original
  * context) and its attention scaling sqrt(1 + ln(s) / ln(orig)), s = max_pos / orig. */
 static void init_rope(struct model *m) {
     const struct model_config *mc = &m->cfg->model;
-    int64_t half = m->D / 2;
-    float *cos = xmalloc((size_t)(m->T * half) * sizeof(float));
-    float *sin = xmalloc((size_t)(m->T * half) * sizeof(float));
+    size_t bytes = nbytes(m->T, m->D / 2, 1, sizeof(float));
+    float *cos = xmalloc(bytes);
+    float *sin = xmalloc(bytes);
     const double *factor = NULL;
     double mscale = 1.0;
     if (strcmp(mc->rope_scaling_type, "longrope") == 0) {
@@ -241,8 +250,8 @@ static void init_rope(struct model *m) {
         if (s > 1.0) mscale = sqrt(1.0 + log(s) / log(orig));
     }
     rope_table_init(cos, sin, m->T, m->D, mc->rope_theta, factor, mscale);
-    backend_upload(m->be, m->s.rope_cos, cos, (size_t)(m->T * half) * sizeof(float));
-    backend_upload(m->be, m->s.rope_sin, sin, (size_t)(m->T * half) * sizeof(float));
+    backend_upload(m->be, m->s.rope_cos, cos, bytes);
+    backend_upload(m->be, m->s.rope_sin, sin, bytes);
     free(cos);
     free(sin);
 
@@ -290,7 +299,7 @@ void model_init(struct model *m, const struct config *c, const struct backend *b
     int64_t off[TENSOR_COUNT];
     m->n_params = layout_params(m, off);
     CHECK(pad_multiple >= 1);
-    m->n_params_padded = (m->n_params + pad_multiple - 1) / pad_multiple * pad_multiple;
+    m->n_params_padded = size_mul((m->n_params + pad_multiple - 1) / pad_multiple, pad_multiple);
     attention_layer_init(&m->attn, c, be, g, m->B);
     plan_init(&m->plan, be);
     declare_buffers(m); /* sizing */

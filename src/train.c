@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "checked.h"
 #include "checkpoint.h"
 #include "hf.h"
 #include "profile.h"
@@ -103,9 +104,20 @@ static void plan_run(struct trainer *tr, int64_t pad) {
     }
     size_t free_b = 0, total_b = 0;
     backend_mem_info(&tr->be, &free_b, &total_b);
-    if (total_b == 0) return; /* host memory: not checked */
     size_t need = plan_bytes(&tr->model.plan, false) + plan_bytes(&tr->opt.plan, false) +
                   ((size_t)512 << 20);
+    if (total_b == 0) { /* host memory: only a plan larger than the machine is refused up front */
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        double ram = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
+        if (ram > 0 && (double)(need + plan_bytes(&tr->plan, true)) > ram) {
+            model_print_plan(&tr->model, more, 2, stderr);
+            die_user("%s: the run needs about %.2f GiB of host memory per rank (plan above + 0.5 "
+                     "GiB margin) but this machine has %.2f GiB; lower the model's sizes, "
+                     "train.micro_batch_size or data.seq_len", tr->cfg->path,
+                     (double)(need + plan_bytes(&tr->plan, true)) / (1 << 30), ram / (1 << 30));
+        }
+        return;
+    }
     if (need > free_b) {
         model_print_plan(&tr->model, more, 2, stderr);
         die_user("%s: the run needs about %.2f GiB per GPU (plan above + 0.5 GiB margin) but "
@@ -251,7 +263,7 @@ static void guard_step(struct trainer *tr, double loss, double norm) {
 double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
     const struct config *c = tr->cfg;
     struct model *m = &tr->model;
-    int64_t base = tr->step * c->train.global_batch_size;
+    int64_t base = size_mul(tr->step, c->train.global_batch_size); /* bounded: config_validate */
     double tokens_in_step = (double)c->train.global_batch_size * (double)targets_per_sequence(c);
     float grad_scale = (float)(1.0 / tokens_in_step);
     double loss_sum = 0;
@@ -304,13 +316,21 @@ struct eval_result trainer_eval(struct trainer *tr) {
     return r;
 }
 
-/* The closing line: steps, time, mean step after the first, tokens/s, device memory in use. */
-static void log_summary(const struct trainer *tr, int64_t steps, double seconds, double after_first,
-                        int64_t timed) {
+/* Step times of one invocation: the first step (warm-up: page faults, caches) apart. */
+struct step_times {
+    double first;       /* seconds of the invocation's first step */
+    double after_first; /* seconds of the steps after it, together */
+    int64_t timed;      /* how many those are */
+};
+
+/* The closing line: steps, time, mean step after the first (the one step's time when there was
+ * only one), tokens/s, device memory in use. */
+static void log_summary(const struct trainer *tr, int64_t steps, double seconds,
+                        const struct step_times *st) {
     if (steps == 0) return;
     const struct config *c = tr->cfg;
     double tokens = (double)c->train.global_batch_size * (double)c->data.seq_len;
-    double mean = timed ? after_first / (double)timed : seconds;
+    double mean = st->timed ? st->after_first / (double)st->timed : st->first;
     char tps[32];
     format_count(tps, sizeof tps, tokens / mean);
     size_t free_b = 0, total_b = 0;
@@ -319,8 +339,9 @@ static void log_summary(const struct trainer *tr, int64_t steps, double seconds,
     if (total_b)
         snprintf(mem, sizeof mem, ", device memory in use %.2f GiB of %.2f",
                  (double)(total_b - free_b) / (1 << 30), (double)total_b / (1 << 30));
-    log_info(&tr->log, "done: %lld step(s) in %.1f s, %.0f ms per step after the first, %s tok/s%s\n",
-             (long long)steps, seconds, mean * 1e3, tps, mem);
+    log_info(&tr->log, "done: %lld step(s) in %.1f s, %.0f ms %s, %s tok/s%s\n",
+             (long long)steps, seconds, mean * 1e3,
+             st->timed ? "per step after the first" : "for the one step", tps, mem);
 }
 
 static void sync_backend(const void *be) { backend_sync(be); }
@@ -382,8 +403,7 @@ int trainer_run(struct trainer *tr) {
     install_stop_handlers();
     int64_t first_step = tr->step;
     double tokens_per_step = (double)t->global_batch_size * (double)c->data.seq_len;
-    double t_first = 0, elapsed_after_first = 0;
-    int64_t timed_steps = 0;
+    struct step_times st = {0, 0, 0};
     double t_start = now_seconds();
     int width = snprintf(NULL, 0, "%lld", (long long)t->max_steps);
     while (tr->step < t->max_steps) {
@@ -398,14 +418,15 @@ int trainer_run(struct trainer *tr) {
         double region_sec[PROF_COUNT];
         if (profiled) prof_stop(region_sec);
         tr->step++;
-        /* The first step pays for warm-up (page faults, caches): the ETA leaves it out. */
-        if (tr->step == 1)
-            t_first = dt;
-        else {
-            elapsed_after_first += dt;
-            timed_steps++;
+        /* The invocation's first step pays for warm-up (page faults, caches): the ETA leaves it
+         * out, also in a resumed run. */
+        if (tr->step == first_step + 1) {
+            st.first = dt;
+        } else {
+            st.after_first += dt;
+            st.timed++;
         }
-        double per_step = timed_steps ? elapsed_after_first / (double)timed_steps : t_first;
+        double per_step = st.timed ? st.after_first / (double)st.timed : st.first;
         char eta[32], tps[32];
         format_duration(eta, sizeof eta, per_step * (double)(t->max_steps - tr->step));
         format_count(tps, sizeof tps, tokens_per_step / dt);
@@ -428,15 +449,13 @@ int trainer_run(struct trainer *tr) {
                      stop ? "stop signal received" : "train.exit_after_steps reached",
                      (long long)tr->step);
             checkpoint_save(tr);
-            log_summary(tr, tr->step - first_step, now_seconds() - t_start, elapsed_after_first,
-                        timed_steps);
+            log_summary(tr, tr->step - first_step, now_seconds() - t_start, &st);
             return EXIT_CODE_OK;
         }
         bool last = tr->step == t->max_steps && c->checkpoint.at_end;
         if (last || (c->checkpoint.every > 0 && tr->step % c->checkpoint.every == 0))
             checkpoint_save(tr);
     }
-    log_summary(tr, tr->step - first_step, now_seconds() - t_start, elapsed_after_first,
-                timed_steps);
+    log_summary(tr, tr->step - first_step, now_seconds() - t_start, &st);
     return EXIT_CODE_OK;
 }

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checked.h"
 #include "config.h"
 #include "hf.h"
 #include "testlib.h"
@@ -698,6 +699,29 @@ static void test_rejections(void) {
     REJECT_FILE("shards without files", "{\"data\": {\"source\": \"shards\"}}",
                 "data.train_files");
     REJECT_FILE("empty resume", "{\"resume\": \"\"}", "resume");
+    /* sizes (config_sizes.c): each past what holds it, named by its key */
+    REJECT_FILE("layers past the table", "{\"model\": {\"num_hidden_layers\": 65537}}",
+                "model.num_hidden_layers", "<= 65536", "got 65537");
+    REJECT_FILE("q row past int", "{\"model\": {\"num_attention_heads\": 65536, "
+                "\"num_key_value_heads\": 1, \"head_dim\": 65536}}", "model.num_attention_heads",
+                "= 4294967296 values in a row of q", "2^31 - 1");
+    REJECT_FILE("K2 window past int", "{\"attention\": {\"kernel_size\": 1073741824}}",
+                "attention.kernel_size", "4 x kernel_size = 4294967296");
+    REJECT_FILE("micro-batch rows past int", "{\"train\": {\"micro_batch_size\": 4194304, "
+                "\"global_batch_size\": 4194304}}", "train.micro_batch_size",
+                "= 2147483648 tokens in one micro-batch");
+    REJECT_FILE("run tokens past 2^62", "{\"train\": {\"max_steps\": 9007199254740992, "
+                "\"micro_batch_size\": 1, \"global_batch_size\": 1024}}", "train.max_steps",
+                "tokens in the run", "2^62");
+    REJECT_FILE("parameters past 2^62 bytes", "{\"model\": {\"vocab_size\": 2147483647, "
+                "\"hidden_size\": 2147483646, \"num_attention_heads\": 2, "
+                "\"num_key_value_heads\": 1, \"head_dim\": 64}}", "model.vocab_size",
+                "4.61e+18 parameters", "beyond the limit of 2^62 bytes");
+    REJECT_FILE("activations past 2^62 bytes", "{\"model\": {\"num_hidden_layers\": 65536, "
+                "\"hidden_size\": 1048576, \"num_attention_heads\": 4, \"head_dim\": 64}, "
+                "\"data\": {\"seq_len\": 2147483584}, \"train\": {\"micro_batch_size\": 1, "
+                "\"global_batch_size\": 1}}", "data.seq_len", "activations of one micro-batch",
+                "beyond the limit of 2^62 bytes");
 #ifndef INFLLM_CUDA
     REJECT_FILE("cuda without backend", "{\"device\": \"cuda\"}", "device",
                 "without the CUDA backend");
@@ -748,6 +772,28 @@ static void test_rejections(void) {
     REJECT_SET("--set breaks a cross check", "data.seq_len=100", "data.seq_len", "block_size");
 }
 
+/* checked.h: saturating products and sums at the edges of int64_t; and a budget past the
+ * sequence's blocks whose sum with the window wraps int is accepted (config_load would exit 2). */
+static void test_size_arithmetic(void) {
+    const int64_t big = (int64_t)1 << 31;
+    t_check(sat_mul(big, big) == SIZE_LIMIT && sat_mul(big, 2 * big) == SIZE_SAT &&
+                sat_mul(SIZE_SAT, 0) == 0 && sat_mul(-1, 2) == SIZE_SAT &&
+                sat_mul(3037000499, 3037000499) == 9223372030926249001 &&
+                sat_mul(3037000500, 3037000500) == SIZE_SAT,
+            "sat_mul at the edges of int64_t");
+    t_check(sat_add(SIZE_SAT - 1, 1) == SIZE_SAT && sat_add(SIZE_SAT, 1) == SIZE_SAT &&
+                sat_add(1, -1) == SIZE_SAT && size_add(SIZE_LIMIT - 1, 1) == SIZE_LIMIT &&
+                size_mul(big, big) == SIZE_LIMIT,
+            "sat_add and size_mul / size_add up to SIZE_LIMIT");
+    static struct config c;
+    char *sets[] = {"attention.topk=2147483647", "attention.dense_len=-1",
+                    "attention.window_size=2147483584"};
+    config_load(&c, "configs/quickstart.json", 3, sets);
+    t_check(c.attention.topk == 2147483647 && config_local_blocks(&c) == 33554431,
+            "topk 2^31 - 1 with a window of 2^31 - 64 tokens: accepted");
+    config_free(&c);
+}
+
 int main(int argc, char **argv) {
     uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
     if (argc == 3 && strcmp(argv[1], "--seed") == 0) seed = strtoull(argv[2], NULL, 10);
@@ -763,6 +809,7 @@ int main(int argc, char **argv) {
     test_round_trip(&r);
     test_doc_and_print();
     test_rejections();
+    test_size_arithmetic();
     test_import();
     test_import_qwen();
     char cmd[600];

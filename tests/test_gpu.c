@@ -599,7 +599,7 @@ static const int gqa_groups[] = {1, 2, 3, 4, 6, 7, 8, 16};
  * the shape to the CUDA-core kernels, 70-180x slower, and nothing else would fail. The guards are
  * not constant: D 96 is refused (and runs the exact kernels in test_dense_attention). */
 static void test_tc_supported(void) {
-    const struct infllm_params defaults = {32, 16, 64, 1, 32, 64, true};
+    const struct infllm_params defaults = {32, 16, 64, 1, 32, 64, true, 0};
     int n = 0;
     for (int D = 64; D <= 128; D *= 2)
         for (int gi = 0; gi < N_GQA_GROUPS; gi++)
@@ -626,9 +626,10 @@ static void test_tc_supported(void) {
  * (q_pos0 > 0), Tq not a multiple of any tile's tokens (tiles of 128 / G, 64 / G tokens plus
  * padding rows), and selection + sparse stage 3 from the GPU's selection at 2k tokens. Then the
  * selection's other launch shapes, which only long sequences take: key parts (NK 2, 4) and fewer
- * tokens a thread column (G 1 at 64k: 4 of 8), against the CPU at 64k tokens. */
+ * tokens a thread column (G 1 at 64k: 4 of 8), against the CPU at 64k tokens. And a top-k budget
+ * past the sequence's blocks (a selection of every block, nsel = the blocks of T). */
 static void test_every_group(void) {
-    const struct infllm_params small = {32, 16, 64, 1, 2, 4, true};
+    const struct infllm_params small = {32, 16, 64, 1, 2, 4, true, 0};
     for (int gi = 0; gi < N_GQA_GROUPS; gi++)
         for (int D = 64; D <= 128; D *= 2) {
             const int G = gqa_groups[gi], Hkv = G > 8 ? 1 : 2;
@@ -640,6 +641,11 @@ static void test_every_group(void) {
         }
     test_sparse(65536, 1, 1, 64, &small, false);   /* G 1: NK 4, 4 tokens a column */
     test_sparse(65536, 3, 1, 64, &small, true);    /* G 3: NK 2 */
+    /* A budget past the sequence's 32 blocks: nsel = 32 (infllm_num_selected), every block up to
+     * the query's own selected, on the tensor-core and the CUDA-core selection alike. */
+    const struct infllm_params every = {32, 16, 64, 1, 2, 2147483647, true, 32};
+    test_sparse(2048, 4, 2, 64, &every, false);
+    test_sparse(2048, 4, 2, 96, &every, false); /* D 96: the CUDA-core selection */
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -875,11 +881,11 @@ int main(int argc, char **argv) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_dense_attention(&cases[i]);
     printf("InfLLM-V2\n");
-    struct infllm_params small = {32, 16, 64, 1, 2, 4, true};
+    struct infllm_params small = {32, 16, 64, 1, 2, 4, true, 0};
     struct infllm_params exact = small;
     exact.lse_approx = false;
     test_sparse(1600, 4, 4, 64, &exact, false);
-    struct infllm_params defaults = {32, 16, 64, 1, 32, 64, true};
+    struct infllm_params defaults = {32, 16, 64, 1, 32, 64, true, 0};
     test_sparse(8192, 16, 2, 64, &defaults, false);
     printf("stage 3 (tensor-core paths: CP chunks, padded rows, prefilled gradients, G 1-64)\n");
     const struct att_case dense3[] = {

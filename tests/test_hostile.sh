@@ -5,7 +5,9 @@
 # Classes: configs (devices, FIFOs, folders, huge, malformed), token shards (bad, and changed while
 # training), checkpoints and `latest` (missing, broken, outside, corrupt files, state.json fields,
 # non-finite values, foreign and leftover folders), divergence, export destinations, metrics on a
-# full disk, signals at startup / while training / while writing, prepare.py, several ranks.
+# full disk, signals at startup / while training / while writing, prepare.py, several ranks; sizes
+# that overflow or are absurd (--set, a JSON config, config.json), every config.json field, top-k
+# budgets past the sequence (dense attention), config errors of several ranks printed once.
 # Prints "hostile: N cases, N clean" and fails on any crash (a signal exit nobody sent), hang
 # (timeout), unexpected exit code or message.
 # Usage: test_hostile.sh BUILD_DIR TRAINER   (run from the project root, as CTest does)
@@ -588,7 +590,7 @@ hfcase() { # name pattern prepare-command: a copy of the exported folder, altere
     --set train.max_steps=1
 }
 hfcase "config.json is a FIFO" "hfx/config.json: is a FIFO" 'rm "$dir/hfx/config.json"; mkfifo "$dir/hfx/config.json"'
-hfcase "config.json is a folder" "hfx/config.json: is a folder" 'rm "$dir/hfx/config.json"; mkdir "$dir/hfx/config.json"'
+hfcase "config.json is a folder" "hfx/config.json: cannot read: Is a directory" 'rm "$dir/hfx/config.json"; mkdir "$dir/hfx/config.json"'
 hfcase "config.json 9 MiB" "hfx/config.json: 94[0-9]+ bytes, more than the 8 MiB" \
   'head -c $((9 << 20)) /dev/zero | tr "\0" " " >>"$dir/hfx/config.json"'
 hfcase "index.json is a FIFO" "model.safetensors.index.json: is a FIFO" 'mkfifo "$dir/hfx/model.safetensors.index.json"'
@@ -596,6 +598,128 @@ hfcase "weights are /dev/zero" "model.safetensors: .*(not a regular file|regular
 rm -rf "$dir/hfy"; cp -a "$dir/hf" "$dir/hfy"; mkfifo "$dir/hfy/tokenizer.json"
 "${T[@]}" --set run_dir="$dir/hfyrun" --set model.init_from="$dir/hfy" --set train.max_steps=1 >/dev/null 2>&1
 case_ "export copies a FIFO tokenizer.json" 2 "hfy/tokenizer.json: is a FIFO" "$bin" export "$dir/hfyrun/ckpt/latest" "$dir/hfy_out"
+
+# ------------------------------------------------------------------------------------------------
+echo "== sizes: overflowing and absurd values (--set, a JSON config, config.json), huge budgets"
+# Each size derived from user numbers is computed in 64 bits with an overflow check; what cannot be
+# held is refused at validation naming the key (docs/CONFIG.md, "Sizes"), never wrapped.
+D=("${T[@]}" --dry-run --set run_dir="$dir/sz")
+case_ "--set layers 2^31 - 1" 2 "model.num_hidden_layers=2147483647: expected a positive integer <= 65536" "${D[@]}" --set model.num_hidden_layers=2147483647
+case_ "--set layers 65537" 2 "expected a positive integer <= 65536, got 65537" "${D[@]}" --set model.num_hidden_layers=65537
+case_ "--set heads x head_dim = 2^31" 2 "model.head_dim: num_attention_heads 2 x head_dim 1073741824 = 2147483648 values in a row of q; expected at most 2\^31 - 1" "${D[@]}" --set model.head_dim=1073741824
+case_ "--set head_dim 2^31 - 2" 2 "model.head_dim: .* = 4294967292 values in a row of q" "${D[@]}" --set model.head_dim=2147483646
+case_ "--set heads 2^31 - 1 (x head_dim)" 2 "model.num_attention_heads: num_attention_heads 2147483646 x head_dim 16" "${D[@]}" --set model.num_attention_heads=2147483646 --set model.num_key_value_heads=1 --set model.head_dim=16
+case_ "--set kernel_size 2^30 (4x wraps)" 2 "attention.kernel_size: 1073741824: with lse_approx the coarse keys K2 use windows of 4 x kernel_size = 4294967296" "${D[@]}" --set attention.kernel_size=1073741824
+case_ "--set micro_batch 2^31 - 1 (tokens wrap)" 2 "train.micro_batch_size: 2147483647 sequences x data.seq_len 128 = 274877906816 tokens in one micro-batch" "${D[@]}" --set train.micro_batch_size=2147483647
+case_ "--set max_steps 2^53 x batch 2^31 - 1" 2 "train.max_steps: 9007199254740992 steps x global_batch_size 2147483647 x data.seq_len 128 = over 9.22e\+18 tokens" "${D[@]}" --set train.max_steps=9007199254740992 --set train.global_batch_size=2147483647
+case_ "--set vocab x hidden > 2^62 bytes" 2 "model.vocab_size: the model has 4.61e\+18 parameters .* over 9.22e\+18 bytes .* beyond the limit of 2\^62 bytes" "${D[@]}" --set model.vocab_size=2147483647 --set model.hidden_size=2147483646 --set model.head_dim=64
+case_ "--set hidden x intermediate > 2^62 bytes" 2 "model.intermediate_size: the model has .* parameters .* beyond the limit of 2\^62 bytes" "${D[@]}" --set model.hidden_size=2147483646 --set model.intermediate_size=2147483647 --set model.head_dim=64
+case_ "--set 65536 layers of 2^20 > 2^62 bytes" 2 "model.hidden_size: the model has .* 65536 layer\(s\) of .* beyond the limit" "${D[@]}" --set model.num_hidden_layers=65536 --set model.hidden_size=1048576 --set model.intermediate_size=1048576 --set model.head_dim=64
+case_ "--set activations > 2^62 bytes" 2 "data.seq_len: the activations of one micro-batch come to about 16 bytes x \(65536 layer\(s\) \+ 4\) x 2147483584 tokens" "${D[@]}" --set model.num_hidden_layers=65536 --set data.seq_len=2147483584 --set model.hidden_size=1048576 --set model.head_dim=64
+case_ "--set selection > 2^62 bytes (KV heads x blocks)" 2 "attention.topk: the activations of one micro-batch .* selected blocks x KV heads" "${D[@]}" --set data.seq_len=1048576 --set attention.block_size=16 --set attention.kernel_stride=16 --set attention.kernel_size=16 --set attention.window_size=0 --set attention.topk=2147483647 --set attention.dense_len=-1 --set model.num_attention_heads=1048576 --set model.num_key_value_heads=1048576 --set model.head_dim=2 --set model.num_hidden_layers=65536
+case_ "--set init_blocks 2^31 - 1 (+1 wraps)" 2 "attention.topk: 64 cannot hold the 2147483647 forced init block\(s\)" "${D[@]}" --set attention.init_blocks=2147483647
+case_ "--set cp 2^30 (2 x cp wraps)" 2 "parallel.cp: 1073741824 does not divide the number of ranks 1" "${D[@]}" --set parallel.cp=1073741824
+case_ "--set seq_len 2^31" 2 "data.seq_len=2147483648: expected a positive integer <= 2147483647" "${D[@]}" --set data.seq_len=2147483648
+case_ "--set vocab 2^31" 2 "model.vocab_size=2147483648: expected a positive integer <= 2147483647" "${D[@]}" --set model.vocab_size=2147483648
+case_ "--set hidden 2^31" 2 "model.hidden_size=2147483648: expected a positive integer <= 2147483647" "${D[@]}" --set model.hidden_size=2147483648
+case_ "--set max_steps 2^53 + 2" 2 "train.max_steps=9007199254740994: expected a positive integer <= 9007199254740992" "${D[@]}" --set train.max_steps=9007199254740994
+case_ "--set hidden 1e300" 2 "model.hidden_size=1e300: expected a positive integer <= 2147483647, got 1e\+300" "${D[@]}" --set model.hidden_size=1e300
+case_ "--set layers 1.5" 2 "model.num_hidden_layers=1.5: expected a positive integer <= 65536, got 1.5" "${D[@]}" --set model.num_hidden_layers=1.5
+case_ "--set hidden \"128\" (a string)" 2 'model.hidden_size="128": expected a positive integer, got "128"' "${D[@]}" --set 'model.hidden_size="128"'
+case_ "--set topk -1" 2 "attention.topk=-1: expected a non-negative integer, got -1" "${D[@]}" --set attention.topk=-1
+case_ "--set lr nan" 2 'train.lr=nan: expected a number >= 0, got "nan"' "${D[@]}" --set train.lr=nan
+case_ "--set plan beyond the machine (CPU)" 2 "the run needs about [0-9.]+ GiB of host memory per rank .* but this machine has" "${D[@]}" --set model.intermediate_size=2147483647
+case_ "--set vocab 2^31 - 1 beyond the machine" 2 "GiB of host memory per rank" "${D[@]}" --set model.vocab_size=2147483647
+json_case() { # name pattern JSON-text: a config file holding the text, checked (--dry-run)
+  printf '%s' "$3" >"$dir/sz.json"
+  case_ "JSON $1" 2 "sz.json: $2" "$bin" "$dir/sz.json" --dry-run
+}
+json_case "layers 1e300" "model.num_hidden_layers: expected a positive integer <= 65536, got 1e\+300" \
+  '{"model": {"num_hidden_layers": 1e300}}'
+json_case "hidden 2^31" "model.hidden_size: expected a positive integer <= 2147483647, got 2147483648" \
+  '{"model": {"hidden_size": 2147483648}}'
+json_case "vocab x hidden > 2^62 bytes" "model.vocab_size: the model has 4.61e\+18 parameters" \
+  '{"model": {"vocab_size": 2147483647, "hidden_size": 2147483646, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 64}}'
+json_case "heads x head_dim = 2^32" "model.num_attention_heads: num_attention_heads 65536 x head_dim 65536 = 4294967296" \
+  '{"model": {"num_attention_heads": 65536, "num_key_value_heads": 1, "head_dim": 65536}}'
+json_case "run tokens > 2^62" "train.max_steps: 9007199254740992 steps x global_batch_size 2147483647" \
+  '{"train": {"max_steps": 9007199254740992, "global_batch_size": 2147483647, "micro_batch_size": 1}}'
+json_case "layers -1" "model.num_hidden_layers: expected a positive integer <= 65536, got -1" \
+  '{"attention": {"kernel_size": 1073741824}, "model": {"num_hidden_layers": -1}}'
+# A budget larger than the sequence's blocks ("keep every block") is dense attention: the selection
+# is sized by the sequence (128 tokens: 2 blocks), and step 1's loss equals the dense run's.
+printf '%s\n' '{"run_dir": "'"$dir"'/topk_dense", "data": {"seq_len": 128},' \
+  ' "train": {"micro_batch_size": 1, "global_batch_size": 1, "eval_every": 0, "warmup_steps": 1, "max_steps": 1},' \
+  ' "model": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,' \
+  '  "num_key_value_heads": 1}, "checkpoint": {"at_end": false}}' >"$dir/topk.json"
+"$bin" "$dir/topk.json" >/dev/null 2>&1
+first_loss() { python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['loss'])" "$1/metrics.jsonl"; }
+same_loss() { python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 1e-5 * abs(b))" "$(first_loss "$1")" "$(first_loss "$dir/topk_dense")"; }
+POST='same_loss "$dir/topk_all"' case_ "topk 2^31 - 1: the loss of dense attention" 0 "InfLLM-V2 sparse attention" \
+  "$bin" "$dir/topk.json" --set run_dir="$dir/topk_all" --set attention.dense_len=-1 --set attention.topk=2147483647
+POST='same_loss "$dir/topk_all2"' case_ "topk 2^31 - 1 + window 2^31 - 64 (the sum wraps int)" 0 "InfLLM-V2 sparse attention" \
+  "$bin" "$dir/topk.json" --set run_dir="$dir/topk_all2" --set attention.dense_len=-1 --set attention.topk=2147483647 \
+  --set attention.window_size=2147483584
+case_ "topk 2^31 - 1: selection sized by 128 tokens" 0 "selected blocks \(int32\) +0\.00 MiB" \
+  "$bin" "$dir/topk.json" --dry-run --set attention.dense_len=-1 --set attention.topk=2147483647
+case_ "topk 2^31 - 1 at 2^16 tokens: 1024 blocks, not 2^31" 0 "selected blocks \(int32\) +256\.00 MiB" \
+  "$bin" "$dir/topk.json" --dry-run --set attention.dense_len=-1 --set attention.topk=2147483647 --set data.seq_len=65536 --set model.num_hidden_layers=1
+case_ "one step: its time, not the run's" 0 "done: 1 step\(s\) in [0-9.]+ s, [0-9]+ ms for the one step" \
+  "$bin" "$dir/topk.json" --set run_dir="$dir/onestep"
+
+echo "== config.json: every field checked like our own config, one error naming config.json and the field"
+printf '%s\n' '{"run_dir": "'"$dir"'/hfj_run", "data": {"seq_len": 128},' \
+  ' "train": {"micro_batch_size": 1, "global_batch_size": 1, "eval_every": 0, "warmup_steps": 1, "max_steps": 1}}' >"$dir/hfbase.json"
+hfjson() { # name pattern python-statement(s) on j: the exported config.json, edited, imported
+  rm -rf "$dir/hfj"; cp -a "$dir/hf" "$dir/hfj"
+  python3 -c 'import json, sys; p = sys.argv[1]; j = json.load(open(p)); exec(sys.argv[2]); open(p, "w").write(json.dumps(j))' \
+    "$dir/hfj/config.json" "$3"
+  case_ "config.json $1" 2 "hfj/config.json: $2" "$bin" "$dir/hfbase.json" --set model.init_from="$dir/hfj" --dry-run
+}
+hfjson "num_attention_heads 0" "num_attention_heads: expected a positive integer, got 0" "j['num_attention_heads'] = 0"
+hfjson "num_attention_heads -2" "num_attention_heads: expected a positive integer, got -2" "j['num_attention_heads'] = -2"
+hfjson "num_key_value_heads 0" "num_key_value_heads: expected a positive integer, got 0" "j['num_key_value_heads'] = 0"
+hfjson "num_key_value_heads 3 (does not divide)" "num_key_value_heads: 3 does not divide num_attention_heads = 2" "j['num_key_value_heads'] = 3"
+hfjson "hidden_size 0" "hidden_size: expected a positive integer, got 0" "j['hidden_size'] = 0"
+hfjson "intermediate_size 0" "intermediate_size: expected a positive integer, got 0" "j['intermediate_size'] = 0"
+hfjson "vocab_size 0" "vocab_size: expected a positive integer <= 2147483647, got 0" "j['vocab_size'] = 0"
+hfjson "rms_norm_eps 0" "rms_norm_eps: expected a number in \(0, 1\], got 0" "j['rms_norm_eps'] = 0"
+hfjson "rms_norm_eps -1e-5" "rms_norm_eps: expected a number in \(0, 1\], got -1e-05" "j['rms_norm_eps'] = -1e-5"
+hfjson "rms_norm_eps a string" 'rms_norm_eps: expected a number in \(0, 1\], got "1e-5"' "j['rms_norm_eps'] = '1e-5'"
+hfjson "rms_norm_eps NaN (not JSON)" "line 1, column [0-9]+: malformed JSON near 'NaN" "j['rms_norm_eps'] = float('nan')"
+hfjson "rope_theta 0" "rope_theta: expected a positive number, got 0" "j['rope_theta'] = 0"
+hfjson "rope_theta -10000" "rope_theta: expected a positive number, got -10000" "j['rope_theta'] = -10000"
+hfjson "rope_theta Infinity (not JSON)" "line 1, column [0-9]+: malformed JSON near 'Infinity" "j['rope_theta'] = float('inf')"
+hfjson "tie_word_embeddings \"true\"" 'tie_word_embeddings: expected true or false, got "true"' "j['tie_word_embeddings'] = 'true'"
+hfjson "tie_word_embeddings 1" "tie_word_embeddings: expected true or false, got 1" "j['tie_word_embeddings'] = 1"
+hfjson "architectures Qwen2" 'architectures: "Qwen2ForCausalLM" is not implemented for model_type "llama"; expected "LlamaForCausalLM"' "j['architectures'] = ['Qwen2ForCausalLM']"
+hfjson "architectures not a list" "architectures: expected a list of names" "j['architectures'] = 'LlamaForCausalLM'"
+hfjson "architectures of another model_type" 'architectures: "MiniCPMForCausalLM" is not implemented for model_type "llama"' "j['architectures'] = ['MiniCPMForCausalLM']"
+hfjson "model_type mistral" 'model_type: expected one of "llama", "minicpm", "qwen2", "qwen3", got "mistral"' "j['model_type'] = 'mistral'; del j['architectures']"
+hfjson "model_type missing" '"model_type" is missing' "del j['model_type']"
+hfjson "hidden_size 32.5" "hidden_size: expected a positive integer, got 32.5" "j['hidden_size'] = 32.5"
+hfjson "num_hidden_layers \"1\"" 'num_hidden_layers: expected a positive integer <= 65536, got "1"' "j['num_hidden_layers'] = '1'"
+hfjson "vocab_size 1e30" "vocab_size: expected a positive integer <= 2147483647, got 1e\+30" "j['vocab_size'] = 1e30"
+hfjson "num_hidden_layers 10^9" "num_hidden_layers: expected a positive integer <= 65536, got 1000000000" "j['num_hidden_layers'] = 10**9"
+hfjson "vocab x hidden > 2^62 bytes" "vocab_size: the model has .* beyond the limit of 2\^62 bytes" "j.update(vocab_size=2**31 - 1, hidden_size=2**31 - 2, head_dim=64)"
+hfjson "head_dim 0" "head_dim: expected a positive integer \(or no head_dim" "j['head_dim'] = 0"
+hfjson "head_dim 2^30 (x heads wraps int)" "head_dim: num_attention_heads 2 x head_dim 1073741824 = 2147483648" "j['head_dim'] = 2**30"
+hfjson "head_dim 7 (odd)" "head_dim: 7 is odd" "j['head_dim'] = 7"
+hfjson "hidden_act gelu" 'hidden_act: expected "silu" \(the only one implemented\), got "gelu"' "j['hidden_act'] = 'gelu'"
+hfjson "attention_bias \"yes\"" 'attention_bias: expected true or false, got "yes"' "j['attention_bias'] = 'yes'"
+hfjson "mlp_bias true" "mlp_bias: expected false \(the only one implemented\), got true" "j['mlp_bias'] = True"
+hfjson "rope_scaling linear" 'rope_scaling.rope_type: expected "" or "longrope", got "linear"' "j['rope_scaling'] = {'rope_type': 'linear', 'factor': 2.0}"
+hfjson "max_position_embeddings -1" "max_position_embeddings: expected a non-negative integer, got -1" "j['max_position_embeddings'] = -1"
+hfjson "heads as a list" "num_attention_heads: expected a positive integer, got \[2\]" "j['num_attention_heads'] = [2]"
+
+echo "== several ranks: a config error is printed once, by rank 0, and every rank exits 2"
+case_ "2 ranks: --set error printed once" 2 "^error: --set model.hidden_size=0: expected a positive integer" \
+  mpiexec --oversubscribe -n 2 "${D[@]}" --set model.hidden_size=0
+case_ "2 ranks: validation error printed once" 2 "^error: .*model.head_dim: 7 is odd" \
+  mpiexec --oversubscribe -n 2 "${D[@]}" --set model.head_dim=7
+rm -rf "$dir/hfj"; cp -a "$dir/hf" "$dir/hfj"; sed -i 's/"rms_norm_eps":[^,]*/"rms_norm_eps": 0/' "$dir/hfj/config.json"
+case_ "2 ranks: config.json error printed once" 2 "^error: \S*hfj/config.json: rms_norm_eps: expected a number" \
+  mpiexec --oversubscribe -n 2 "$bin" "$dir/hfbase.json" --set model.init_from="$dir/hfj" --set train.global_batch_size=2 --dry-run
 
 # ------------------------------------------------------------------------------------------------
 echo "== several ranks: fallback and refusal agree on every rank"

@@ -21,6 +21,8 @@
  * The memory plan (kernels/plan.h): the plan-only model declares the same buffers as the allocated
  * one, and every buffer of the allocated one lies aligned inside its arena, apart from the others,
  * and zero-filled (those the model has not written yet).
+ * A top-k budget past the sequence's blocks is dense attention: selection sized by the sequence,
+ * loss and gradient equal to the dense model's up to fp32 reassociation.
  */
 #include <math.h>
 #include <stdio.h>
@@ -236,6 +238,72 @@ static void test_plan(const struct case_desc *k, const struct grid *g) {
     config_free(&c);
 }
 
+/* One training step of a fresh model m (seeded weights): its mean loss; m keeps the gradient. */
+static double step_loss(struct model *m, const struct config *c, const struct backend *be,
+                        const struct grid *g, const int32_t *tok, const int32_t *tgt) {
+    model_init(m, c, be, g, 64, true);
+    model_init_weights(m, 5);
+    model_zero_grad(m);
+    double loss = model_forward(m, tok, tgt, true, (float)(1.0 / (double)m->N)) / (double)m->N;
+    model_backward(m);
+    return loss;
+}
+
+/* A budget past the sequence's blocks (attention.topk 2^31 - 1: "keep every block") selects every
+ * block up to the query's own: the selection is sized by the sequence (nsel = its 8 blocks, not
+ * topk + local_blocks), and loss and gradient are dense attention's up to fp32 reassociation
+ * (blocks of 16 keys instead of the dense kernel's chunks): 1e-6 relative on the loss, 1e-5 of the
+ * largest gradient entry (a wrong block or a missing key moves them by percents). */
+static void test_budget_past_sequence(const struct grid *g) {
+    const struct case_desc k = {"llama-sparse-all", MODEL_TYPE_LLAMA, true, true, false, true,
+                                2, 128, 0, false};
+    static struct config sparse, dense;
+    setup_config(&sparse, &k);
+    sparse.attention.topk = 2147483647;
+    config_validate(&sparse, 1);
+    setup_config(&dense, &k);
+    dense.attention.dense_len = 1 << 30;
+    struct t_rng r = {77};
+    int64_t N = k.B * k.T;
+    int32_t *tok = xmalloc((size_t)N * sizeof(int32_t)), *tgt = xmalloc((size_t)N * sizeof(int32_t));
+    for (int64_t i = 0; i < N; i++) {
+        tok[i] = (int32_t)(t_rng_u64(&r) % 61);
+        tgt[i] = (int32_t)(t_rng_u64(&r) % 61);
+    }
+    struct backend be;
+    backend_init(&be, DEVICE_CPU, 0);
+    struct model ms, md;
+    double ls = step_loss(&ms, &sparse, &be, g, tok, tgt);
+    double ld = step_loss(&md, &dense, &be, g, tok, tgt);
+    t_check(ms.sparse && !md.sparse && ms.attn.nsel == 8,
+            "topk 2^31 - 1: sparse %d, nsel %d, expected the sequence's 8 blocks", ms.sparse,
+            ms.attn.nsel);
+    size_t sel_bytes = 0;
+    for (int i = 0; i < ms.plan.n; i++)
+        if (strcmp(ms.plan.entry[i].name, "selected blocks (int32)") == 0)
+            sel_bytes = ms.plan.entry[i].bytes;
+    t_check(sel_bytes == (size_t)(2 * N * 2 * 8 * 4), "selection buffer of %zu bytes, expected "
+            "L 2 x N %lld x Hkv 2 x 8 blocks x 4", sel_bytes, (long long)N);
+    double gmax = 0, err = 0;
+    for (int64_t i = 0; i < md.n_params_padded; i++) {
+        gmax = fmax(gmax, fabs(md.grad_buf[i]));
+        err = fmax(err, fabs((double)ms.grad_buf[i] - md.grad_buf[i]));
+    }
+    t_check(fabs(ls - ld) <= 1e-6 * fabs(ld) && err <= 1e-5 * gmax,
+            "topk 2^31 - 1 vs dense: loss %.9g vs %.9g, gradient max difference %.3g of %.3g",
+            ls, ld, err, gmax);
+    if (getenv("TEST_VERBOSE"))
+        printf("  budget past the sequence: loss %.9g vs dense %.9g, gradient diff %.3g of %.3g\n",
+               ls, ld, err, gmax);
+    model_free(&ms);
+    model_free(&md);
+    backend_free(&be);
+    free(tok);
+    free(tgt);
+    config_free(&sparse);
+    config_free(&dense);
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     struct grid g;
@@ -255,6 +323,7 @@ int main(int argc, char **argv) {
         run_case(&cases[i], &g, 1000 + i);
     test_plan(&cases[2], &g);
     test_plan(&cases[5], &g);
+    test_budget_past_sequence(&g);
     grid_free(&g);
     int rc = t_finish("test_model");
     MPI_Finalize();
