@@ -33,6 +33,9 @@ static const char *const model_type_names[] = {"llama", "minicpm", "qwen2", "qwe
 static const char *const schedule_names[] = {"cosine", "wsd", "constant", NULL};
 static const char *const source_names[] = {"synthetic", "shards", NULL};
 static const char *const recompute_names[] = {"none", "attention", "full", NULL};
+/* In the order of enum rope_type (rope.h). */
+static const char *const rope_type_names[] = {"", "linear", "dynamic", "yarn", "longrope", "llama3",
+                                              NULL};
 
 const char *config_recompute_name(enum recompute r) { return recompute_names[r]; }
 const char *config_model_type_name(enum model_type t) { return model_type_names[t]; }
@@ -86,7 +89,9 @@ const struct key_desc config_keys[] = {
             "Key/value heads Hkv (GQA); must divide num_attention_heads."),
     ROW_INT("model.head_dim", model.head_dim, "0", 0,
             "Head dim D, even; 0 = hidden_size / num_attention_heads (which must then divide)."),
-    ROW_DBL("model.rope_theta", model.rope_theta, "10000", 0, DBL_MAX, true, false, "RoPE base."),
+    ROW_DBL("model.rope_theta", model.rope_theta, "10000", 0, DBL_MAX, true, false,
+            "RoPE base. Raising it for long-context training (ABF) over an imported model needs "
+            "model.rope_override."),
     ROW_DBL("model.rms_norm_eps", model.rms_norm_eps, "1e-5", 0, 1, true, false,
             "RMSNorm epsilon."),
     ROW_BOOL("model.tie_word_embeddings", model.tie_word_embeddings, "true",
@@ -108,19 +113,60 @@ const struct key_desc config_keys[] = {
     ROW_DBL("model.initializer_range", model.initializer_range, "0.02", 0, DBL_MAX, false, false,
             "Std of the normal init of every matrix when not imported (norm weights start at 1)."),
     ROW_I64("model.max_position_embeddings", model.max_position_embeddings, "0", 0, INT64_TOP,
-            "Context the model is built for (exported; LongRoPE's scale); 0 = data.seq_len."),
-    ROW_STR("model.rope_scaling.rope_type", model.rope_scaling_type, "\"\"",
-            "`\"\"` (plain RoPE) or `longrope` (MiniCPM4's LongRoPE). `type` is accepted for "
-            "`rope_type`, as some config.json files write it."),
-    ROW_LIST("model.rope_scaling.long_factor", KT_NUMLIST, model.rope_long_factor,
-             "LongRoPE: head_dim / 2 positive frequency factors used when data.seq_len > "
-             "original_max_position_embeddings."),
-    ROW_LIST("model.rope_scaling.short_factor", KT_NUMLIST, model.rope_short_factor,
-             "LongRoPE: head_dim / 2 positive frequency factors used otherwise."),
+            "Context the model is built for (exported): dynamic's base length, longrope's scale "
+            "without a factor, the default of original_max_position_embeddings; 0 = "
+            "data.seq_len."),
+    ROW_ENUM("model.rope_scaling.rope_type", model.rope_scaling_type, "\"\"", rope_type_names,
+             "RoPE variant, as Hugging Face's rope_type: `\"\"` plain RoPE, `linear`, `dynamic` "
+             "(NTK-aware; trains with the theta transformers computes for data.seq_len), `yarn`, "
+             "`longrope` (MiniCPM4), `llama3` (Llama 3.1/3.2). `type` is accepted for "
+             "`rope_type`, as some config.json files write it. Each type takes the members below "
+             "marked with its name; a member another type reads must stay 0."),
+    ROW_DBL("model.rope_scaling.factor", model.rope_factor, "0", 0, DBL_MAX, false, false,
+            "linear, dynamic, yarn, llama3: the context scaling factor (required, positive); "
+            "longrope: optional, 0 = max_position_embeddings / original_max_position_embeddings "
+            "(it sets longrope's attention scaling)."),
     ROW_I64("model.rope_scaling.original_max_position_embeddings",
             model.rope_original_max_position_embeddings, "0", 0, INT64_TOP,
-            "LongRoPE: the pretraining context (positive with longrope); attention scaling "
-            "sqrt(1 + ln(s) / ln(original)) with s = max_position_embeddings / original."),
+            "yarn, longrope, llama3: the pretraining context; 0 = max_position_embeddings "
+            "(transformers' default). Kept, unused, with linear and dynamic."),
+    ROW_DBL("model.rope_scaling.attention_factor", model.rope_attention_factor, "0", 0, DBL_MAX,
+            false, false,
+            "yarn, longrope: multiplies cos and sin (so q.k by its square); 0 = derived: yarn "
+            "0.1 ln(factor) + 1 (or the mscale ratio below), longrope sqrt(1 + ln(s) / "
+            "ln(original)) with s = factor, 1 when s <= 1."),
+    ROW_DBL("model.rope_scaling.beta_fast", model.rope_beta_fast, "0", 0, DBL_MAX, false, false,
+            "yarn: rotations over the original context above which frequencies are kept; 0 = 32."),
+    ROW_DBL("model.rope_scaling.beta_slow", model.rope_beta_slow, "0", 0, DBL_MAX, false, false,
+            "yarn: rotations below which frequencies are divided by factor; 0 = 1."),
+    ROW_DBL("model.rope_scaling.mscale", model.rope_mscale, "0", 0, DBL_MAX, false, false,
+            "yarn: with mscale_all_dim (both non-zero, no attention_factor) the attention factor "
+            "is (0.1 mscale ln(factor) + 1) / (0.1 mscale_all_dim ln(factor) + 1); 0 = unset."),
+    ROW_DBL("model.rope_scaling.mscale_all_dim", model.rope_mscale_all_dim, "0", 0, DBL_MAX,
+            false, false, "yarn: see mscale; 0 = unset."),
+    ROW_BOOL("model.rope_scaling.truncate", model.rope_truncate, "true",
+             "yarn: round the correction range outwards to whole dimensions (transformers' "
+             "default); false only with yarn."),
+    ROW_DBL("model.rope_scaling.low_freq_factor", model.rope_low_freq_factor, "0", 0, DBL_MAX,
+            false, false,
+            "llama3: wavelengths above original_max_position_embeddings / low_freq_factor are "
+            "divided by factor (required, positive)."),
+    ROW_DBL("model.rope_scaling.high_freq_factor", model.rope_high_freq_factor, "0", 0, DBL_MAX,
+            false, false,
+            "llama3: wavelengths below original_max_position_embeddings / high_freq_factor are "
+            "kept, the band up to original / low_freq_factor is mixed smoothly (required, above "
+            "low_freq_factor)."),
+    ROW_LIST("model.rope_scaling.long_factor", KT_NUMLIST, model.rope_long_factor,
+             "longrope: head_dim / 2 positive frequency factors used when data.seq_len > "
+             "original_max_position_embeddings."),
+    ROW_LIST("model.rope_scaling.short_factor", KT_NUMLIST, model.rope_short_factor,
+             "longrope: head_dim / 2 positive frequency factors used otherwise."),
+    ROW_BOOL("model.rope_override", model.rope_override, "false",
+             "With model.init_from: `true` lets this config's model.rope_theta, "
+             "model.max_position_embeddings and model.rope_scaling.* replace the imported "
+             "config.json's (long-context adaptation: a raised rope_theta, a scaling for the "
+             "target length; the export then describes the RoPE trained); `false`: they must "
+             "agree with it."),
     ROW_STR("model.init_from", model.init_from, "\"\"",
             "Hugging Face folder (config.json + safetensors) to start from; its config.json sets "
             "the model shape (an explicit, different model key is an error). `\"\"` = random "
@@ -775,8 +821,12 @@ const char *const config_rules[] = {
     "`model.num_attention_heads` is a multiple of `model.num_key_value_heads`.",
     "`model.attention_bias` is false with `model.model_type` `qwen2`; "
     "`model.use_sliding_window` is false.",
-    "With `model.rope_scaling.rope_type` `longrope`: long_factor and short_factor hold exactly "
-    "head_dim / 2 positive numbers and original_max_position_embeddings is positive.",
+    "`model.rope_scaling`: a member the rope_type does not read stays 0 (`truncate` true, the "
+    "lists empty); `factor` is positive with linear, dynamic, yarn and llama3; llama3 needs "
+    "0 < low_freq_factor < high_freq_factor; longrope's long_factor and short_factor hold exactly "
+    "head_dim / 2 positive numbers; dynamic needs head_dim > 2; "
+    "original_max_position_embeddings 0 becomes max_position_embeddings with yarn, longrope and "
+    "llama3.",
     "`attention.block_size` and `attention.kernel_size` are multiples of "
     "`attention.kernel_stride`; `attention.window_size` is a multiple of `attention.block_size`; "
     "topk + window_size / block_size >= 1; topk >= init_blocks + 1 (the forced blocks, init and "
@@ -821,12 +871,30 @@ static void bad(const struct config *c, const char *key, const char *fmt, ...) {
     die_user("%s: %s: %s", c->path[0] ? c->path : "config", key, msg);
 }
 
-static void validate_rope_scaling(const struct config *c) {
+/* The numeric model.rope_scaling members, the rope types that read each (bits 1 << type) and
+ * those that need it positive; every other type needs it 0 (unset). */
+#define RT(t) (1u << ROPE_TYPE_##t)
+static const struct rope_member {
+    const char *key;
+    size_t offset; /* of a double in struct config */
+    unsigned used, required;
+} rope_members[] = {
+    {"model.rope_scaling.factor", F(model.rope_factor),
+     RT(LINEAR) | RT(DYNAMIC) | RT(YARN) | RT(LONGROPE) | RT(LLAMA3),
+     RT(LINEAR) | RT(DYNAMIC) | RT(YARN) | RT(LLAMA3)},
+    {"model.rope_scaling.attention_factor", F(model.rope_attention_factor), RT(YARN) | RT(LONGROPE),
+     0},
+    {"model.rope_scaling.beta_fast", F(model.rope_beta_fast), RT(YARN), 0},
+    {"model.rope_scaling.beta_slow", F(model.rope_beta_slow), RT(YARN), 0},
+    {"model.rope_scaling.mscale", F(model.rope_mscale), RT(YARN), 0},
+    {"model.rope_scaling.mscale_all_dim", F(model.rope_mscale_all_dim), RT(YARN), 0},
+    {"model.rope_scaling.low_freq_factor", F(model.rope_low_freq_factor), RT(LLAMA3), RT(LLAMA3)},
+    {"model.rope_scaling.high_freq_factor", F(model.rope_high_freq_factor), RT(LLAMA3),
+     RT(LLAMA3)},
+};
+
+static void validate_longrope(const struct config *c) {
     const struct model_config *m = &c->model;
-    if (m->rope_scaling_type[0] == '\0') return;
-    if (strcmp(m->rope_scaling_type, "longrope") != 0)
-        bad(c, "model.rope_scaling.rope_type", "expected \"\" or \"longrope\", got \"%s\"",
-            m->rope_scaling_type);
     const struct float_list *lists[2] = {&m->rope_long_factor, &m->rope_short_factor};
     const char *names[2] = {"model.rope_scaling.long_factor", "model.rope_scaling.short_factor"};
     for (int i = 0; i < 2; i++) {
@@ -838,9 +906,6 @@ static void validate_rope_scaling(const struct config *c) {
                 bad(c, names[i], "entry %d is %g, expected a positive number", j,
                     lists[i]->items[j]);
     }
-    if (m->rope_original_max_position_embeddings <= 0)
-        bad(c, "model.rope_scaling.original_max_position_embeddings",
-            "expected a positive integer with longrope, got 0");
 }
 
 /* What a model family allows beyond the common shape keys. */
@@ -853,6 +918,39 @@ static void validate_family(const struct config *c) {
         bad(c, "model.use_sliding_window", "true: sliding-window attention is not implemented; "
             "expected false");
 }
+
+/* Each member against the type; original_max_position_embeddings 0 becomes
+ * max_position_embeddings for the types that read it (transformers' default). */
+static void validate_rope_scaling(struct config *c) {
+    struct model_config *m = &c->model;
+    enum rope_type t = m->rope_scaling_type;
+    const char *name = t == ROPE_TYPE_DEFAULT ? "\"\" (plain)" : rope_type_names[t];
+    for (size_t i = 0; i < sizeof rope_members / sizeof rope_members[0]; i++) {
+        const struct rope_member *r = &rope_members[i];
+        double v = *(const double *)((const char *)c + r->offset);
+        if (v != 0.0 && !(r->used & (1u << t)))
+            bad(c, r->key, "%g is not read by rope_type %s; expected 0 (unset)", v, name);
+        if (v == 0.0 && (r->required & (1u << t)))
+            bad(c, r->key, "expected a positive number with rope_type %s, got 0", name);
+    }
+    if (!m->rope_truncate && t != ROPE_TYPE_YARN)
+        bad(c, "model.rope_scaling.truncate", "false is read by yarn only, rope_type is %s", name);
+    if (t == ROPE_TYPE_LONGROPE)
+        validate_longrope(c);
+    else if (m->rope_long_factor.n || m->rope_short_factor.n)
+        bad(c, m->rope_long_factor.n ? "model.rope_scaling.long_factor"
+                                     : "model.rope_scaling.short_factor",
+            "read by longrope only, rope_type is %s; expected []", name);
+    if (t == ROPE_TYPE_LLAMA3 && !(m->rope_high_freq_factor > m->rope_low_freq_factor))
+        bad(c, "model.rope_scaling.high_freq_factor", "%g is not above low_freq_factor = %g",
+            m->rope_high_freq_factor, m->rope_low_freq_factor);
+    if (t == ROPE_TYPE_DYNAMIC && m->head_dim <= 2)
+        bad(c, "model.rope_scaling.rope_type", "dynamic needs head_dim > 2, got %d", m->head_dim);
+    bool reads_orig = t == ROPE_TYPE_YARN || t == ROPE_TYPE_LONGROPE || t == ROPE_TYPE_LLAMA3;
+    if (reads_orig && m->rope_original_max_position_embeddings == 0)
+        m->rope_original_max_position_embeddings = m->max_position_embeddings;
+}
+#undef RT
 
 static void validate_model(struct config *c) {
     struct model_config *m = &c->model;

@@ -18,6 +18,7 @@
 
 #include "backend.h"  /* enum device_kind */
 #include "loader.h"   /* enum data_source */
+#include "rope.h"     /* enum rope_type */
 #include "schedule.h" /* enum lr_schedule */
 
 struct cJSON;
@@ -64,11 +65,18 @@ struct model_config {
     double dim_model_base;        /* minicpm: logits from h / (hidden_size / dim_model_base) */
     double initializer_range;     /* std of the random init (when not imported) */
     int64_t max_position_embeddings;
-    /* rope_scaling (LongRoPE); rope_scaling_type is "" when absent */
-    char rope_scaling_type[32];   /* "" | "longrope" */
-    struct float_list rope_long_factor;   /* head_dim / 2 entries */
-    struct float_list rope_short_factor;  /* head_dim / 2 entries */
-    int64_t rope_original_max_position_embeddings;
+    /* rope_scaling (model.rope_scaling.*): the type and its parameters, 0 = unset (rope.h) */
+    enum rope_type rope_scaling_type;     /* "" (ROPE_TYPE_DEFAULT) when absent */
+    double rope_factor;                   /* linear, dynamic, yarn, llama3; longrope optional */
+    double rope_attention_factor;         /* yarn, longrope: 0 = derived */
+    double rope_beta_fast, rope_beta_slow;        /* yarn: 0 = 32, 1 */
+    double rope_mscale, rope_mscale_all_dim;      /* yarn: 0 = unset */
+    bool rope_truncate;                           /* yarn */
+    double rope_low_freq_factor, rope_high_freq_factor; /* llama3 */
+    struct float_list rope_long_factor;   /* longrope: head_dim / 2 entries */
+    struct float_list rope_short_factor;  /* longrope: head_dim / 2 entries */
+    int64_t rope_original_max_position_embeddings; /* 0 = max_position_embeddings (yarn, ...) */
+    bool rope_override; /* with init_from: our RoPE keys replace config.json's */
     char init_from[CONFIG_STR_MAX]; /* Hugging Face folder to start from; "" = random init */
 };
 

@@ -101,8 +101,20 @@ static const struct {
     {"model.", "model",
      "The transformer's shape, with the key names of a Hugging Face config.json (`rope_scaling` "
      "is an object, as there). With `model.init_from`, the imported folder's config.json supplies "
-     "them. The three MiniCPM keys (muP scales) are ignored by `llama` (any value in range is "
-     "accepted)."},
+     "them (rope_theta and the scaling from either its `rope_theta` + `rope_scaling` or "
+     "transformers 5's `rope_parameters`); a key this config also gives must agree, except that "
+     "`model.rope_override: true` lets this config's RoPE keys replace the imported ones "
+     "(long-context adaptation, below). The three MiniCPM keys (muP scales) are ignored by "
+     "`llama` (any value in range is accepted).\n\n"
+     "RoPE for a longer context: raise the base (ABF), e.g. `--set model.rope_override=true "
+     "--set model.rope_theta=1000000 --set model.max_position_embeddings=65536`, or set a "
+     "scaling for the target length, e.g. `--set model.rope_override=true --set "
+     "'model.rope_scaling={\"rope_type\": \"yarn\", \"factor\": 8, "
+     "\"original_max_position_embeddings\": 8192}' --set model.max_position_embeddings=65536`. "
+     "The frequencies follow transformers' `modeling_rope_utils.py` for every rope_type, "
+     "defaults included (`dynamic` is the fixed base transformers computes for a sequence of "
+     "data.seq_len tokens), and `export` writes the RoPE trained into config.json, so the "
+     "exported folder runs in transformers as it was trained."},
     {"attention.", "attention",
      "InfLLM-V2 dense-sparse switchable attention (arXiv 2509.24663). Defaults are those of "
      "MiniCPM4.1. No key adds parameters: a model trained dense runs unchanged in sparse mode."},
@@ -132,7 +144,8 @@ static void doc_row(FILE *f, const struct key_desc *k) {
     else if (k->type == KT_ENUM) {
         what[0] = '\0';
         for (int e = 0; k->names[e]; e++)
-            config_append(what, sizeof what, "%s`%s`", e ? ", " : "", k->names[e]);
+            config_append(what, sizeof what, "%s`%s`", e ? ", " : "",
+                          k->names[e][0] ? k->names[e] : "\"\"");
     } else
         config_describe(k, false, what, sizeof what);
     fprintf(f, "| `%s` | ", k->path);

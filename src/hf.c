@@ -6,12 +6,14 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
 #include "fsutil.h"
+#include "hf_rope.h"
 #include "safetensors.h"
 
 #define HF_DEFAULT_SHARD_BYTES ((int64_t)5000000000)
@@ -37,8 +39,8 @@ static const struct hf_family {
 };
 
 /* The config.json fields that are our model keys ("model.<name>": the same names), read by import
- * and written by export for the families that have them. rope_scaling (an object, null when
- * absent) is handled beside them. */
+ * and written by export for the families that have them. RoPE (rope_theta, rope_scaling,
+ * rope_parameters) is hf_rope.c's. */
 static const struct hf_field {
     const char *name;
     bool required;     /* import: config.json must have it */
@@ -52,7 +54,6 @@ static const struct hf_field {
     {"num_attention_heads", true, FAM_ALL},
     {"num_key_value_heads", false, FAM_ALL},
     {"head_dim", false, FAM_ALL},
-    {"rope_theta", false, FAM_ALL},
     {"rms_norm_eps", false, FAM_ALL},
     {"max_position_embeddings", false, FAM_ALL},
     {"tie_word_embeddings", false, FAM_ALL},
@@ -63,12 +64,6 @@ static const struct hf_field {
     {"dim_model_base", false, FAM(MODEL_TYPE_MINICPM)},
 };
 #define HF_NFIELDS (sizeof hf_fields / sizeof hf_fields[0])
-
-/* The members of LongRoPE's rope_scaling object that are our model.rope_scaling keys, besides its
- * type (rope_type, or type in older files). */
-static const char *const hf_rope_fields[] = {"long_factor", "short_factor",
-                                             "original_max_position_embeddings"};
-#define HF_NROPE (sizeof hf_rope_fields / sizeof hf_rope_fields[0])
 
 /* Fields whose other values are models not implemented here (an activation, MLP biases): import
  * refuses another value, export writes them for the families whose config.json has them. */
@@ -92,25 +87,6 @@ static const cJSON *member(const cJSON *j, const char *key) {
 
 static void add_copy(cJSON *obj, const char *key, const cJSON *v) {
     cJSON_AddItemToObject(obj, key, cJSON_Duplicate(v, true));
-}
-
-/* rope_scaling's members we know (into model), with original_max_position_embeddings taken from
- * the top level when the object lacks it (some MiniCPM files put it there). */
-static void pick_rope_scaling(const cJSON *j, cJSON *model, const char *path) {
-    const cJSON *rs = member(j, "rope_scaling");
-    if (!rs) return;
-    if (!cJSON_IsObject(rs)) die_user("%s: rope_scaling: expected an object or null", path);
-    const cJSON *type = member(rs, "rope_type") ? member(rs, "rope_type") : member(rs, "type");
-    if (!type) die_user("%s: rope_scaling: expected a \"rope_type\" string", path);
-    cJSON *ours = cJSON_AddObjectToObject(model, "rope_scaling");
-    add_copy(ours, "rope_type", type);
-    for (size_t i = 0; i < HF_NROPE; i++) {
-        const cJSON *v = member(rs, hf_rope_fields[i]);
-        if (v) add_copy(ours, hf_rope_fields[i], v);
-    }
-    const cJSON *orig = member(j, "original_max_position_embeddings");
-    if (orig && !member(rs, "original_max_position_embeddings"))
-        add_copy(ours, "original_max_position_embeddings", orig);
 }
 
 /* The model type config.json names, or -1 when it is not one of ours (config_import names it). */
@@ -187,7 +163,7 @@ void hf_import_config(struct config *c) {
     }
     check_implemented(j, path);
     add_hf_defaults(c, j, model, type);
-    pick_rope_scaling(j, model, path);
+    hf_rope_import(c, j, model, path);
     config_import(c, model, "model", path);
     cJSON_Delete(model);
     cJSON_Delete(j);
@@ -268,14 +244,8 @@ static void set_item(cJSON *o, const char *key, cJSON *v) {
     cJSON_AddItemToObject(o, key, v);
 }
 
-static cJSON *number_list(const struct float_list *l) {
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < l->n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(l->items[i]));
-    return a;
-}
-
 /* config.json: the imported one (keeping its other keys) or a new one, with our shape. */
-static cJSON *export_config(const struct config *c) {
+static cJSON *export_config(const struct config *c, const char *dtype) {
     const struct model_config *m = &c->model;
     cJSON *j = NULL;
     if (m->init_from[0]) {
@@ -302,18 +272,9 @@ static cJSON *export_config(const struct config *c) {
     for (size_t i = 0; i < HF_NFIXED; i++)
         if (hf_fixed[i].families & FAM(m->model_type))
             set_item(j, hf_fixed[i].name, cJSON_Parse(hf_fixed[i].value));
-    set_item(j, "torch_dtype", cJSON_CreateString("bfloat16"));
-    cJSON_DeleteItemFromObjectCaseSensitive(j, "rope_scaling");
-    if (strcmp(m->rope_scaling_type, "longrope") == 0) {
-        cJSON *rs = cJSON_AddObjectToObject(j, "rope_scaling");
-        cJSON_AddStringToObject(rs, "rope_type", "longrope");
-        cJSON_AddItemToObject(rs, "long_factor", number_list(&m->rope_long_factor));
-        cJSON_AddItemToObject(rs, "short_factor", number_list(&m->rope_short_factor));
-        cJSON_AddNumberToObject(rs, "original_max_position_embeddings",
-                                (double)m->rope_original_max_position_embeddings);
-    } else {
-        cJSON_AddNullToObject(j, "rope_scaling");
-    }
+    set_item(j, "torch_dtype", cJSON_CreateString(dtype)); /* transformers 4.x */
+    set_item(j, "dtype", cJSON_CreateString(dtype));       /* transformers 5.x */
+    hf_rope_export(j, c);
     const struct attention_config *a = &c->attention;
     cJSON_DeleteItemFromObjectCaseSensitive(j, "sparse_config");
     cJSON *sc = cJSON_AddObjectToObject(j, "sparse_config");
@@ -328,27 +289,54 @@ static cJSON *export_config(const struct config *c) {
     return j;
 }
 
-/* Files worth carrying from the imported folder: tokenizer, generation defaults, remote code. */
-static void copy_side_files(const char *from, const char *out) {
-    static const char *names[] = {"tokenizer.json",        "tokenizer_config.json",
-                                  "special_tokens_map.json", "tokenizer.model",
-                                  "vocab.json",            "merges.txt",
-                                  "added_tokens.json",     "generation_config.json"};
-    char src[4400], dst[4400];
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        snprintf(src, sizeof src, "%s/%s", from, names[i]);
-        snprintf(dst, sizeof dst, "%s/%s", out, names[i]);
-        copy_file(src, dst);
+/* Whether a file of the imported folder is one an inference stack reads besides the weights and
+ * config.json: the tokenizer (tokenizer.json, tokenizer_config.json, tokenizer.model, vocab / merges
+ * files, *.tiktoken, sentencepiece *.model), special and added tokens, the chat template
+ * (chat_template.jinja, chat_template.json), generation defaults, and remote modeling code (*.py). */
+static bool is_side_file(const char *name) {
+    static const char *const exact[] = {"special_tokens_map.json", "added_tokens.json",
+                                        "generation_config.json", "chat_template.json"};
+    static const char *const prefixes[] = {"tokenizer", "vocab", "merges"};
+    static const char *const suffixes[] = {".jinja", ".py", ".tiktoken", ".model"};
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        if (strcmp(name, exact[i]) == 0) return true;
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0) return true;
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        size_t k = strlen(suffixes[i]);
+        if (n > k && strcmp(name + n - k, suffixes[i]) == 0) return true;
     }
-    DIR *d = opendir(from);
+    return false;
+}
+
+/* Copies the side files of folder `from` (in `sub`, "" for the folder itself) into out; their
+ * names go to `list`. The chat templates of additional_chat_templates/ (transformers 5) come too. */
+static void copy_side_files(const char *from, const char *out, const char *sub, char *list,
+                            size_t n) {
+    char dir[2048], src[2400], dst[4700]; /* from: a config string (< 1024), out: a path */
+    snprintf(dir, sizeof dir, "%s%s%s", from, sub[0] ? "/" : "", sub);
+    DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
-        size_t n = strlen(e->d_name);
-        if (n < 4 || strcmp(e->d_name + n - 3, ".py") != 0) continue;
-        snprintf(src, sizeof src, "%s/%s", from, e->d_name);
-        snprintf(dst, sizeof dst, "%s/%s", out, e->d_name);
+        struct stat st;
+        snprintf(src, sizeof src, "%s/%s", dir, e->d_name);
+        if (e->d_name[0] == '.' || stat(src, &st) != 0) continue;
+        if (S_ISDIR(st.st_mode) && !sub[0] && strcmp(e->d_name, "additional_chat_templates") == 0) {
+            copy_side_files(from, out, e->d_name, list, n);
+            continue;
+        }
+        if (S_ISDIR(st.st_mode) || !is_side_file(e->d_name)) continue;
+        if (sub[0]) {
+            snprintf(dst, sizeof dst, "%s/%s", out, sub);
+            make_dirs(dst);
+        }
+        snprintf(dst, sizeof dst, "%s/%s%s%s", out, sub, sub[0] ? "/" : "", e->d_name);
         copy_file(src, dst);
+        size_t used = strlen(list);
+        snprintf(list + used, n - used, "%s%s%s%s", used ? ", " : "", sub, sub[0] ? "/" : "",
+                 e->d_name);
     }
     closedir(d);
 }
@@ -364,7 +352,9 @@ static void write_json(const char *path, const cJSON *j) {
 }
 
 void hf_export(const struct config *c, const struct model *m, const float *host, const char *out,
-               int64_t max_shard_bytes) {
+               int64_t max_shard_bytes, enum st_dtype dtype) {
+    CHECK(dtype == ST_BF16 || dtype == ST_F32);
+    int64_t esize = dtype == ST_F32 ? 4 : 2;
     if (max_shard_bytes <= 0) max_shard_bytes = HF_DEFAULT_SHARD_BYTES;
     make_dirs(out);
     /* Shards: consecutive entries while they fit (a tensor larger than the limit gets its own). */
@@ -373,7 +363,7 @@ void hf_export(const struct config *c, const struct model *m, const float *host,
     int nshards = 0;
     int64_t used = 0;
     for (int i = 0; i < n; i++) {
-        int64_t bytes = m->params[i].numel * 2;
+        int64_t bytes = m->params[i].numel * esize;
         if (i == 0 || (used > 0 && used + bytes > max_shard_bytes)) {
             nshards++;
             used = 0;
@@ -394,9 +384,9 @@ void hf_export(const struct config *c, const struct model *m, const float *host,
         for (int i = 0; i < n; i++) {
             if (shard_of[i] != s) continue;
             const struct param_entry *e = &m->params[i];
-            st_writer_add(w, e->name, ST_BF16, e->ndim, e->shape, host + e->offset, NULL);
+            st_writer_add(w, e->name, dtype, e->ndim, e->shape, host + e->offset, NULL);
             cJSON_AddStringToObject(weight_map, e->name, name);
-            total += e->numel * 2;
+            total += e->numel * esize;
         }
         snprintf(path, sizeof path, "%s/%s", out, name);
         if (st_writer_finish(w, path, err, sizeof err) != 0) die_user("export: %s", err);
@@ -413,10 +403,14 @@ void hf_export(const struct config *c, const struct model *m, const float *host,
     } else {
         cJSON_Delete(weight_map);
     }
-    cJSON *cfg = export_config(c);
+    cJSON *cfg = export_config(c, dtype == ST_F32 ? "float32" : "bfloat16");
     snprintf(path, sizeof path, "%s/config.json", out);
     write_json(path, cfg);
     cJSON_Delete(cfg);
-    if (c->model.init_from[0]) copy_side_files(c->model.init_from, out);
+    if (c->model.init_from[0]) {
+        char list[4096] = "";
+        copy_side_files(c->model.init_from, out, "", list, sizeof list);
+        printf("export: from %s: %s\n", c->model.init_from, list[0] ? list : "no tokenizer files");
+    }
     free(shard_of);
 }

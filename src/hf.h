@@ -5,13 +5,14 @@
  * or Qwen3ForCausalLM, told apart by model_type) and model.safetensors, or shards listed by
  * model.safetensors.index.json; BF16, F16 or F32 tensors.
  * The model shape comes from config.json: a key also set explicitly in our config must agree, or the
- * run stops naming both values.
+ * run stops naming both values; RoPE keys (hf_rope.h) may replace config.json's under
+ * model.rope_override.
  * Export (infllm-train export CKPT OUT): config.json (architectures, torch_dtype, the fields of
- * the family: MiniCPM's muP scales, attention_bias, Qwen's use_sliding_window; LongRoPE, the
- * attention's sparse_config), bf16 model.safetensors with
+ * the family: MiniCPM's muP scales, attention_bias, Qwen's use_sliding_window; the RoPE trained,
+ * the attention's sparse_config), bf16 (or fp32) model.safetensors with
  * __metadata__ {"format": "pt"}, split into model-0000i-of-0000n.safetensors with an index above
- * the shard size limit, and the tokenizer files (and MiniCPM's modeling code) of the imported
- * folder when the run started from one.
+ * the shard size limit, and the tokenizer, chat template and generation files (and remote
+ * modeling code) of the imported folder when the run started from one.
  */
 #ifndef INFLLM_HF_H
 #define INFLLM_HF_H
@@ -20,6 +21,7 @@
 
 #include "config.h"
 #include "model.h"
+#include "safetensors.h"
 
 /* Sets c->model's keys from <c->model.init_from>/config.json before config_validate: the fields of
  * one table (hf.c, the same one export writes) go through config_import, so they meet the checks of
@@ -33,9 +35,11 @@ void hf_import_config(struct config *c);
 void hf_import_weights(const struct model *m, const char *folder, float *host);
 
 /* Writes the Hugging Face folder `out` from the weights `host` (the model's flat fp32 layout) of a
- * model built from config c. max_shard_bytes: the size above which model.safetensors is split
- * (0 = default 5 GB, Hugging Face's own default). */
+ * model built from config c, in `dtype` (ST_BF16 or ST_F32, recorded as torch_dtype and dtype in
+ * config.json). max_shard_bytes: the size above which model.safetensors is split (0 = default
+ * 5 GB, Hugging Face's own default). Every config.json field import reads is written exactly (it
+ * reads back as the same double). */
 void hf_export(const struct config *c, const struct model *m, const float *host, const char *out,
-               int64_t max_shard_bytes);
+               int64_t max_shard_bytes, enum st_dtype dtype);
 
 #endif

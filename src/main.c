@@ -2,7 +2,7 @@
  * main.c: the command line.
  *
  *   infllm-train CONFIG [--set key.path=value]... [--dry-run]   train (or only check and plan)
- *   infllm-train export CKPT OUT [--max-shard-bytes N] [--force]  Hugging Face folder from a checkpoint
+ *   infllm-train export CKPT OUT [--dtype T] [--max-shard-bytes N] [--force]  Hugging Face folder
  *   infllm-train eval MODEL CONFIG [--set key.path=value]...     validation loss and retrieval accuracy
  *   infllm-train config-doc                                      print the config reference
  *   infllm-train --help | --version
@@ -32,7 +32,8 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: infllm-train CONFIG [--set key.path=value]... [--dry-run]\n"
-            "       infllm-train export CHECKPOINT OUT_FOLDER [--max-shard-bytes N] [--force]\n"
+            "       infllm-train export CHECKPOINT OUT_FOLDER [--dtype bfloat16|float32]\n"
+            "                          [--max-shard-bytes N] [--force]\n"
             "       infllm-train eval MODEL CONFIG [--set key.path=value]...\n"
             "       infllm-train config-doc\n"
             "       infllm-train --help | --version\n"
@@ -43,8 +44,9 @@ static void usage(FILE *f) {
             "                        bare string\n"
             "  --dry-run             load and check the config, print it and the memory plan, exit\n"
             "\n"
-            "export writes a Hugging Face folder (config.json, bf16 safetensors, tokenizer files of\n"
-            "the imported model) from a checkpoint folder or its `latest` pointer file. It refuses\n"
+            "export writes a Hugging Face folder (config.json, safetensors in bf16 or --dtype\n"
+            "float32, the tokenizer, chat template and generation files of the imported model)\n"
+            "from a checkpoint folder or its `latest` pointer file. It refuses\n"
             "a destination inside a run's checkpoint folder, and a non-empty one unless --force\n"
             "(which replaces the files of an earlier export there).\n"
             "eval measures the validation loss of MODEL (a checkpoint folder, its `latest` pointer,\n"
@@ -133,15 +135,21 @@ static int cmd_train(int argc, char **argv) {
 struct export_args {
     const char *ckpt, *out;
     int64_t max_shard;       /* 0: hf_export's default */
+    enum st_dtype dtype;     /* ST_BF16 (default) or ST_F32 */
     bool force;
 };
 
 static struct export_args parse_export(int argc, char **argv) {
-    struct export_args a = {0};
+    struct export_args a = {.dtype = ST_BF16};
     for (int i = 2; i < argc; i++) {
         const char *s = argv[i];
         if (strcmp(s, "--force") == 0) {
             a.force = true;
+        } else if (strcmp(s, "--dtype") == 0) {
+            const char *v = i + 1 < argc ? argv[++i] : "";
+            if (strcmp(v, "float32") != 0 && strcmp(v, "bfloat16") != 0)
+                die_user("export: --dtype needs float32 or bfloat16, got \"%s\"", v);
+            a.dtype = strcmp(v, "float32") == 0 ? ST_F32 : ST_BF16;
         } else if (strcmp(s, "--max-shard-bytes") == 0) {
             char *end = NULL;
             errno = 0;
@@ -238,7 +246,7 @@ static int cmd_export(int argc, char **argv) {
     model_init(&m, &cfg, &be, &g, 1, false);
     float *host = xcalloc((size_t)m.n_params_padded, sizeof(float));
     checkpoint_read_weights(&m, ckpt, host);
-    hf_export(&cfg, &m, host, a.out, a.max_shard);
+    hf_export(&cfg, &m, host, a.out, a.max_shard, a.dtype);
     printf("exported %s (%lld parameters) to %s\n", ckpt, (long long)m.n_params, a.out);
     free(host);
     model_free(&m);

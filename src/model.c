@@ -233,27 +233,32 @@ static void declare_buffers(struct model *m) {
     m->loss_host = plan_take(p, PLAN_HOST, "per-token loss (fp32)", nbytes(1, N, 1, f4));
 }
 
-/* RoPE tables (host-computed, uploaded): plain, or LongRoPE's factors (long ones beyond the original
- * context) and its attention scaling sqrt(1 + ln(s) / ln(orig)), s = max_pos / orig. */
+/* RoPE tables (host-computed, uploaded): the frequencies of the config's rope type for
+ * sequences of T tokens, with its attention scaling folded into cos and sin. */
 static void init_rope(struct model *m) {
     const struct model_config *mc = &m->cfg->model;
-    size_t bytes = nbytes(m->T, m->D / 2, 1, sizeof(float));
+    int64_t half = m->D / 2;
+    struct rope_params rp = {
+        .type = mc->rope_scaling_type, .D = m->D, .T = m->T, .theta = mc->rope_theta,
+        .max_position_embeddings = mc->max_position_embeddings,
+        .original_max_position_embeddings = mc->rope_original_max_position_embeddings,
+        .factor = mc->rope_factor, .attention_factor = mc->rope_attention_factor,
+        .beta_fast = mc->rope_beta_fast, .beta_slow = mc->rope_beta_slow,
+        .mscale = mc->rope_mscale, .mscale_all_dim = mc->rope_mscale_all_dim,
+        .truncate = mc->rope_truncate, .low_freq_factor = mc->rope_low_freq_factor,
+        .high_freq_factor = mc->rope_high_freq_factor, .long_factor = mc->rope_long_factor.items,
+        .short_factor = mc->rope_short_factor.items};
+    double *inv_freq = xmalloc((size_t)half * sizeof(double));
+    double mscale = rope_frequencies(inv_freq, &rp);
+    size_t bytes = nbytes(m->T, half, 1, sizeof(float));
     float *cos = xmalloc(bytes);
     float *sin = xmalloc(bytes);
-    const double *factor = NULL;
-    double mscale = 1.0;
-    if (strcmp(mc->rope_scaling_type, "longrope") == 0) {
-        double orig = (double)mc->rope_original_max_position_embeddings;
-        factor = m->T > mc->rope_original_max_position_embeddings ? mc->rope_long_factor.items
-                                                                  : mc->rope_short_factor.items;
-        double s = (double)mc->max_position_embeddings / orig;
-        if (s > 1.0) mscale = sqrt(1.0 + log(s) / log(orig));
-    }
-    rope_table_init(cos, sin, m->T, m->D, mc->rope_theta, factor, mscale);
+    rope_table_fill(cos, sin, m->T, m->D, inv_freq, mscale);
     backend_upload(m->be, m->s.rope_cos, cos, bytes);
     backend_upload(m->be, m->s.rope_sin, sin, bytes);
     free(cos);
     free(sin);
+    free(inv_freq);
 
     int32_t *pos = xmalloc((size_t)m->N * sizeof(int32_t));
     int64_t n = m->shard.n_local;

@@ -142,6 +142,24 @@ static void init_weights(struct trainer *tr) {
     log_info(&tr->log, "weights imported from %s\n", c->model.init_from);
 }
 
+/* What InfLLM-V2 sparse attention does at this length, once, in words. */
+static void log_sparse(struct trainer *tr) {
+    const struct config *c = tr->cfg;
+    const struct attention_config *a = &c->attention;
+    char why[96];
+    if (a->dense_len < 0)
+        snprintf(why, sizeof why, "attention.dense_len -1: always");
+    else
+        snprintf(why, sizeof why, "data.seq_len %lld >= attention.dense_len %lld",
+                 (long long)c->data.seq_len, (long long)a->dense_len);
+    log_info(&tr->log,
+             "InfLLM-V2 sparse attention (%s): each query attends to at most %d of the %lld "
+             "blocks of %d tokens: the first %d, its own and the %d tokens before it, and the %d "
+             "others of highest compressed-key score\n",
+             why, tr->model.attn.nsel, (long long)(c->data.seq_len / a->block_size), a->block_size,
+             a->init_blocks, a->window_size, a->topk - a->init_blocks - 1);
+}
+
 void trainer_init(struct trainer *tr, const struct config *c, struct grid *g,
                   enum trainer_mode mode) {
     memset(tr, 0, sizeof *tr);
@@ -184,6 +202,7 @@ void trainer_init(struct trainer *tr, const struct config *c, struct grid *g,
              c->device == DEVICE_CPU ? "cpu fp32" : "cuda bf16",
              tr->model.sparse ? "InfLLM-V2 sparse" : "dense", tr->accum, t->micro_batch_size,
              (long long)c->data.seq_len);
+    if (tr->model.sparse) log_sparse(tr);
 }
 
 void trainer_free(struct trainer *tr) {
@@ -260,6 +279,18 @@ static void guard_step(struct trainer *tr, double loss, double norm) {
     tr->loss_ema_steps++;
 }
 
+/* Adds the micro-batch's retrieval answers and exact predictions (the forward kept its argmax) to
+ * counts[0], counts[1]. */
+static void count_answers(struct trainer *tr, int64_t counts[2]) {
+    const struct model *m = &tr->model;
+    model_download_argmax(m, tr->argmax);
+    for (int64_t i = 0; i < m->N; i++) {
+        if (!tr->scored[i]) continue;
+        counts[0]++;
+        counts[1] += tr->argmax[i] == tr->targets[i];
+    }
+}
+
 double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
     const struct config *c = tr->cfg;
     struct model *m = &tr->model;
@@ -267,11 +298,20 @@ double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
     double tokens_in_step = (double)c->train.global_batch_size * (double)targets_per_sequence(c);
     float grad_scale = (float)(1.0 / tokens_in_step);
     double loss_sum = 0;
+    int64_t counts[2] = {0, 0}; /* answers, correct */
+    bool retrieval = c->data.source == DATA_SOURCE_SYNTHETIC;
+    m->keep_argmax = retrieval;
     model_zero_grad(m);
     for (int micro = 0; micro < tr->accum; micro++) {
         fill_batch(tr, &tr->train_data, micro_first(tr, base, micro), -1);
         loss_sum += model_forward(m, tr->tokens, tr->targets, true, grad_scale);
+        if (retrieval) count_answers(tr, counts);
         model_backward(m);
+    }
+    m->keep_argmax = false;
+    if (retrieval) {
+        comm_allreduce(&tr->g->world, counts, 2, COMM_I64, COMM_SUM);
+        tr->step_answers[0] = counts[0], tr->step_answers[1] = counts[1];
     }
     comm_allreduce(&tr->g->world, &loss_sum, 1, COMM_F64, COMM_SUM);
     double loss = loss_sum / tokens_in_step;
@@ -296,12 +336,7 @@ struct eval_result trainer_eval(struct trainer *tr) {
     for (int64_t micro = 0; micro < micros; micro++) {
         fill_batch(tr, &tr->val_data, micro_first(tr, 0, (int)micro), total);
         loss_sum += model_forward(m, tr->tokens, tr->targets, false, 0.0f);
-        model_download_argmax(m, tr->argmax);
-        for (int64_t i = 0; i < m->N; i++) {
-            if (!tr->scored[i]) continue;
-            counts[0]++;
-            counts[1] += tr->argmax[i] == tr->targets[i];
-        }
+        count_answers(tr, counts);
     }
     m->keep_argmax = false;
     comm_allreduce(&tr->g->world, &loss_sum, 1, COMM_F64, COMM_SUM);
@@ -396,16 +431,46 @@ static void run_eval(struct trainer *tr) {
                 r.answers ? (double)r.correct / (double)r.answers : 0.0);
 }
 
+/* The step's line (every log.every steps, the first and the last) and its metrics record. On the
+ * synthetic task the line carries the retrieval accuracy of the training batches since the last
+ * line (fresh sequences, predicted before each step's update), the record that of the step. */
+static void log_step(struct trainer *tr, double loss, double norm, double lr, double dt,
+                     double per_step) {
+    const struct config *c = tr->cfg;
+    const struct train_config *t = &c->train;
+    double tokens_per_step = (double)t->global_batch_size * (double)c->data.seq_len;
+    int64_t *sa = tr->step_answers, *la = tr->line_answers;
+    la[0] += sa[0], la[1] += sa[1];
+    char eta[32], tps[32], acc[64] = "", acc_json[96] = "";
+    format_duration(eta, sizeof eta, per_step * (double)(t->max_steps - tr->step));
+    format_count(tps, sizeof tps, tokens_per_step / dt);
+    if (la[0]) snprintf(acc, sizeof acc, " | retrieval %.1f%%", 100.0 * (double)la[1] / (double)la[0]);
+    if (sa[0])
+        snprintf(acc_json, sizeof acc_json, ", \"answers\": %lld, \"correct\": %lld",
+                 (long long)sa[0], (long long)sa[1]);
+    if (tr->step % c->log.every == 0 || tr->step == t->max_steps || tr->step == 1) {
+        int width = snprintf(NULL, 0, "%lld", (long long)t->max_steps);
+        log_info(&tr->log,
+                 "step %*lld/%lld | loss %.4f%s | grad norm %.3f | lr %.2e | %.0f ms | %s tok/s "
+                 "| ETA %s\n",
+                 width, (long long)tr->step, (long long)t->max_steps, loss, acc, norm, lr,
+                 dt * 1e3, tps, eta);
+        la[0] = la[1] = 0;
+    }
+    log_metrics(&tr->log,
+                "\"step\": %lld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g, "
+                "\"ms\": %.3f, \"tokens_per_s\": %.1f%s",
+                (long long)tr->step, loss, lr, norm, dt * 1e3, tokens_per_step / dt, acc_json);
+}
+
 int trainer_run(struct trainer *tr) {
     CHECK(tr->mode == TRAINER_TRAIN);
     const struct config *c = tr->cfg;
     const struct train_config *t = &c->train;
     install_stop_handlers();
     int64_t first_step = tr->step;
-    double tokens_per_step = (double)t->global_batch_size * (double)c->data.seq_len;
     struct step_times st = {0, 0, 0};
     double t_start = now_seconds();
-    int width = snprintf(NULL, 0, "%lld", (long long)t->max_steps);
     while (tr->step < t->max_steps) {
         double lr = lr_at(&tr->sched, tr->step);
         double t0 = now_seconds();
@@ -427,19 +492,7 @@ int trainer_run(struct trainer *tr) {
             st.timed++;
         }
         double per_step = st.timed ? st.after_first / (double)st.timed : st.first;
-        char eta[32], tps[32];
-        format_duration(eta, sizeof eta, per_step * (double)(t->max_steps - tr->step));
-        format_count(tps, sizeof tps, tokens_per_step / dt);
-        if (tr->step % c->log.every == 0 || tr->step == t->max_steps || tr->step == 1)
-            log_info(&tr->log,
-                     "step %*lld/%lld | loss %.4f | grad norm %.3f | lr %.2e | %.0f ms | %s tok/s "
-                     "| ETA %s\n",
-                     width, (long long)tr->step, (long long)t->max_steps, loss, norm, lr, dt * 1e3,
-                     tps, eta);
-        log_metrics(&tr->log,
-                    "\"step\": %lld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.17g, "
-                    "\"ms\": %.3f, \"tokens_per_s\": %.1f",
-                    (long long)tr->step, loss, lr, norm, dt * 1e3, tokens_per_step / dt);
+        log_step(tr, loss, norm, lr, dt, per_step);
         if (profiled) log_profile(tr, region_sec);
         if (eval_due(tr)) run_eval(tr);
         bool stop = stop_requested(tr);

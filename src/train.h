@@ -43,6 +43,10 @@ struct trainer {
     uint64_t run_id;      /* lineage of the checkpoints this run writes and may prune (checkpoint.h) */
     double loss_ema;      /* running mean of the step loss (train.guard.loss_spike), and its steps */
     int64_t loss_ema_steps;
+    /* Synthetic task: the retrieval answers of the last training step and of the steps since the
+     * last printed line; [0] scored, [1] predicted exactly (argmax, before the step's update). */
+    int64_t step_answers[2];
+    int64_t line_answers[2];
 
     /* Host staging, from `plan` (host arena) */
     int32_t *seq;         /* (T + 1) one sequence from the loader */

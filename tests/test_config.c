@@ -250,7 +250,7 @@ static void test_set(void) {
     t_check(c.train.schedule == LR_SCHEDULE_WSD && c.data.source == DATA_SOURCE_SYNTHETIC, "enums");
     t_check(c.data.train_files.n == 1 && strcmp(c.data.train_files.items[0], "c.tok") == 0,
             "string list replaced by the later --set");
-    t_check(strcmp(c.model.rope_scaling_type, "longrope") == 0 &&
+    t_check(c.model.rope_scaling_type == ROPE_TYPE_LONGROPE &&
                 c.model.rope_long_factor.n == 32 && c.model.rope_long_factor.items[31] == 32.5 &&
                 c.model.rope_short_factor.items[31] == 0.5 &&
                 c.model.rope_original_max_position_embeddings == 512,
@@ -284,6 +284,35 @@ static void rand_string(struct t_rng *r, char *out, size_t cap) {
         strcat(out, parts[t_rng_u64(r) % (sizeof parts / sizeof parts[0])]);
 }
 
+/* A random rope type with random values of the members it reads (the others stay unset). */
+static void randomize_rope(struct t_rng *r, struct model_config *m) {
+    enum rope_type t = (enum rope_type)(t_rng_u64(r) % 6);
+    m->rope_scaling_type = t;
+    m->rope_override = t_rng_u64(r) % 2;
+    m->rope_original_max_position_embeddings = 1 + (int64_t)(t_rng_u64(r) % 100000);
+    if (t != ROPE_TYPE_DEFAULT && t != ROPE_TYPE_LONGROPE) m->rope_factor = rand_in(r, 1, 64);
+    if (t == ROPE_TYPE_YARN) {
+        m->rope_attention_factor = rand_in(r, 0.5, 2);
+        m->rope_beta_fast = rand_in(r, 8, 64);
+        m->rope_beta_slow = rand_in(r, 0.5, 2);
+        m->rope_mscale = rand_in(r, 0.1, 2);
+        m->rope_mscale_all_dim = rand_in(r, 0.1, 2);
+        m->rope_truncate = t_rng_u64(r) % 2;
+    }
+    if (t == ROPE_TYPE_LLAMA3) {
+        m->rope_low_freq_factor = rand_in(r, 0.5, 2);
+        m->rope_high_freq_factor = m->rope_low_freq_factor + rand_in(r, 0.5, 8);
+    }
+    if (t != ROPE_TYPE_LONGROPE) return;
+    m->rope_factor = rand_in(r, 1, 64);
+    m->rope_attention_factor = rand_in(r, 0.5, 2);
+    m->rope_long_factor.n = m->rope_short_factor.n = m->head_dim / 2;
+    for (int i = 0; i < m->head_dim / 2; i++) {
+        m->rope_long_factor.items[i] = rand_in(r, 1e-3, 100);
+        m->rope_short_factor.items[i] = rand_in(r, 1e-3, 100);
+    }
+}
+
 /* Random values for every field, kept valid (config_load validates the written file). */
 static void randomize(struct t_rng *r, struct config *c) {
     struct model_config *m = &c->model;
@@ -308,13 +337,7 @@ static void randomize(struct t_rng *r, struct config *c) {
     m->dim_model_base = rand_in(r, 1, 1024);
     m->initializer_range = rand_in(r, 0, 0.2);
     m->max_position_embeddings = 1 + (int64_t)(t_rng_u64(r) % 1000000);
-    snprintf(m->rope_scaling_type, sizeof m->rope_scaling_type, "longrope");
-    m->rope_long_factor.n = m->rope_short_factor.n = m->head_dim / 2;
-    for (int i = 0; i < m->head_dim / 2; i++) {
-        m->rope_long_factor.items[i] = rand_in(r, 1e-3, 100);
-        m->rope_short_factor.items[i] = rand_in(r, 1e-3, 100);
-    }
-    m->rope_original_max_position_embeddings = 1 + (int64_t)(t_rng_u64(r) % 100000);
+    randomize_rope(r, m);
 
     struct attention_config *a = &c->attention;
     a->kernel_stride = 1 + (int)(t_rng_u64(r) % 32);
@@ -404,9 +427,13 @@ static const char *first_difference(const struct config *a, const struct config 
     SAME(model.rms_norm_eps); SAME(model.tie_word_embeddings); SAME(model.attention_bias);
     SAME(model.use_sliding_window); SAME(model.scale_emb);
     SAME(model.scale_depth); SAME(model.dim_model_base); SAME(model.initializer_range);
-    SAME(model.max_position_embeddings); SAME_STR(model.rope_scaling_type);
+    SAME(model.max_position_embeddings); SAME(model.rope_scaling_type);
+    SAME(model.rope_factor); SAME(model.rope_attention_factor); SAME(model.rope_beta_fast);
+    SAME(model.rope_beta_slow); SAME(model.rope_mscale); SAME(model.rope_mscale_all_dim);
+    SAME(model.rope_truncate); SAME(model.rope_low_freq_factor); SAME(model.rope_high_freq_factor);
     SAME_NUMS(model.rope_long_factor); SAME_NUMS(model.rope_short_factor);
-    SAME(model.rope_original_max_position_embeddings); SAME_STR(model.init_from);
+    SAME(model.rope_original_max_position_embeddings); SAME(model.rope_override);
+    SAME_STR(model.init_from);
     SAME(attention.kernel_size); SAME(attention.kernel_stride); SAME(attention.block_size);
     SAME(attention.init_blocks); SAME(attention.window_size); SAME(attention.topk);
     SAME(attention.dense_len); SAME(attention.use_nope); SAME(attention.lse_approx);
@@ -429,7 +456,7 @@ static const char *first_difference(const struct config *a, const struct config 
 }
 
 /* The hand-written comparison above covers this many keys (rope_scaling counted as four). */
-enum { FIELDS_COMPARED = 70 };
+enum { FIELDS_COMPARED = 80 };
 
 static void test_round_trip(struct t_rng *r) {
     static struct config a, b;
@@ -525,7 +552,7 @@ static void test_import(void) {
     t_check(m->model_type == MODEL_TYPE_MINICPM && m->hidden_size == 64 &&
                 m->intermediate_size == 96 && m->num_hidden_layers == 2 &&
                 m->num_key_value_heads == 4 && m->head_dim == 16 && m->tie_word_embeddings &&
-                m->scale_emb == 12 && strcmp(m->rope_scaling_type, "longrope") == 0 &&
+                m->scale_emb == 12 && m->rope_scaling_type == ROPE_TYPE_LONGROPE &&
                 m->rope_long_factor.n == 8 && m->rope_long_factor.items[7] == 8 &&
                 m->rope_original_max_position_embeddings == 256,
             "import: shape, MHA and tied defaults, derived head_dim, scale_emb, LongRoPE");
@@ -545,9 +572,9 @@ static void test_import(void) {
     REJECT_IMPORT("import: cross-key rule", hf, NULL, "hf/config.json: num_key_value_heads",
                   "does not divide num_attention_heads = 4");
     snprintf(hf, sizeof hf, "{%s, \"hidden_size\": 64, \"num_attention_heads\": 4, "
-             "\"rope_scaling\": {\"rope_type\": \"yarn\"}}", base);
+             "\"rope_scaling\": {\"rope_type\": \"ntk\"}}", base);
     REJECT_IMPORT("import: rope type", hf, NULL, "hf/config.json: rope_scaling.rope_type",
-                  "\"yarn\"");
+                  "\"ntk\"");
     snprintf(hf, sizeof hf, "{\"model_type\": \"mistral\", \"vocab_size\": 512, "
              "\"hidden_size\": 64, \"intermediate_size\": 96, \"num_hidden_layers\": 2, "
              "\"num_attention_heads\": 4}");
@@ -688,8 +715,25 @@ static void test_rejections(void) {
                 "\"long_factor\": [1, 2], \"short_factor\": [1, 2], "
                 "\"original_max_position_embeddings\": 256}}}",
                 "model.rope_scaling.long_factor", "head_dim / 2 = 16");
-    REJECT_FILE("unknown rope type", "{\"model\": {\"rope_scaling\": {\"rope_type\": \"yarn\"}}}",
-                "model.rope_scaling.rope_type", "\"yarn\"");
+    REJECT_FILE("unknown rope type", "{\"model\": {\"rope_scaling\": {\"rope_type\": \"ntk\"}}}",
+                "model.rope_scaling.rope_type", "\"longrope\", \"llama3\"", "got \"ntk\"");
+    REJECT_FILE("yarn without factor", "{\"model\": {\"rope_scaling\": {\"rope_type\": \"yarn\"}}}",
+                "model.rope_scaling.factor", "positive number with rope_type yarn");
+    REJECT_FILE("member of another rope type",
+                "{\"model\": {\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4, "
+                "\"low_freq_factor\": 1}}}",
+                "model.rope_scaling.low_freq_factor", "not read by rope_type yarn");
+    REJECT_FILE("llama3 band",
+                "{\"model\": {\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, "
+                "\"low_freq_factor\": 4, \"high_freq_factor\": 1}}}",
+                "model.rope_scaling.high_freq_factor", "not above low_freq_factor = 4");
+    REJECT_FILE("truncate without yarn",
+                "{\"model\": {\"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 2, "
+                "\"truncate\": false}}}",
+                "model.rope_scaling.truncate", "yarn only");
+    REJECT_FILE("longrope lists on plain RoPE",
+                "{\"model\": {\"rope_scaling\": {\"short_factor\": [1]}}}",
+                "model.rope_scaling.short_factor", "longrope only");
     REJECT_FILE("synthetic task vocabulary", "{\"model\": {\"vocab_size\": 100}}",
                 "model.vocab_size", "synthetic");
     REJECT_FILE("synthetic task keys", "{\"data\": {\"synthetic\": {\"n_keys\": 4}}}",

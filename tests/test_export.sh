@@ -7,7 +7,12 @@
 #      covers every tensor;
 #   2. export -> import (model.init_from) -> a step with lr 0 -> export gives byte-identical files;
 #   3. when `torch` and `transformers` import, LlamaForCausalLM.from_pretrained on the export gives
-#      the same next-token logits as our fp32 forward of the imported folder (tests/tool_logits).
+#      the same next-token logits as our fp32 forward of the imported folder (tests/tool_logits);
+#   4. an imported folder with tokenizer, chat template (also additional_chat_templates/),
+#      generation and remote-code files beside other files: `export --dtype float32` of a run from
+#      it carries exactly the side files, byte-identical, writes F32 tensors equal to the imported
+#      ones (lr 0) and torch_dtype / dtype float32; every config.json field import reads, given
+#      values that need 17 digits, reads back from the export as the same double.
 # Usage: test_export.sh BUILD_DIR TRAINER
 set -euo pipefail
 build=$1
@@ -81,6 +86,83 @@ echo "== 2. export -> import -> export"
 "$bin" export "$dir/reimport/ckpt/latest" "$dir/hf_again"
 cmp "$dir/hf_llama/model.safetensors" "$dir/hf_again/model.safetensors"
 echo "re-exported weights byte-identical"
+
+echo "== 4. side files, --dtype float32, exact config.json fields"
+python3 - "$dir" <<'PY'
+import json, os, shutil, sys
+d = sys.argv[1]
+src, side = f"{d}/hf_side", f"{d}/hf_side_files"
+shutil.copytree(f"{d}/hf_llama", src)
+cfg = json.load(open(f"{src}/config.json"))
+cfg.update({"rms_norm_eps": 1.0000000000000002e-05, "rope_theta": 12345.678901234567,
+            "max_position_embeddings": 1024, "transformers_version": "5.0.0",
+            "rope_scaling": {"rope_type": "yarn", "factor": 1.2345678901234567,
+                             "original_max_position_embeddings": 256, "attention_factor": 1.1000000000000001,
+                             "beta_fast": 31.999999999999996, "beta_slow": 0.30000000000000004, "truncate": False}})
+json.dump(cfg, open(f"{src}/config.json", "w"), indent=2)
+files = {"tokenizer.json": '{"model": {}}', "tokenizer_config.json": '{"chat_template": "x"}',
+         "special_tokens_map.json": "{}", "chat_template.jinja": "{{ messages }}\n",
+         "generation_config.json": '{"do_sample": true}', "vocab.json": "{}", "merges.txt": "a b\n",
+         "tokenizer.model": "\x00spm", "added_tokens.json": "{}", "modeling_x.py": "# code\n",
+         "additional_chat_templates/tool_use.jinja": "{{ tools }}\n"}
+others = ["README.md", "training_args.bin", "pytorch_model.bin", "notes.txt"]
+for name, text in [*files.items(), *[(o, "not carried") for o in others]]:
+    os.makedirs(os.path.dirname(f"{src}/{name}"), exist_ok=True)
+    open(f"{src}/{name}", "w").write(text)
+json.dump(sorted(files), open(f"{d}/side_names.json", "w"))
+base = json.load(open("configs/quickstart.json"))
+del base["model"]  # the imported config.json gives every model key
+json.dump(base, open(f"{d}/base.json", "w"))
+PY
+"$bin" "$dir/base.json" "${small[@]}" --set run_dir="$dir/side" \
+  --set model.init_from="$dir/hf_side" --set train.max_steps=1 --set train.warmup_steps=0 \
+  --set train.lr=0 --set train.min_lr=0 --set train.weight_decay=0 >/dev/null
+"$bin" export "$dir/side/ckpt/latest" "$dir/hf_side_out" --dtype float32 | tee "$dir/export.log"
+grep -q "export: from $dir/hf_side: .*chat_template.jinja" "$dir/export.log"
+if "$bin" export "$dir/side/ckpt/latest" "$dir/hf_bad" --dtype float16 2>"$dir/err"; then
+  echo "FAIL --dtype float16 accepted"; exit 1
+fi
+grep -q "export: --dtype needs float32 or bfloat16, got \"float16\"" "$dir/err" && cat "$dir/err"
+python3 - "$dir" <<'PY'
+import filecmp, json, os, sys
+import numpy as np
+d = sys.argv[1]
+src, out = f"{d}/hf_side", f"{d}/hf_side_out"
+names = json.load(open(f"{d}/side_names.json"))
+for n in names:
+    assert filecmp.cmp(f"{src}/{n}", f"{out}/{n}", shallow=False), f"{n} not carried byte-identical"
+written = sorted(os.path.relpath(os.path.join(r, f), out) for r, _, fs in os.walk(out) for f in fs)
+assert written == sorted(names + ["config.json", "model.safetensors"]), written
+cfg, src_cfg = json.load(open(f"{out}/config.json")), json.load(open(f"{src}/config.json"))
+assert cfg["torch_dtype"] == cfg["dtype"] == "float32", (cfg["torch_dtype"], cfg["dtype"])
+read = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "head_dim", "rope_theta", "rms_norm_eps", "max_position_embeddings",
+        "tie_word_embeddings", "rope_scaling"]
+diff = {k: (src_cfg.get(k), cfg.get(k)) for k in read if src_cfg.get(k) != cfg.get(k)}
+assert not diff, f"exported config.json fields differ from the imported ones: {diff}"
+def tensors(path):  # numpy has no bfloat16: widen BF16 by hand (exact)
+    raw = open(path, "rb").read()
+    n = int.from_bytes(raw[:8], "little")
+    out = {}
+    for k, v in json.loads(raw[8:8 + n]).items():
+        if k == "__metadata__": continue
+        b, e = v["data_offsets"]
+        data = raw[8 + n + b:8 + n + e]
+        if v["dtype"] == "BF16":
+            out[k] = (np.frombuffer(data, np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            assert v["dtype"] == "F32", v["dtype"]
+            out[k] = np.frombuffer(data, np.float32)
+        out[k] = (v["dtype"], out[k])
+    return out
+a, b = tensors(f"{out}/model.safetensors"), tensors(f"{src}/model.safetensors")
+assert sorted(a) == sorted(b)
+for k in a:
+    assert a[k][0] == "F32" and np.array_equal(a[k][1], b[k][1]), k
+print(f"{len(names)} side files carried byte-identical, nothing else; F32 tensors equal to the "
+      f"imported ones; {len(read)} config.json fields read back exactly "
+      f"(rope_theta {cfg['rope_theta']!r}, rms_norm_eps {cfg['rms_norm_eps']!r})")
+PY
 
 echo "== 3. logits against transformers"
 if python3 -c "import torch, transformers" 2>/dev/null; then

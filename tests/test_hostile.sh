@@ -708,7 +708,7 @@ hfjson "head_dim 7 (odd)" "head_dim: 7 is odd" "j['head_dim'] = 7"
 hfjson "hidden_act gelu" 'hidden_act: expected "silu" \(the only one implemented\), got "gelu"' "j['hidden_act'] = 'gelu'"
 hfjson "attention_bias \"yes\"" 'attention_bias: expected true or false, got "yes"' "j['attention_bias'] = 'yes'"
 hfjson "mlp_bias true" "mlp_bias: expected false \(the only one implemented\), got true" "j['mlp_bias'] = True"
-hfjson "rope_scaling linear" 'rope_scaling.rope_type: expected "" or "longrope", got "linear"' "j['rope_scaling'] = {'rope_type': 'linear', 'factor': 2.0}"
+hfjson "rope_scaling mrope" 'rope_scaling.rope_type: expected one of .*"llama3", got "mrope"' "j['rope_scaling'] = {'rope_type': 'mrope', 'factor': 2.0}"
 hfjson "max_position_embeddings -1" "max_position_embeddings: expected a non-negative integer, got -1" "j['max_position_embeddings'] = -1"
 hfjson "heads as a list" "num_attention_heads: expected a positive integer, got \[2\]" "j['num_attention_heads'] = [2]"
 
