@@ -295,7 +295,7 @@ struct att_case {
 static void test_dense_attention(const struct att_case *k) {
     char what[128];
     struct attn_shape s = {k->Tq, k->q_pos0, k->Tk, k->Hq, k->Hkv, k->D, (int64_t)k->Hq * k->D,
-                           (int64_t)k->Hkv * k->D, (float)(1.0 / sqrt((double)k->D))};
+                           (int64_t)k->Hkv * k->D, (float)(1.0 / sqrt((double)k->D)), NULL};
     int64_t nq = s.Tq * s.q_stride, nk = s.Tk * s.kv_stride;
     float *q = host_bf16_rand(nq, 1.0f), *kk = host_bf16_rand(nk, 1.0f), *v = host_bf16_rand(nk, 1.0f);
     float *o = xmalloc((size_t)nq * 4), *lse = xmalloc((size_t)(s.Tq * s.Hq) * 4);
@@ -371,7 +371,7 @@ static void test_sparse(int64_t T, int Hq, int Hkv, int D, const struct infllm_p
                         bool ties) {
     char what[160];
     struct attn_shape s = {T, 0, T, Hq, Hkv, D, (int64_t)Hq * D, (int64_t)Hkv * D,
-                           (float)(1.0 / sqrt((double)D))};
+                           (float)(1.0 / sqrt((double)D)), NULL};
     int64_t nq = T * s.q_stride, nk = T * s.kv_stride, KD = s.kv_stride;
     float *q = host_bf16_rand(nq, 1.0f), *kk = host_bf16_rand(nk, 1.0f), *v = host_bf16_rand(nk, 1.0f);
     if (ties)
@@ -465,7 +465,7 @@ static void test_stage3(const struct att_case *k, int nsel, int pad) {
     const int bs = 64;
     struct attn_shape s = {k->Tq, k->q_pos0, k->Tk, k->Hq, k->Hkv, k->D,
                            (int64_t)k->Hq * k->D + pad, (int64_t)k->Hkv * k->D + pad,
-                           (float)(1.0 / sqrt((double)k->D))};
+                           (float)(1.0 / sqrt((double)k->D)), NULL};
     int64_t nq = s.Tq * s.q_stride, nk = s.Tk * s.kv_stride, nl = s.Tq * s.Hq;
     int64_t nblk = (s.Tk + bs - 1) / bs, ns = s.Tq * s.Hkv * (nsel > 0 ? nsel : 1);
     int32_t *sel = xmalloc((size_t)ns * 4);
@@ -558,7 +558,7 @@ static void test_tc_supported(void) {
             for (int64_t T = 65536; T <= 131072; T *= 2) {
                 const int G = gqa_groups[gi], Hkv = 2, Hq = G * Hkv;
                 struct attn_shape s = {T, 0, T, Hq, Hkv, D, (int64_t)Hq * D, (int64_t)Hkv * D,
-                                       (float)(1.0 / sqrt((double)D))};
+                                       (float)(1.0 / sqrt((double)D)), NULL};
                 bool dense = attention_tc_supported(&s, 64, false);
                 bool sparse = attention_tc_supported(&s, 64, true);
                 bool sel = infllm_select_tc_supported(&s, &defaults);
@@ -567,7 +567,7 @@ static void test_tc_supported(void) {
                         (long long)T, Hq, Hkv, D, dense, sparse, sel);
                 n += dense && sparse && sel;
             }
-    struct attn_shape d96 = {4096, 0, 4096, 4, 2, 96, 4 * 96, 2 * 96, 0.1f};
+    struct attn_shape d96 = {4096, 0, 4096, 4, 2, 96, 4 * 96, 2 * 96, 0.1f, NULL};
     t_check(!attention_tc_supported(&d96, 64, false) && !infllm_select_tc_supported(&d96, &defaults),
             "the tensor-core guards accept D 96");
     printf("  %-44s %d of %d (D 64/128 x G 1-16 x 64k/128k), D 96 refused\n",
@@ -748,15 +748,15 @@ static void test_wgmma_predicate(void) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int Hq = shapes[i][0], Hkv = shapes[i][1], D = shapes[i][2];
         const struct attn_shape s = {65536, 0, 65536, Hq, Hkv, D, (int64_t)Hq * D,
-                                     (int64_t)Hkv * D, (float)(1.0 / sqrt((double)D))};
+                                     (int64_t)Hkv * D, (float)(1.0 / sqrt((double)D)), NULL};
         const bool got = attention_wgmma_supported(&s) != 0;
         t_check(got == expect, "wgmma path for Hq %d Hkv %d D %d: %d, expected %d on cc %d.%d", Hq,
                 Hkv, D, got, expect, major, minor);
     }
     /* no kernels for D 32 (the quickstart's) or 96, nor for rows that are not 16-byte multiples */
-    const struct attn_shape d32 = {512, 0, 512, 4, 2, 32, 128, 64, 0.17f};
-    const struct attn_shape d96 = {512, 0, 512, 4, 2, 96, 384, 192, 0.1f};
-    const struct attn_shape odd = {512, 0, 512, 4, 2, 64, 260, 128, 0.125f};
+    const struct attn_shape d32 = {512, 0, 512, 4, 2, 32, 128, 64, 0.17f, NULL};
+    const struct attn_shape d96 = {512, 0, 512, 4, 2, 96, 384, 192, 0.1f, NULL};
+    const struct attn_shape odd = {512, 0, 512, 4, 2, 64, 260, 128, 0.125f, NULL};
     t_check(!attention_wgmma_supported(&d32) && !attention_wgmma_supported(&d96) &&
                 !attention_wgmma_supported(&odd),
             "wgmma path claims D 32, D 96 or a 520-byte row");
