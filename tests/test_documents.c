@@ -1,0 +1,190 @@
+/*
+ * test_documents.c: document masking on the CPU reference. A sequence that packs several documents
+ * gives the loss and the gradients of the documents run one by one, each as a sequence of its own.
+ *
+ * Method: one model of the packed length T (document masking on) and, per document of length n,
+ * one model of length n rounded up to the block size (no documents; the rounding tokens come after
+ * the document and have no target, so causal attention keeps them out of the document's rows and
+ * their zero loss gradient adds nothing). Same config otherwise, same seeded weights, random
+ * tokens; targets: random, -1 where the packed sequence's next token starts a document (what the
+ * trainer does) and on a few other rows. Checks:
+ *   - every row's loss equals the loss of the same row of its document alone, bitwise: the CPU
+ *     kernels compute a row with the same operations whatever the other rows (matmul_cpu.c's
+ *     fixed reduction order; attention_cpu.c reads a document's keys in pieces counted from its
+ *     start), and positions restart at each document;
+ *   - the summed loss (double) and every parameter gradient (grad_scale 1) equal the sum over the
+ *     documents alone up to fp32 reassociation: the weight gradients sum the same row terms in
+ *     another order (one GEMM over all rows against one per document, added up). Tolerance 2e-6
+ *     of the largest gradient element, against observed ~1e-7; a row of another document seen by
+ *     attention, a position not restarted, or a window across a boundary moves them by 1e-2 or
+ *     more;
+ *   - train.recompute "full" gives the packed loss and gradient bit for bit.
+ * Cases: dense (documents starting mid-block, a one-token document), sparse (every document
+ * InfLLM-V2, top-k dropping blocks, with and without use_nope), and mixed (attention.dense_len 64:
+ * a long sparse document between short dense ones, in a sparse sequence).
+ * A layer-level check: the selection of a sparse document's rows in the packed sequence equals the
+ * selection of the document alone (block indices relative to the document's start).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "config.h"
+#include "grid.h"
+#include "model.h"
+#include "testlib.h"
+
+#define MAX_DOCS 8
+
+struct case_desc {
+    const char *name;
+    int64_t T;                 /* packed length, a multiple of the block size */
+    int64_t dense_len;         /* attention.dense_len */
+    bool nope;
+    int ndocs;
+    int64_t starts[MAX_DOCS];  /* ascending from 0 */
+};
+
+static void setup_config(struct config *c, const struct case_desc *k, int64_t T, bool documents) {
+    config_defaults(c);
+    struct model_config *m = &c->model;
+    m->vocab_size = 61;
+    m->hidden_size = 24;
+    m->intermediate_size = 40;
+    m->num_hidden_layers = 2;
+    m->num_attention_heads = 4;
+    m->num_key_value_heads = 2;
+    m->head_dim = 8;
+    m->initializer_range = 0.2;
+    c->data.seq_len = T;
+    c->data.synthetic = (struct synthetic_config){.n_pairs = 1, .n_queries = 0, .n_keys = 8,
+                                                  .n_values = 8, .documents = documents ? 2 : 1};
+    c->train.micro_batch_size = 1;
+    c->train.global_batch_size = 1;
+    struct attention_config *a = &c->attention;
+    a->kernel_size = 8;
+    a->kernel_stride = 4;
+    a->block_size = 16;
+    a->window_size = 16;
+    a->init_blocks = 1;
+    a->topk = 2;
+    a->dense_len = k->dense_len;
+    a->use_nope = k->nope;
+    config_validate(c, 1);
+}
+
+struct run {
+    struct config c;
+    struct backend be;
+    struct model m;
+    double loss;
+};
+
+/* Forward and backward of one sequence (grad_scale 1) on a fresh model of length T. */
+static void run_model(struct run *r, const struct case_desc *k, int64_t T, bool documents,
+                      enum recompute recompute, const int32_t *tok, const int32_t *tgt,
+                      const uint8_t *doc_first, const struct grid *g) {
+    setup_config(&r->c, k, T, documents);
+    r->c.train.recompute = recompute;
+    backend_init(&r->be, DEVICE_CPU, 0);
+    model_init(&r->m, &r->c, &r->be, g, 64, true);
+    model_init_weights(&r->m, 77);
+    if (documents) model_set_documents(&r->m, doc_first);
+    model_zero_grad(&r->m);
+    r->loss = model_forward(&r->m, tok, tgt, true, 1.0f);
+    model_backward(&r->m);
+}
+
+static void run_free(struct run *r) {
+    model_free(&r->m);
+    backend_free(&r->be);
+    config_free(&r->c);
+}
+
+/* Selection rows [a, a + n) of layer 0 of the packed run against rows [0, n) of the document's. */
+static void check_selection(const char *name, int d, const struct run *packed,
+                            const struct run *alone, int64_t a, int64_t n) {
+    const struct model *p = &packed->m, *q = &alone->m;
+    int64_t per = (int64_t)p->Hkv * p->attn.nsel;
+    char what[160];
+    snprintf(what, sizeof what, "%s: document %d selection (layer 0)", name, d);
+    t_equal_i32(what, p->a.sel + a * per, q->a.sel, n * per);
+}
+
+static void run_case(const struct case_desc *k, const struct grid *g) {
+    int64_t T = k->T, B = 16; /* block size */
+    struct t_rng rng = {0xd0c5 + (uint64_t)T};
+    int32_t *tok = xmalloc((size_t)T * sizeof(int32_t)), *tgt = xmalloc((size_t)T * sizeof(int32_t));
+    uint8_t *first = xcalloc((size_t)T, 1);
+    for (int d = 0; d < k->ndocs; d++) first[k->starts[d]] = 1;
+    for (int64_t i = 0; i < T; i++) {
+        tok[i] = (int32_t)(t_rng_u64(&rng) % 61);
+        bool cut = i + 1 < T && first[i + 1]; /* the next token starts a document */
+        tgt[i] = cut || i % 13 == 4 ? -1 : (int32_t)(t_rng_u64(&rng) % 61);
+    }
+    static struct run packed, full, alone;
+    run_model(&packed, k, T, true, RECOMPUTE_NONE, tok, tgt, first, g);
+    run_model(&full, k, T, true, RECOMPUTE_FULL, tok, tgt, first, g);
+    int64_t np = packed.m.n_params_padded, differ = 0;
+    for (int64_t i = 0; i < np; i++) differ += full.m.grad_buf[i] != packed.m.grad_buf[i];
+    t_check(full.loss == packed.loss && differ == 0, "%s: recompute full: loss %.17g vs %.17g, %lld "
+            "gradient entries differ", k->name, full.loss, packed.loss, (long long)differ);
+    run_free(&full);
+
+    double *sum = xcalloc((size_t)np, sizeof(double)), loss = 0, row_diff = 0;
+    int32_t *ptok = xmalloc((size_t)T * sizeof(int32_t)), *ptgt = xmalloc((size_t)T * sizeof(int32_t));
+    for (int d = 0; d < k->ndocs; d++) {
+        int64_t a = k->starts[d], n = (d + 1 < k->ndocs ? k->starts[d + 1] : T) - a;
+        int64_t Td = (n + B - 1) / B * B;
+        for (int64_t i = 0; i < Td; i++) {
+            ptok[i] = i < n ? tok[a + i] : 0;
+            ptgt[i] = i < n ? tgt[a + i] : -1;
+        }
+        run_model(&alone, k, Td, false, RECOMPUTE_NONE, ptok, ptgt, NULL, g);
+        t_check(alone.m.sparse == (k->dense_len < 0 || n >= k->dense_len),
+                "%s: document %d of %lld tokens: alone it runs %s", k->name, d, (long long)n,
+                alone.m.sparse ? "sparse" : "dense");
+        for (int64_t i = 0; i < n; i++) {
+            double x = fabs((double)alone.m.loss_host[i] - packed.m.loss_host[a + i]);
+            row_diff = x > row_diff ? x : row_diff;
+        }
+        if (alone.m.sparse && packed.m.sparse) check_selection(k->name, d, &packed, &alone, a, n);
+        loss += alone.loss;
+        for (int64_t i = 0; i < np; i++) sum[i] += alone.m.grad_buf[i];
+        run_free(&alone);
+    }
+    double gmax = 0, gdiff = 0;
+    for (int64_t i = 0; i < np; i++) {
+        gmax = fmax(gmax, fabs(sum[i]));
+        gdiff = fmax(gdiff, fabs(sum[i] - packed.m.grad_buf[i]));
+    }
+    double lrel = fabs(loss - packed.loss) / fabs(loss);
+    printf("  %-14s %d documents: loss packed %.9f, alone %.9f (relative difference %.2g), "
+           "largest row-loss difference %.2g, gradient max |difference| / max |g| %.2g\n",
+           k->name, k->ndocs, packed.loss, loss, lrel, row_diff, gdiff / gmax);
+    t_check(row_diff == 0, "%s: a row's loss differs from alone by %.3g", k->name, row_diff);
+    t_check(lrel <= 1e-6, "%s: summed loss differs by %.3g relative", k->name, lrel);
+    t_check(gdiff <= 2e-6 * gmax, "%s: gradients differ by %.3g of max |g| %.3g", k->name,
+            gdiff / gmax, gmax);
+    run_free(&packed);
+    free(sum), free(ptok), free(ptgt), free(tok), free(tgt), free(first);
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    struct grid g;
+    grid_init(&g, MPI_COMM_SELF, 1);
+    const struct case_desc cases[] = {
+        {"dense", 96, 1 << 20, false, 4, {0, 37, 38, 80}},
+        {"sparse", 256, -1, false, 3, {0, 70, 200}},
+        {"sparse-nope", 224, -1, true, 4, {0, 3, 101, 190}},
+        {"mixed", 192, 64, false, 4, {0, 20, 150, 180}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], &g);
+    grid_free(&g);
+    int rc = t_finish("test_documents");
+    MPI_Finalize();
+    return rc;
+}
