@@ -24,17 +24,29 @@
  * a long sparse document between short dense ones, in a sparse sequence).
  * A layer-level check: the selection of a sparse document's rows in the packed sequence equals the
  * selection of the document alone (block indices relative to the document's start).
+ *
+ * Data: the loader's document starts (loader_read_docs) on token shards with data.eod_token (a
+ * start after every end-of-document token, the tokens and their order the same as without it),
+ * and on the synthetic task with data.synthetic.documents (each packed task whole: BOS only at the
+ * starts, its queries answered, lengths at least the task's minimum, a pure function of the
+ * sequence number; documents 1 is the plain task). The trainer: one training step's targets are -1
+ * exactly where the next token starts a document, and its loss is the mean over the others.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "config.h"
 #include "grid.h"
+#include "loader.h"
 #include "model.h"
+#include "shard.h"
+#include "synthetic.h"
 #include "testlib.h"
+#include "train.h"
 
 #define MAX_DOCS 8
 
@@ -172,6 +184,135 @@ static void run_case(const struct case_desc *k, const struct grid *g) {
     free(sum), free(ptok), free(ptgt), free(tok), free(tgt), free(first);
 }
 
+/* ---- data ---- */
+
+/* Shards with end-of-document tokens: document starts right after each, nothing else changed. */
+static void test_eod_shards(const char *dir) {
+    enum { N = 700, V = 50, EOD = 7 };
+    const int64_t T = 64;
+    struct t_rng rng = {0xe0d};
+    uint32_t *tok = xmalloc(N * sizeof *tok);
+    for (int i = 0; i < N; i++) tok[i] = (uint32_t)(t_rng_u64(&rng) % V);
+    char path[600];
+    snprintf(path, sizeof path, "%s/eod.tok", dir);
+    token_shard_write(path, tok, N, V);
+    static struct config c;
+    config_defaults(&c);
+    c.model.vocab_size = V;
+    c.data.seq_len = T;
+    c.data.source = DATA_SOURCE_SHARDS;
+    c.data.train_files.n = 1;
+    c.data.train_files.items[0] = xstrdup(path);
+    struct loader plain, docs;
+    struct loader_source src = config_loader_source(&c, false);
+    loader_init(&plain, &src);
+    c.data.eod_token = EOD;
+    t_check(config_documents(&c), "eod shards: config_documents is false");
+    src = config_loader_source(&c, false);
+    loader_init(&docs, &src);
+    int32_t a[65], b[65];
+    uint8_t first[65];
+    int bad = 0, starts = 0;
+    for (int64_t g = 0; g < 3 * loader_epoch_size(&docs); g++) {
+        loader_read(&plain, g, a, NULL);
+        loader_read_docs(&docs, g, b, NULL, first);
+        bad += memcmp(a, b, sizeof a) != 0 || first[0] != 1;
+        for (int i = 1; i <= T; i++) {
+            bad += first[i] != (b[i - 1] == EOD);
+            starts += first[i];
+        }
+    }
+    t_check(bad == 0 && starts > 0, "eod shards: %d sequences with other tokens or starts (%d "
+            "starts seen)", bad, starts);
+    loader_free(&plain);
+    loader_free(&docs);
+    config_free(&c);
+    free(tok);
+}
+
+/* Packed synthetic tasks: structure, purity, and the loader's stream. */
+static void test_synthetic_documents(void) {
+    const struct synthetic_task task = {.vocab_size = 200, .n_pairs = 3, .n_queries = 2,
+                                        .n_keys = 20, .n_values = 30};
+    enum { LEN = 301, DOCS = 4 };
+    const int64_t need = 1 + 4 * (3 + 2);
+    int32_t t[LEN], t2[LEN];
+    uint8_t ans[LEN], first[LEN], first2[LEN];
+    int bad = 0, varied = 0;
+    for (int64_t g = 0; g < 50; g++) {
+        synthetic_packed(&task, 99, g, LEN, DOCS, t, ans, first);
+        int n = 0, answers = 0, last = 0;
+        for (int i = 0; i < LEN; i++) {
+            bad += (t[i] == SYNTH_BOS) != (first[i] == 1); /* BOS exactly at the starts */
+            answers += ans[i];
+            if (i > 0 && first[i]) {
+                bad += i - last < need;
+                varied += i - last != LEN / DOCS;
+                last = i;
+            }
+            n += first[i];
+        }
+        bad += n != DOCS || first[0] != 1 || LEN - last < need || answers != DOCS * 2;
+        synthetic_packed(&task, 99, g, LEN, DOCS, t2, NULL, first2);
+        bad += memcmp(t, t2, sizeof t) != 0 || memcmp(first, first2, sizeof first) != 0;
+    }
+    t_check(bad == 0 && varied > 0, "synthetic documents: %d problems (starts, lengths, answers, "
+            "purity), %d lengths off the even split", bad, varied);
+    char err[400];
+    t_check(synthetic_check_packed(&task, DOCS * need, DOCS, err, sizeof err) == 0 &&
+                synthetic_check_packed(&task, DOCS * need - 1, DOCS, err, sizeof err) == -1 &&
+                strstr(err, "data.synthetic.documents"),
+            "synthetic documents: the tight fit or its refusal is wrong (\"%s\")", err);
+    /* the loader: documents > 1 packs, 1 is the plain task with one start */
+    struct loader_source src = {.source = DATA_SOURCE_SYNTHETIC, .seq_len = LEN - 1, .seed = 99,
+                                .task = task, .synthetic_documents = DOCS};
+    struct loader l;
+    loader_init(&l, &src);
+    loader_read_docs(&l, 7, t2, NULL, first2);
+    synthetic_packed(&task, 99, 7, LEN, DOCS, t, NULL, first);
+    bad = memcmp(t, t2, sizeof t) != 0 || memcmp(first, first2, sizeof first) != 0;
+    loader_free(&l);
+    src.synthetic_documents = 1;
+    loader_init(&l, &src);
+    loader_read_docs(&l, 7, t2, NULL, first2);
+    synthetic_sequence(&task, 99, 7, LEN, t, NULL);
+    bad += memcmp(t, t2, sizeof t) != 0 || first2[0] != 1 || memchr(first2 + 1, 1, LEN - 1);
+    loader_free(&l);
+    t_check(bad == 0, "synthetic documents: the loader's stream differs");
+}
+
+/* One training step with packed synthetic tasks: targets and the loss's denominator. */
+static void test_trainer_step(const char *dir, const struct grid *g) {
+    static struct config c;
+    struct case_desc k = {"trainer", 256, 100, false, 0, {0}};
+    setup_config(&c, &k, 256, true);
+    c.data.synthetic = (struct synthetic_config){.n_pairs = 4, .n_queries = 2, .n_keys = 8,
+                                                 .n_values = 8, .documents = 3};
+    snprintf(c.run_dir, sizeof c.run_dir, "%s/run", dir);
+    snprintf(c.resume, sizeof c.resume, "none");
+    config_validate(&c, 1);
+    struct trainer tr;
+    trainer_init(&tr, &c, (struct grid *)g, TRAINER_TRAIN);
+    double norm, loss = trainer_step(&tr, 1e-3, &norm);
+    const struct model *m = &tr.model;
+    int64_t cut = 0, wrong = 0, scored = 0;
+    double sum = 0;
+    for (int64_t p = 0; p < m->T; p++) {
+        bool starts = tr.seq_doc[p + 1] != 0;
+        cut += starts;
+        wrong += starts ? tr.targets[p] != -1 : tr.targets[p] != tr.seq[p + 1];
+        scored += tr.targets[p] >= 0;
+        sum += m->loss_host[p];
+    }
+    t_check(cut == 2 && wrong == 0, "trainer: %lld of 2 document starts, %lld targets wrong",
+            (long long)cut, (long long)wrong);
+    t_check(fabs(loss - sum / (double)scored) <= 1e-12 * fabs(loss),
+            "trainer: step loss %.12g, the mean over the %lld targets is %.12g", loss,
+            (long long)scored, sum / (double)scored);
+    trainer_free(&tr);
+    config_free(&c);
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     struct grid g;
@@ -183,6 +324,14 @@ int main(int argc, char **argv) {
         {"mixed", 192, 64, false, 4, {0, 20, 150, 180}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], &g);
+    char dir[] = "/tmp/infllm-test-documents-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    test_eod_shards(dir);
+    test_synthetic_documents();
+    test_trainer_step(dir, &g);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
     grid_free(&g);
     int rc = t_finish("test_documents");
     MPI_Finalize();
