@@ -25,6 +25,10 @@
  *
  * Randomness: a splitmix64 stream started from a hash of (seed, index), so sequence g costs O(L)
  * without generating 0 .. g - 1.
+ *
+ * Packed documents (synthetic_packed): n whole tasks back to back, each at least BOS + 4 (P + Q)
+ * tokens; the free tokens are split at n - 1 sorted uniform cut points (a stream of (seed, index)),
+ * and task d is synthetic_sequence of its length from a seed hashed with d.
  */
 #include "synthetic.h"
 
