@@ -37,6 +37,7 @@ void attention_layer_init(struct attention_layer *al, const struct config *c,
     al->sparse = config_sparse(c, al->T);
     al->documents = config_documents(c);
     al->dense_len = c->attention.dense_len;
+    al->dense_runs = be->device == DEVICE_CPU; /* only the CPU kernels take doc_start */
     int64_t T = al->T, cl = al->shard.chunk_len;
     bool cp = g->cp > 1;
     if (al->sparse) {
@@ -119,15 +120,20 @@ static int64_t ndocs_of(const struct attention_layer *al, int b) {
 /* Document d of sequence b spans [*start, *end). */
 static void doc_span(const struct attention_layer *al, int b, int64_t d, int64_t *start,
                      int64_t *end) {
+    if (!al->documents) { /* one document */
+        *start = 0, *end = al->T;
+        return;
+    }
     const int32_t *st = al->doc_starts + (int64_t)b * al->T;
-    *start = al->documents ? st[d] : 0;
-    *end = d + 1 < ndocs_of(al, b) ? st[d + 1] : al->T;
+    *start = st[d];
+    *end = d + 1 < al->ndocs[b] ? st[d + 1] : al->T;
 }
 
 /* The document of sequence b holding position pos (the last start <= pos). */
 static int64_t doc_of(const struct attention_layer *al, int b, int64_t pos) {
+    if (!al->documents) return 0;
     const int32_t *st = al->doc_starts + (int64_t)b * al->T;
-    int64_t lo = 0, hi = ndocs_of(al, b) - 1;
+    int64_t lo = 0, hi = al->ndocs[b] - 1;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo + 1) / 2;
         if (st[mid] <= pos)
@@ -165,19 +171,23 @@ void attention_layer_set_documents(struct attention_layer *al, const uint8_t *do
 /* Local rows of one chunk that one kernel call serves: positions [a, z) from local row `row`. */
 struct segment {
     int64_t a, z, row;
-    bool sparse;     /* the rows of one sparse document, which starts at ds; else dense documents */
+    bool sparse;     /* the rows of one sparse document; else of dense documents */
+    bool own;        /* one document's rows in a call of its own, keys from its start ds (sparse;
+                        dense where the backend's kernels take no doc_start); else a dense run */
     int64_t ds;
 };
 
 /* The segment of chunk c of sequence b that starts at position a: the chunk's rows of the sparse
- * document holding a, or of the run of dense documents from a. One document: the whole chunk. */
+ * document holding a, or of the run of dense documents from a (of that one dense document where
+ * the kernels take no doc_start: CUDA). One document: the whole chunk. */
 static struct segment segment_at(const struct attention_layer *al, int b, int c, int64_t a) {
     int64_t cs = al->shard.start[c], ce = cs + al->shard.chunk_len, d = doc_of(al, b, a), s, e;
     doc_span(al, b, d, &s, &e);
     struct segment g = {.a = a, .row = (int64_t)b * al->shard.n_local + c * al->shard.chunk_len +
                                        (a - cs),
                         .sparse = doc_is_sparse(al, e - s), .ds = s};
-    for (int64_t x = d + 1; !g.sparse && e < ce && x < ndocs_of(al, b); x++) {
+    g.own = g.sparse || !al->dense_runs;
+    for (int64_t x = d + 1; !g.own && e < ce && x < ndocs_of(al, b); x++) {
         int64_t s2, e2;
         doc_span(al, b, x, &s2, &e2);
         if (doc_is_sparse(al, e2 - s2)) break;
@@ -187,12 +197,12 @@ static struct segment segment_at(const struct attention_layer *al, int b, int c,
     return g;
 }
 
-/* The kernel shape of a segment: keys by global positions up to its end (dense, masked by each
- * row's document start when the sequence holds several), or a sparse document's own positions
+/* The kernel shape of a segment: keys by global positions up to its end (a dense run, masked by
+ * each row's document start when the sequence holds several), or one document's own positions
  * (its keys start at row ds of K). */
 static struct attn_shape segment_shape(const struct attention_layer *al, int b,
                                        const struct segment *g) {
-    int64_t off = g->sparse ? g->ds : 0;
+    int64_t off = g->own ? g->ds : 0;
     return (struct attn_shape){
         .Tq = g->z - g->a,
         .q_pos0 = g->a - off,
@@ -203,7 +213,7 @@ static struct attn_shape segment_shape(const struct attention_layer *al, int b,
         .q_stride = (int64_t)al->Hq * al->D,
         .kv_stride = KD_of(al),
         .scale = al->scale,
-        .doc_start = !g->sparse && ndocs_of(al, b) > 1 ? al->rows_doc + g->row : NULL,
+        .doc_start = !g->own && ndocs_of(al, b) > 1 ? al->rows_doc + g->row : NULL,
     };
 }
 
@@ -411,13 +421,13 @@ static void segment_forward(struct attention_layer *al, int b, const struct segm
     void *o = act_at(be, out, row * QD);
     float *l = lse + row * al->Hq;
     const void *qc = act_at_c(be, q, row * QD);
-    if (g->sparse) {
-        int64_t off = g->ds * KD_of(al);
-        op_sparse_attention_forward(be, o, l, qc, act_at_c(be, kf, off), act_at_c(be, vf, off),
-                                    sel + row * al->Hkv * al->nsel, al->nsel, al->p.block_size, &s);
-    } else {
-        op_attention_forward(be, o, l, qc, kf, vf, &s);
-    }
+    int64_t off = g->own ? g->ds * KD_of(al) : 0;
+    const void *k = act_at_c(be, kf, off), *v = act_at_c(be, vf, off);
+    if (g->sparse)
+        op_sparse_attention_forward(be, o, l, qc, k, v, sel + row * al->Hkv * al->nsel, al->nsel,
+                                    al->p.block_size, &s);
+    else
+        op_attention_forward(be, o, l, qc, k, v, &s);
 }
 
 void attention_layer_forward(struct attention_layer *al, void *out, float *lse,
@@ -447,7 +457,7 @@ static void segment_backward(struct attention_layer *al, int b, const struct seg
                              const void *kf, const void *vf, const void *out, const float *lse,
                              const int32_t *sel) {
     const struct backend *be = al->be;
-    int64_t QD = (int64_t)al->Hq * al->D, row = g->row, off = g->sparse ? g->ds * KD_of(al) : 0;
+    int64_t QD = (int64_t)al->Hq * al->D, row = g->row, off = g->own ? g->ds * KD_of(al) : 0;
     struct attn_shape s = segment_shape(al, b, g);
     void *dqc = act_at(be, gr->dq, row * QD);
     const void *doc = act_at_c(be, dout, row * QD), *oc = act_at_c(be, out, row * QD);
@@ -505,6 +515,8 @@ void attention_layer_comm_bytes(const struct attention_layer *al, double *fwd, d
     if (al->sparse)
         sel = (double)(al->k1_rows + al->k2_rows) * KD * as * share +
               2.0 * (double)al->halo * KD * as;
+    if (al->sparse && al->documents) /* a sequence of several documents gathers K instead */
+        sel = fmax(sel, T * KD * as * share);
     *fwd = al->B * (kv + sel);
     *bwd = al->B * (2 * kv); /* re-gather K, V; reduce-scatter dK, dV */
 }

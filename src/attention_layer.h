@@ -32,7 +32,8 @@
  * start. The layer cuts each local chunk into segments: the rows of one sparse document (one
  * sparse call whose keys start at the document: positions and blocks relative to it), or the rows
  * of consecutive dense documents (one dense call with each row's document start, doc_start of
- * attention.h). Selection of a sequence with several documents compresses each sparse document
+ * attention.h; on CUDA, whose kernels take no doc_start, one dense call per document, keys from
+ * its start like a sparse one). Selection of a sequence with several documents compresses each sparse document
  * from the sequence's whole K (all-gathered first under cp > 1: T rows instead of T / stride, the
  * price of windows that start wherever a document does); a sequence of one document runs exactly
  * the path above.
@@ -74,6 +75,8 @@ struct attention_layer {
     void *workspace;            /* the model's kernel workspace (sparse backward on CUDA) */
     /* Documents (when documents: the config packs documents into sequences). */
     bool documents;
+    bool dense_runs;            /* the kernels take doc_start: consecutive dense documents run in
+                                   one call (CPU); else one call per document (CUDA) */
     int64_t dense_len;          /* attention.dense_len: shorter documents run dense */
     int32_t *doc_starts;        /* host (B, T): sequence b's documents start at doc_starts[b * T +
                                    d], d < ndocs[b], ascending from 0 */
@@ -113,7 +116,8 @@ void attention_layer_backward(struct attention_layer *al, void *dq, void *dk, vo
                               const void *out, const float *lse, const int32_t *sel);
 
 /* Bytes this rank sends per layer per micro-batch in the forward and in the backward (the figures
- * of the communication plan). */
+ * of the communication plan; with documents in sparse mode, the forward's worst case: sequences of
+ * several documents gather K for the selection). */
 void attention_layer_comm_bytes(const struct attention_layer *al, double *fwd, double *bwd);
 
 #endif

@@ -18,7 +18,9 @@
  *     of the largest gradient element, against observed ~1e-7; a row of another document seen by
  *     attention, a position not restarted, or a window across a boundary moves them by 1e-2 or
  *     more;
- *   - train.recompute "full" gives the packed loss and gradient bit for bit.
+ *   - train.recompute "full" gives the packed loss and gradient bit for bit, and so does one call
+ *     per dense document (the layout the CUDA backend uses, whose kernels take no doc_start)
+ *     instead of one call per run of dense documents.
  * Cases: dense (documents starting mid-block, a one-token document), sparse (every document
  * InfLLM-V2, top-k dropping blocks, with and without use_nope), and mixed (attention.dense_len 64:
  * a long sparse document between short dense ones, in a sparse sequence).
@@ -94,14 +96,16 @@ struct run {
     double loss;
 };
 
-/* Forward and backward of one sequence (grad_scale 1) on a fresh model of length T. */
+/* Forward and backward of one sequence (grad_scale 1) on a fresh model of length T; dense_runs
+ * false: one attention call per dense document (as on CUDA). */
 static void run_model(struct run *r, const struct case_desc *k, int64_t T, bool documents,
-                      enum recompute recompute, const int32_t *tok, const int32_t *tgt,
-                      const uint8_t *doc_first, const struct grid *g) {
+                      enum recompute recompute, bool dense_runs, const int32_t *tok,
+                      const int32_t *tgt, const uint8_t *doc_first, const struct grid *g) {
     setup_config(&r->c, k, T, documents);
     r->c.train.recompute = recompute;
     backend_init(&r->be, DEVICE_CPU, 0);
     model_init(&r->m, &r->c, &r->be, g, 64, true);
+    r->m.attn.dense_runs = dense_runs;
     model_init_weights(&r->m, 77);
     if (documents) model_set_documents(&r->m, doc_first);
     model_zero_grad(&r->m);
@@ -136,14 +140,19 @@ static void run_case(const struct case_desc *k, const struct grid *g) {
         bool cut = i + 1 < T && first[i + 1]; /* the next token starts a document */
         tgt[i] = cut || i % 13 == 4 ? -1 : (int32_t)(t_rng_u64(&rng) % 61);
     }
-    static struct run packed, full, alone;
-    run_model(&packed, k, T, true, RECOMPUTE_NONE, tok, tgt, first, g);
-    run_model(&full, k, T, true, RECOMPUTE_FULL, tok, tgt, first, g);
-    int64_t np = packed.m.n_params_padded, differ = 0;
-    for (int64_t i = 0; i < np; i++) differ += full.m.grad_buf[i] != packed.m.grad_buf[i];
-    t_check(full.loss == packed.loss && differ == 0, "%s: recompute full: loss %.17g vs %.17g, %lld "
-            "gradient entries differ", k->name, full.loss, packed.loss, (long long)differ);
-    run_free(&full);
+    static struct run packed, other, alone;
+    run_model(&packed, k, T, true, RECOMPUTE_NONE, true, tok, tgt, first, g);
+    int64_t np = packed.m.n_params_padded;
+    for (int variant = 0; variant < 2; variant++) {
+        run_model(&other, k, T, true, variant ? RECOMPUTE_NONE : RECOMPUTE_FULL, variant == 0,
+                  tok, tgt, first, g);
+        int64_t differ = 0;
+        for (int64_t i = 0; i < np; i++) differ += other.m.grad_buf[i] != packed.m.grad_buf[i];
+        t_check(other.loss == packed.loss && differ == 0, "%s: %s: loss %.17g vs %.17g, %lld "
+                "gradient entries differ", k->name, variant ? "a call per dense document" :
+                "recompute full", other.loss, packed.loss, (long long)differ);
+        run_free(&other);
+    }
 
     double *sum = xcalloc((size_t)np, sizeof(double)), loss = 0, row_diff = 0;
     int32_t *ptok = xmalloc((size_t)T * sizeof(int32_t)), *ptgt = xmalloc((size_t)T * sizeof(int32_t));
@@ -154,7 +163,7 @@ static void run_case(const struct case_desc *k, const struct grid *g) {
             ptok[i] = i < n ? tok[a + i] : 0;
             ptgt[i] = i < n ? tgt[a + i] : -1;
         }
-        run_model(&alone, k, Td, false, RECOMPUTE_NONE, ptok, ptgt, NULL, g);
+        run_model(&alone, k, Td, false, RECOMPUTE_NONE, true, ptok, ptgt, NULL, g);
         t_check(alone.m.sparse == (k->dense_len < 0 || n >= k->dense_len),
                 "%s: document %d of %lld tokens: alone it runs %s", k->name, d, (long long)n,
                 alone.m.sparse ? "sparse" : "dense");
