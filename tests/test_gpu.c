@@ -13,6 +13,9 @@
  * Attention and the selection are checked for every GQA group size of gqa_groups (dense and
  * sparse, forward and backward, D 64 and 128), and the tensor-core kernels' supported() guards
  * must accept every model shape, so a shape that would fall back to the CUDA-core kernels fails.
+ * Document masking: the whole-model step again with sequences that pack several documents
+ * (dense ones, and InfLLM-V2 ones next to short dense ones), which the CUDA backend runs as one
+ * attention call per document, against the CPU reference.
  */
 #include <math.h>
 #include <mpi.h>
@@ -622,9 +625,34 @@ static void model_config(struct config *c, bool sparse) {
     config_validate(c, 1);
 }
 
-static void test_model_step(bool sparse) {
+/* The documents of test_model_step's two sequences (doc_first (2, T)): documents starting
+ * mid-block, a one-token one, and (sparse, dense_len 300) long sparse documents next to a short
+ * dense one; the second sequence is one document. Targets before a document's start are -1. */
+static uint8_t *model_documents(struct config *c, int32_t *tgt) {
+    bool sparse = c->data.seq_len > 256;
+    int64_t T = c->data.seq_len;
+    c->data.synthetic.documents = 2; /* document masking on (config_documents) */
+    if (sparse) c->attention.dense_len = 300;
+    config_validate(c, 1);
+    uint8_t *first = xcalloc((size_t)(2 * T), 1);
+    const int64_t dense[] = {0, 70, 71, 200, 0}, mixed[] = {0, 100, 700, 0, 0};
+    for (int d = 0; d < 5; d++) first[(sparse ? mixed : dense)[d]] = 1;
+    first[T] = 1;
+    for (int64_t i = 0; i < 2 * T; i++)
+        if (i + 1 < 2 * T && (i + 1) % T != 0 && first[i + 1]) tgt[i] = -1;
+    return first;
+}
+
+static void test_model_step(bool sparse, bool documents) {
     static struct config c;
     model_config(&c, sparse);
+    int64_t N = 2 * c.data.seq_len; /* micro_batch_size 2 */
+    int32_t *tok = xmalloc((size_t)N * 4), *tgt = xmalloc((size_t)N * 4);
+    for (int64_t i = 0; i < N; i++) {
+        tok[i] = (int32_t)(t_rng_u64(&rng) % 300);
+        tgt[i] = (int32_t)(t_rng_u64(&rng) % 300);
+    }
+    uint8_t *first = documents ? model_documents(&c, tgt) : NULL;
     struct grid g;
     grid_init(&g, MPI_COMM_SELF, 1);
     struct backend cpu;
@@ -637,10 +665,10 @@ static void test_model_step(bool sparse) {
     float *w = mc.param_buf;
     for (int64_t i = 0; i < mc.n_params_padded; i++) w[i] = st_bf16_to_f32(st_f32_to_bf16(w[i]));
     backend_upload_act(&be, mg.param_buf, w, mg.n_params_padded);
-    int32_t *tok = xmalloc((size_t)mc.N * 4), *tgt = xmalloc((size_t)mc.N * 4);
-    for (int64_t i = 0; i < mc.N; i++) {
-        tok[i] = (int32_t)(t_rng_u64(&rng) % 300);
-        tgt[i] = (int32_t)(t_rng_u64(&rng) % 300);
+    if (documents) {
+        model_set_documents(&mc, first);
+        model_set_documents(&mg, first);
+        free(first);
     }
     model_zero_grad(&mc);
     model_zero_grad(&mg);
@@ -656,11 +684,11 @@ static void test_model_step(bool sparse) {
         backend_download(&be, sg, mg.a.sel, (size_t)n * 4);
         int64_t diff = 0;
         for (int64_t i = 0; i < n; i++) diff += sg[i] != mc.a.sel[i];
-        printf("  sparse model: %lld of %lld selected-block entries differ between cpu and cuda "
+        printf("  sparse model%s: %lld of %lld selected-block entries differ between cpu and cuda "
                "(own selections); gradients below use the cpu's on both\n",
-               (long long)diff, (long long)n);
-        t_check(diff * 100 <= n, "sparse model: %lld of %lld selected-block entries differ",
-                (long long)diff, (long long)n);
+               documents ? " with documents" : "", (long long)diff, (long long)n);
+        t_check(diff * 100 <= n, "sparse model%s: %lld of %lld selected-block entries differ",
+                documents ? " with documents" : "", (long long)diff, (long long)n);
         free(sg);
         backend_upload(&be, mg.a.sel, mc.a.sel, (size_t)n * 4);
         mg.reuse_selection = true;
@@ -669,13 +697,14 @@ static void test_model_step(bool sparse) {
     model_backward(&mc);
     model_backward(&mg);
     char what[128];
-    snprintf(what, sizeof what, "%s model loss (cpu %.6f, cuda %.6f)", sparse ? "sparse" : "dense", lc, lg);
+    snprintf(what, sizeof what, "%s model%s loss (cpu %.6f, cuda %.6f)", sparse ? "sparse" : "dense",
+             documents ? " with documents" : "", lc, lg);
     t_check(fabs(lc - lg) <= 5e-3 * fabs(lc), "%s", what);
     printf("  %s\n", what);
     float *gg = from_f32(mg.grad_buf, mg.n_params_padded);
     for (int e = 0; e < mc.n_params_entries; e++) {
         const struct param_entry *p = &mc.params[e];
-        snprintf(what, sizeof what, "grad %s", p->name);
+        snprintf(what, sizeof what, "grad %s%s", p->name, documents ? " (documents)" : "");
         check_rel(what, gg + p->offset, mc.grad_buf + p->offset, p->numel, 3e-2);
     }
     free(gg), free(tok), free(tgt);
@@ -838,8 +867,11 @@ int main(int argc, char **argv) {
     printf("dense attention on Hopper (wgmma + TMA where the device has it)\n");
     test_wgmma_dense();
     printf("model\n");
-    test_model_step(false);
-    test_model_step(true);
+    test_model_step(false, false);
+    test_model_step(true, false);
+    printf("model with documents (a call per document on the GPU)\n");
+    test_model_step(false, true);
+    test_model_step(true, true);
     test_ten_steps();
     backend_free(&be);
     int rc = t_finish("test_gpu");
