@@ -23,7 +23,7 @@
  * attention.dense_len 150, so long documents run sparse next to short dense ones; and the
  * gradient of the first sequence (before any update, so AdamW cannot magnify a near-zero
  * element's reassociation noise) must match the single-rank one within 2e-6 of its largest
- * element (observed ~3e-7). `documents_calls`: the same, with the parallel run making one
+ * element (observed ~3e-7; with `cuda`, relative L2 3e-2). `documents_calls`: the same, with the parallel run making one
  * attention call per dense document (the CUDA backend's layout) instead of one per run of them.
  */
 #include <math.h>
@@ -200,16 +200,21 @@ static void train(struct result *r, const struct config *c, struct grid *g) {
 /* With documents: the first gradient of the parallel run against the single-rank one. */
 static void check_gradient(const struct result *par, const struct result *ref, const char *mode,
                            int dp, int cp) {
-    double gmax = 0, gdiff = 0;
+    double gmax = 0, gdiff = 0, d2 = 0, r2 = 0;
     for (int64_t i = 0; i < ref->n; i++) {
+        double d = (double)par->grad[i] - ref->grad[i];
         gmax = fmax(gmax, fabs(ref->grad[i]));
-        gdiff = fmax(gdiff, fabs((double)par->grad[i] - ref->grad[i]));
+        gdiff = fmax(gdiff, fabs(d));
+        d2 += d * d;
+        r2 += (double)ref->grad[i] * ref->grad[i];
     }
-    t_check(gdiff <= (use_cuda ? 2e-2 : 2e-6) * gmax,
-            "%s dp %d cp %d: gradient of sequence 0 differs by %.3g of max |g|", mode, dp, cp,
-            gdiff / gmax);
+    double rel = sqrt(d2 / (r2 > 0 ? r2 : 1));
+    /* fp32: elementwise to reassociation; bf16 (CUDA): relative L2 as test_gpu's model gradients */
+    t_check(use_cuda ? rel <= 3e-2 : gdiff <= 2e-6 * gmax,
+            "%s dp %d cp %d: gradient of sequence 0 differs by %.3g of max |g| (relative L2 %.3g)",
+            mode, dp, cp, gdiff / gmax, rel);
     printf("  %s dp %d x cp %d, documents: gradient of sequence 0 max |difference| / max |g| "
-           "%.3g\n", mode, dp, cp, gdiff / gmax);
+           "%.3g, relative L2 %.3g\n", mode, dp, cp, gdiff / gmax, rel);
 }
 
 static void run_mode(bool sparse, int cp, const char *dir) {
