@@ -269,11 +269,12 @@ static __global__ void att_backward_dkdv_kernel(struct att_args a) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Launchers                                                                                       */
 
-/* The CUDA kernels do not mask documents (attn_shape.doc_start): config_validate refuses document
- * masking on the CUDA backend, and this stops any other caller before a silently wrong result. */
+/* The CUDA kernels do not take a document mask (attn_shape.doc_start): the attention layer runs
+ * each document as a call of its own on CUDA, and this stops any other caller before a silently
+ * wrong result. */
 static void refuse_documents(const struct attn_shape *s) {
-    CHECKF(s->doc_start == NULL, "attention: document masking (doc_start) runs on the CPU backend "
-           "only in this build");
+    CHECKF(s->doc_start == NULL, "attention: the CUDA kernels take no doc_start (run each document "
+           "as a call of its own)");
 }
 
 static struct att_args args_of(const struct attn_shape *s, int bs) {

@@ -152,8 +152,8 @@ const struct key_desc config_keys[] = {
             "Each document of a sequence is then attended alone: causal within it, InfLLM-V2 over "
             "its own blocks when it is at least attention.dense_len tokens long and dense "
             "otherwise; RoPE positions restart at its start; the token after an end of document "
-            "is not a target (docs/DATA.md). -1 = sequences are not cut into documents. CPU "
-            "backend only in this build."),
+            "is not a target (docs/DATA.md). -1 = sequences are not cut into documents. On CUDA "
+            "each document is an attention call of its own (slower with many short ones)."),
     ROW_INT("data.synthetic.n_pairs", data.synthetic.n_pairs, "8", 1,
             "Synthetic task: key-value records hidden in each sequence."),
     {"data.synthetic.n_queries", KT_INT, F(data.synthetic.n_queries), "4", 0, INT_TOP, false,
@@ -170,8 +170,7 @@ const struct key_desc config_keys[] = {
     ROW_INT("data.synthetic.documents", data.synthetic.documents, "1", 1,
             "Synthetic task: documents packed into each sequence, each a whole task (BOS, records, "
             "queries) of a random length of at least 1 + 4 (n_pairs + n_queries) tokens, attended "
-            "alone as with data.eod_token; 1 = one task per sequence (no document masking). CPU "
-            "backend only in this build."),
+            "alone as with data.eod_token; 1 = one task per sequence (no document masking)."),
     /* train */
     ROW_I64("train.max_steps", train.max_steps, "200", 1, INT64_TOP,
             "Optimizer steps of the whole run."),
@@ -793,9 +792,7 @@ const char *const config_rules[] = {
     "`data.source` `synthetic`: the task fits the vocabulary and data.seq_len + 1 tokens (BOS, "
     "4 tokens per record; data.synthetic.documents times that with several documents); "
     "`shards`: at least one `data.train_files` entry.",
-    "`data.eod_token` is -1 or below model.vocab_size, and only with `data.source` `shards`. "
-    "Document masking (data.eod_token >= 0 with shards, data.synthetic.documents > 1 with the "
-    "synthetic task) runs on the CPU backend only in this build: `device` `cuda` is refused.",
+    "`data.eod_token` is -1 or below model.vocab_size, and only with `data.source` `shards`.",
     "`device` `cuda` needs a binary built with the CUDA backend.",
     "`run_dir` and `resume` are not empty.",
     NULL,
@@ -941,7 +938,7 @@ static void validate_data(const struct config *c) {
     }
 }
 
-/* The end-of-document token and where document masking runs. */
+/* The end-of-document token. */
 static void validate_documents(const struct config *c) {
     const struct data_config *d = &c->data;
     if (d->eod_token >= 0 && d->source != DATA_SOURCE_SHARDS)
@@ -951,11 +948,6 @@ static void validate_documents(const struct config *c) {
     if (d->eod_token >= c->model.vocab_size)
         bad(c, "data.eod_token", "%lld is not below model.vocab_size = %lld",
             (long long)d->eod_token, (long long)c->model.vocab_size);
-    if (config_documents(c) && c->device == DEVICE_CUDA)
-        bad(c, d->source == DATA_SOURCE_SHARDS ? "data.eod_token" : "data.synthetic.documents",
-            "document masking runs on the CPU backend only in this build, and device is \"cuda\"; "
-            "expected device \"cpu\", or no documents (data.eod_token -1, "
-            "data.synthetic.documents 1)");
 }
 
 void config_validate(struct config *c, int world_size) {

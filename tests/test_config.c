@@ -378,8 +378,8 @@ static void randomize(struct t_rng *r, struct config *c) {
 #else
     c->device = DEVICE_CPU;
 #endif
-    /* documents: CPU only; as many synthetic tasks as fit (at most 3) */
-    bool docs = c->device == DEVICE_CPU && t_rng_u64(r) % 2;
+    /* documents: as many synthetic tasks as fit (at most 3) */
+    bool docs = t_rng_u64(r) % 2;
     c->data.eod_token = docs && c->data.source == DATA_SOURCE_SHARDS
                             ? (int64_t)(t_rng_u64(r) % (uint64_t)m->vocab_size)
                             : -1;
@@ -675,10 +675,6 @@ static void test_rejections(void) {
                 "integer >= -1");
     REJECT_FILE("synthetic documents do not fit", "{\"data\": {\"seq_len\": 64, \"synthetic\": "
                 "{\"documents\": 3}}}", "data.synthetic.documents is 3", "need 147");
-#ifdef INFLLM_CUDA
-    REJECT_FILE("documents on cuda", "{\"device\": \"cuda\", \"data\": {\"synthetic\": "
-                "{\"documents\": 2}}}", "data.synthetic.documents", "CPU backend only");
-#endif
     REJECT_FILE("empty resume", "{\"resume\": \"\"}", "resume");
 #ifndef INFLLM_CUDA
     REJECT_FILE("cuda without backend", "{\"device\": \"cuda\"}", "device",
