@@ -230,7 +230,7 @@ int main(int argc, char **argv) {
         int64_t T = b.T = Ts[ti];
         b.Hq = Hq, b.Hkv = Hkv, b.D = D;
         b.s = (struct attn_shape){T, 0, T, Hq, Hkv, D, (int64_t)Hq * D, (int64_t)Hkv * D,
-                                  (float)(1.0 / sqrt((double)D))};
+                                  (float)(1.0 / sqrt((double)D)), NULL};
         b.p = (struct infllm_params){32, 16, 64, 1, 32, 64, true, 0};
         b.nsel = infllm_num_selected(&b.p);
         b.L1 = infllm_num_windows(T, 32, 16);

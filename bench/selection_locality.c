@@ -235,7 +235,7 @@ static void run_random(const struct random_args *a) {
     randn_bf16(k, T * KD, 2, 0, 0);
     infllm_compress_cpu(k1, k, L1, a->Hkv, a->D, KD, 32, 16);
     infllm_compress_cpu(k2, k, L2, a->Hkv, a->D, KD, 128, 64);
-    struct attn_shape s = {T, 0, T, a->Hq, a->Hkv, a->D, QD, KD, (float)(1.0 / sqrt(a->D))};
+    struct attn_shape s = {T, 0, T, a->Hq, a->Hkv, a->D, QD, KD, (float)(1.0 / sqrt(a->D)), NULL};
     struct tiles t;
     parse_tiles(&t, a->tiles, a->Hq / a->Hkv, a->D);
     printf("random inputs as bench_attention's, T %lld, Hq %d, Hkv %d, D %d, CPU selection\n\n",

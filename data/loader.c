@@ -10,7 +10,10 @@
  * of the last epoch asked for is cached and recomputed (O(W)) when another epoch is read.
  * Validation stream: data.val_files read in file order without shuffling (sequence g is window
  * g % W), so every evaluation sees the same sequences; with no val_files it has no sequences.
- * Synthetic: synthetic_sequence(seed, g) for training, seed ^ LOADER_VAL_SALT for validation.
+ * Synthetic: synthetic_sequence(seed, g) for training, seed ^ LOADER_VAL_SALT for validation
+ * (synthetic_packed with several documents per sequence).
+ * Documents (loader_read_docs): a start after every eod_token of the window (shards), or the packed
+ * synthetic documents' starts; computed from the sequence alone, so resuming needs nothing more.
  *
  * A loader keeps no read position: the trainer's step number chooses the sequences. A loader is not
  * safe to share between threads (the cached epoch).
@@ -66,6 +69,9 @@ void loader_init(struct loader *l, const struct loader_source *s) {
     l->seed = s->seed;
     l->source = s->source;
     l->perm_epoch = -1;
+    l->eod = s->eod;
+    l->eod_token = s->eod_token;
+    l->documents = s->synthetic_documents > 1 ? s->synthetic_documents : 1;
     if (l->source == DATA_SOURCE_SYNTHETIC)
         init_synthetic(l, s);
     else
@@ -134,11 +140,24 @@ static void read_shards(struct loader *l, int64_t g, int32_t *tokens) {
 }
 
 void loader_read(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer) {
+    loader_read_docs(l, g, tokens, answer, NULL);
+}
+
+void loader_read_docs(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer,
+                      uint8_t *doc_first) {
     CHECKF(g >= 0, "loader_read: sequence %lld", (long long)g);
+    int64_t len = l->seq_len + 1;
     if (l->source == DATA_SOURCE_SYNTHETIC) {
-        synthetic_sequence(&l->task, l->seed, g, l->seq_len + 1, tokens, answer);
-        return;
+        if (l->documents > 1) {
+            synthetic_packed(&l->task, l->seed, g, len, l->documents, tokens, answer, doc_first);
+            return;
+        }
+        synthetic_sequence(&l->task, l->seed, g, len, tokens, answer);
+    } else {
+        read_shards(l, g, tokens);
+        if (answer) memset(answer, 0, (size_t)len);
     }
-    read_shards(l, g, tokens);
-    if (answer) memset(answer, 0, (size_t)(l->seq_len + 1));
+    if (!doc_first) return;
+    doc_first[0] = 1;
+    for (int64_t i = 1; i < len; i++) doc_first[i] = l->eod && tokens[i - 1] == l->eod_token;
 }

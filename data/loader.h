@@ -8,6 +8,11 @@
  * each plus its next token); from the synthetic task, it is synthetic_sequence(seed, g).
  * Optimizer step s reads sequences [s * global_batch, (s + 1) * global_batch), whatever the rank
  * layout: the trainer's step alone says what comes next, so a loader keeps no position.
+ *
+ * Documents: a sequence may hold several documents (document masking, docs/DATA.md). Their starts
+ * are a pure function of the sequence too: after every end-of-document token of a shard window
+ * (eod), or where the synthetic task packed its documents (synthetic_documents > 1). They change
+ * neither the tokens nor the order of the stream.
  */
 #ifndef INFLLM_LOADER_H
 #define INFLLM_LOADER_H
@@ -33,6 +38,9 @@ struct loader_source {
     char *const *files;
     const char *files_key;       /* the key that lists them, for messages ("data.train_files") */
     int64_t vocab_size;          /* every token must be below it */
+    bool eod;                    /* DATA_SOURCE_SHARDS: documents end at eod_token */
+    int32_t eod_token;
+    int synthetic_documents;     /* DATA_SOURCE_SYNTHETIC: documents per sequence (0 or 1: one) */
 };
 
 struct loader {
@@ -46,6 +54,9 @@ struct loader {
     int64_t n_windows;
     int64_t *perm;                   /* (n_windows) shuffle of the cached epoch; NULL for validation (file order) */
     int64_t perm_epoch;              /* epoch perm belongs to, -1 = none */
+    bool eod;                        /* documents end after eod_token (shards) */
+    int32_t eod_token;
+    int documents;                   /* synthetic documents per sequence (1: one) */
 };
 
 /* Opens the training stream or (s->val) the validation stream. The validation stream reads its
@@ -61,6 +72,12 @@ void loader_free(struct loader *l);
  * target i - 1 is scored), all zero for shards. Random access: any g in any order gives the same
  * tokens. Not thread-safe (it caches the current epoch's shuffle). */
 void loader_read(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer);
+
+/* loader_read, and doc_first (seq_len + 1 bytes): 1 where token i starts a document (i = 0
+ * always), else 0. Shards with eod: a document starts after every eod_token (token i - 1 is
+ * eod_token); synthetic: at each packed task's BOS; otherwise only at 0. */
+void loader_read_docs(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer,
+                      uint8_t *doc_first);
 
 /* Number of sequences in one epoch (0 for the unbounded synthetic stream, and for a shards
  * validation stream without data.val_files). */

@@ -320,9 +320,13 @@ def main(argv):
         shutil.rmtree(staging, ignore_errors=True)
     for name, s in streams.items():
         print(f"prepare: {name}: {s.total} tokens in {len(s.paths)} shard(s)", file=sys.stderr)
-    # The config lines to paste (stdout, so it can be redirected).
-    print(json.dumps({"data": {"source": "shards", "train_files": streams["train"].paths,
-                               "val_files": streams["val"].paths}}, indent=2))
+    # The config lines to paste (stdout, so it can be redirected); with EOS after every document,
+    # data.eod_token too, which turns on document masking (docs/DATA.md).
+    data = {"source": "shards", "train_files": streams["train"].paths,
+            "val_files": streams["val"].paths}
+    if eos is not None:
+        data["eod_token"] = eos
+    print(json.dumps({"data": data}, indent=2))
 
 
 def tokenize(a, tok, bos, eos, vocab_size, staging):

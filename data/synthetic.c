@@ -25,11 +25,16 @@
  *
  * Randomness: a splitmix64 stream started from a hash of (seed, index), so sequence g costs O(L)
  * without generating 0 .. g - 1.
+ *
+ * Packed documents (synthetic_packed): n whole tasks back to back, each at least BOS + 4 (P + Q)
+ * tokens; the free tokens are split at n - 1 sorted uniform cut points (a stream of (seed, index)),
+ * and task d is synthetic_sequence of its length from a seed hashed with d.
  */
 #include "synthetic.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 #include "hash.h"
@@ -38,6 +43,7 @@
 #define SYNTH_SUCCESSORS 4
 #define SYNTH_SEQ_SALT 0x5EC0E11CE5EED5ull /* separates the sequence hash from other uses of seed */
 #define SYNTH_CHAIN_SALT 0xC4A1F111E7ull   /* filler successor table */
+#define SYNTH_DOCS_SALT 0xD0C5D0C5D0C5ull   /* packed documents: cut points and their seeds */
 
 struct synth_rng {
     uint64_t state;
@@ -182,4 +188,55 @@ void synthetic_sequence(const struct synthetic_task *task, uint64_t seed, int64_
     free(keys);
     free(values);
     free(asked);
+}
+
+/* Tokens a task needs at least: BOS and the records. */
+static int64_t task_min_len(const struct synthetic_task *t) {
+    return 1 + 4 * ((int64_t)t->n_pairs + t->n_queries);
+}
+
+int synthetic_check_packed(const struct synthetic_task *task, int64_t len, int documents,
+                           char *err, size_t err_len) {
+    if (documents <= 1) return synthetic_check(task, len, err, err_len);
+    int64_t need = task_min_len(task);
+    if (task->n_pairs >= 1 && task->n_queries >= 0 && len < documents * need) {
+        snprintf(err, err_len,
+                 "data.synthetic.documents is %d: that many tasks of at least %lld tokens (BOS + "
+                 "%d pair records + %d query records of 4 tokens) need %lld, and a sequence has "
+                 "%lld (data.seq_len + 1)",
+                 documents, (long long)need, task->n_pairs, task->n_queries,
+                 (long long)(documents * need), (long long)len);
+        return -1;
+    }
+    return synthetic_check(task, need, err, err_len);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+void synthetic_packed(const struct synthetic_task *task, uint64_t seed, int64_t index, int64_t len,
+                      int documents, int32_t *tokens, uint8_t *answer, uint8_t *doc_first) {
+    char err[256];
+    CHECKF(documents >= 2 && synthetic_check_packed(task, len, documents, err, sizeof err) == 0,
+           "synthetic_packed: %s", documents >= 2 ? err : "fewer than 2 documents");
+    int64_t free_tokens = len - documents * task_min_len(task);
+    struct synth_rng r = {mix64(seed ^ SYNTH_DOCS_SALT ^ mix64((uint64_t)index ^ SYNTH_SEQ_SALT))};
+    int64_t *cut = xmalloc((size_t)(documents + 1) * sizeof *cut); /* cut[d]: free tokens before d */
+    cut[0] = 0;
+    for (int d = 1; d < documents; d++) cut[d] = rng_below(&r, free_tokens + 1);
+    qsort(cut + 1, (size_t)(documents - 1), sizeof *cut, cmp_i64);
+    cut[documents] = free_tokens;
+    if (doc_first) memset(doc_first, 0, (size_t)len);
+    int64_t at = 0;
+    for (int d = 0; d < documents; d++) {
+        int64_t n = task_min_len(task) + cut[d + 1] - cut[d];
+        uint64_t doc_seed = mix64(seed ^ SYNTH_DOCS_SALT ^ ((uint64_t)d + 1));
+        synthetic_sequence(task, doc_seed, index, n, tokens + at, answer ? answer + at : NULL);
+        if (doc_first) doc_first[at] = 1;
+        at += n;
+    }
+    CHECK(at == len);
+    free(cut);
 }

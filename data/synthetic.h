@@ -34,4 +34,17 @@ int synthetic_check(const struct synthetic_task *task, int64_t len, char *err, s
 void synthetic_sequence(const struct synthetic_task *task, uint64_t seed, int64_t index,
                         int64_t len, int32_t *tokens, uint8_t *answer);
 
+/* synthetic_check for `documents` tasks packed in `len` tokens (each at least BOS + 4 (n_pairs +
+ * n_queries) tokens); documents 1 is synthetic_check itself. */
+int synthetic_check_packed(const struct synthetic_task *task, int64_t len, int documents,
+                           char *err, size_t err_len);
+
+/* Sequence `index` as `documents` (>= 2) whole tasks back to back: random lengths of at least the
+ * task's minimum that add up to len (the free tokens split at sorted uniform cut points), task d a
+ * synthetic_sequence of its length from a seed of its own. doc_first (len bytes, may be NULL) is 1
+ * at each task's BOS (position 0 included), answer as synthetic_sequence's, over all tasks. A pure
+ * function of (seed, index) like synthetic_sequence. */
+void synthetic_packed(const struct synthetic_task *task, uint64_t seed, int64_t index, int64_t len,
+                      int documents, int32_t *tokens, uint8_t *answer, uint8_t *doc_first);
+
 #endif

@@ -271,7 +271,16 @@ static __global__ void att_backward_dkdv_kernel(struct att_args a) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Launchers                                                                                       */
 
+/* The CUDA kernels do not take a document mask (attn_shape.doc_start): the attention layer runs
+ * each document as a call of its own on CUDA, and this stops any other caller before a silently
+ * wrong result. */
+static void refuse_documents(const struct attn_shape *s) {
+    CHECKF(s->doc_start == NULL, "attention: the CUDA kernels take no doc_start (run each document "
+           "as a call of its own)");
+}
+
 static struct att_args args_of(const struct attn_shape *s, int bs) {
+    refuse_documents(s);
     struct att_args a;
     memset(&a, 0, sizeof a);
     a.Tq = s->Tq;
@@ -327,6 +336,7 @@ extern "C" bool attention_tc_supported(const struct attn_shape *s, int block_siz
 extern "C" void attention_forward_cuda(void *out, float *lse, const void *q, const void *k,
                                        const void *v, const struct attn_shape *s,
                                        const struct gpu_ctx *g) {
+    refuse_documents(s);
     if (attention_wgmma_forward(out, lse, q, k, v, s, g)) return; /* Hopper: wgmma + TMA */
     struct att_args a = args_of(s, ATT_BLOCK);
     a.q = (const bf16 *)q, a.k = (const bf16 *)k, a.v = (const bf16 *)v;
@@ -338,6 +348,7 @@ extern "C" void attention_backward_cuda(void *dq, void *dk, void *dv, const void
                                         const void *q, const void *k, const void *v,
                                         const void *out, const float *lse,
                                         const struct attn_shape *s, const struct gpu_ctx *g) {
+    refuse_documents(s);
     if (attention_wgmma_backward(dq, dk, dv, dout, q, k, v, out, lse, s, g)) return; /* Hopper */
     struct att_args a = args_of(s, ATT_BLOCK);
     a.q = (const bf16 *)q, a.k = (const bf16 *)k, a.v = (const bf16 *)v;

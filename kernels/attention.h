@@ -8,6 +8,8 @@
  * Positions are global: query row i sits at global position q_pos0 + i and key row j at position j.
  * Query row i sees keys j <= q_pos0 + i. That lets one call serve a chunk of a sequence that context
  * parallelism placed on this rank, against the gathered keys of the whole sequence.
+ * With documents (attn_shape.doc_start, the CPU dense kernels) row i also ignores the keys before
+ * its document's start: several documents packed in one sequence attend each to itself.
  *
  * Layouts are token-major: q/out/dq (Tq, Hq, D) with q_stride elements between rows, k/v/dk/dv
  * (Tk, Hkv, D) with kv_stride between rows, lse (Tq, Hq) contiguous.
@@ -33,9 +35,15 @@ struct attn_shape {
     int64_t q_stride;   /* elements between consecutive rows of q, out, dq (>= Hq * D) */
     int64_t kv_stride;  /* elements between consecutive rows of k, v, dk, dv (>= Hkv * D) */
     float scale;        /* softmax scale tau = 1 / sqrt(D) */
+    /* Document masking (dense attention only; NULL = none): doc_start[i] is the global position
+     * where query row i's document starts, non-decreasing in i and <= q_pos0 + i. Row i then sees
+     * keys doc_start[i] <= j <= q_pos0 + i only. Host memory for the CPU kernels; the CUDA
+     * kernels do not take it (they refuse a non-NULL doc_start). */
+    const int32_t *doc_start;
 };
 
-/* out[i,h] = sum_{j <= pos(i)} softmax_j(scale * q[i,h] . k[j,h/G]) v[j,h/G];
+/* out[i,h] = sum_{doc(i) <= j <= pos(i)} softmax_j(scale * q[i,h] . k[j,h/G]) v[j,h/G]
+ * (doc(i) = doc_start[i], or 0 without documents);
  * lse[i,h] = log sum_j exp(scale * q[i,h] . k[j,h/G]) (natural log, fp32). */
 void attention_forward_cpu(float *out,       /* (Tq, Hq, D) */
                            float *lse,       /* (Tq, Hq) */

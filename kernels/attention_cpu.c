@@ -7,20 +7,26 @@
  * Layouts: q, out, dout, dq (Tq, Hq, D) q_stride apart; k, v, dk, dv (Tk, Hkv, D) kv_stride apart;
  * lse (Tq, Hq). Gradient rule: the backward ADDS into dq, dk, dv.
  *
- * Keys come in blocks: dense rows read the blocks [64e, 64e + 64) for 64e <= pos (global, so they
- * do not depend on the call's q_pos0); sparse rows read their selected blocks [bB, bB + B),
+ * Keys come in blocks: dense rows read the blocks [ds + 64e, ds + 64e + 64) for ds + 64e <= pos,
+ * where ds is the row's document start (attn_shape.doc_start; 0 without documents), so they do
+ * not depend on the call's q_pos0; sparse rows read their selected blocks [bB, bB + B),
  * B = block_size. A block is processed in pieces of at most CHUNK = 64 keys from its start, each
  * cut at the row's pos. A query vector's result depends only on its own pieces, in ascending
  * order, never on the other rows of its tile or call, so splitting the queries into calls
- * (context parallelism) reproduces out, lse and dq bitwise.
+ * (context parallelism) reproduces out, lse and dq bitwise; and a document packed at ds reads
+ * the very pieces it reads alone at 0 (its keys shifted by ds), so its out, lse and dq are those
+ * of the document alone, bitwise.
  *
  * Work units: the forward and dq passes take tiles of ROW_TILE rows x one KV head (all G heads);
  * a tile walks the ascending union of its rows' blocks, loads each piece once (K and V transposed
  * to (D, CHUNK), so scores are vector FMAs without horizontal sums) and applies it to the rows
- * that read it. The dk/dv pass takes (block, KV head) units and walks the rows that read the block
- * in ascending order (dense: every row at or past its first key; sparse: the CSR inverse of the
- * selection), then adds into dk, dv once. No float atomics and no cross-thread reduction: results
- * are bitwise independent of the thread count.
+ * that read it. The dk/dv pass takes (block, KV head) units of 64 keys from position 0 and walks
+ * the rows that read the block in ascending order (dense: every row at or past its first key whose
+ * document starts before its end; sparse: the CSR inverse of the selection), each row over its
+ * own keys of the block, then adds into dk, dv once. A key's sum runs over the rows that read it
+ * in row order (the others add exact zeros), so dk and dv of a packed document are also those of
+ * the document alone. No float atomics and no cross-thread reduction: results are bitwise
+ * independent of the thread count.
  *
  * Numerics, fp32 throughout: online softmax per piece (piece max, running max m, the piece's sum
  * of exponentials added to the running sum l, output accumulator rescaled when m grows);
@@ -133,17 +139,25 @@ static void piece_axpy(float *acc, const float *w, const float *y, int64_t strid
 
 static int64_t block_len(const struct attn_rows *r) { return r->sel ? r->block_size : CHUNK; }
 
-/* Block e (0, 1, ...) of row i, KV head g, or -1 past the row's last. */
+/* The first key row i may read: its document's start (0 without documents). */
+static int64_t row_doc_start(const struct attn_shape *s, int64_t i) {
+    return s->doc_start ? s->doc_start[i] : 0;
+}
+
+/* First key of block e (0, 1, ...) of row i, KV head g, or -1 past the row's last. */
 static int64_t row_block(const struct attn_rows *r, int64_t i, int g, int64_t e) {
     const struct attn_shape *s = r->s;
-    if (!r->sel) return e * CHUNK <= s->q_pos0 + i ? e : -1;
+    if (!r->sel) {
+        int64_t j0 = row_doc_start(s, i) + e * CHUNK;
+        return j0 <= s->q_pos0 + i ? j0 : -1;
+    }
     if (e >= r->nsel) return -1;
     const int32_t *list = r->sel + (i * s->Hkv + g) * r->nsel;
     if (list[e] < 0) return -1;
     CHECKF((int64_t)list[e] * r->block_size < s->Tk && (e == 0 || list[e] > list[e - 1]),
            "selection of row %lld, KV head %d: block %d past Tk or not ascending", (long long)i,
            g, (int)list[e]);
-    return list[e];
+    return (int64_t)list[e] * r->block_size;
 }
 
 /* Keys of [j0, j1) that a query vector at pos reads: j1 cut at pos + 1 (<= 0 when none). */
@@ -151,8 +165,9 @@ static int64_t cut_len(int64_t j0, int64_t j1, int64_t pos) {
     return (j1 < pos + 1 ? j1 : pos + 1) - j0;
 }
 
-/* Next block of the ascending union of the lists of rows i0..i0+nr-1 (cursor cur[a] each), or -1;
- * reads[a] set for the rows whose current block it is. The caller advances their cursors. */
+/* First key of the next block of the ascending union of the lists of rows i0..i0+nr-1 (cursor
+ * cur[a] each), or -1; reads[a] set for the rows whose current block it is. The caller advances
+ * their cursors. */
 static int64_t tile_next_block(const struct attn_rows *r, int64_t i0, int64_t nr, int g,
                                const int64_t *cur, bool *reads) {
     int64_t next = -1;
@@ -170,6 +185,12 @@ static void check_shape(const struct attn_rows *r) {
     CHECK(s->Tq >= 0 && s->q_pos0 >= 0 && s->Tk >= s->q_pos0 + s->Tq);
     CHECK(s->q_stride >= (int64_t)s->Hq * s->D && s->kv_stride >= (int64_t)s->Hkv * s->D);
     CHECK(!r->sel || (r->nsel > 0 && r->block_size > 0));
+    CHECKF(!r->sel || !s->doc_start, "sparse attention takes no doc_start: a sparse document is "
+           "its own call");
+    for (int64_t i = 0; s->doc_start && i < s->Tq; i++)
+        CHECKF(s->doc_start[i] >= (i ? s->doc_start[i - 1] : 0) && s->doc_start[i] <= s->q_pos0 + i,
+               "doc_start[%lld] = %d: expected non-decreasing and <= the row's position %lld",
+               (long long)i, (int)s->doc_start[i], (long long)(s->q_pos0 + i));
 }
 
 /* Per-thread scratch of every pass. */
@@ -254,8 +275,8 @@ static void unit_forward(float *out, float *lse, const float *q, const float *k,
     memset(w->acc, 0, (size_t)(nr * G * D) * sizeof(float));
     memset(w->cur, 0, (size_t)nr * sizeof(int64_t));
     while ((b = tile_next_block(r, i0, nr, g, w->cur, w->reads)) >= 0) {
-        int64_t bend = b * len + len < s->Tk ? b * len + len : s->Tk;
-        for (int64_t j0 = b * len; j0 < bend; j0 += CHUNK) {
+        int64_t bend = b + len < s->Tk ? b + len : s->Tk;
+        for (int64_t j0 = b; j0 < bend; j0 += CHUNK) {
             int64_t j1 = j0 + CHUNK < bend ? j0 + CHUNK : bend;
             const float *kc = k + j0 * s->kv_stride + (int64_t)g * D;
             const float *vc = v + j0 * s->kv_stride + (int64_t)g * D;
@@ -312,17 +333,18 @@ static float *row_deltas(const float *dout, const float *out, const struct attn_
     return delta;
 }
 
-/* For query vector x with output gradient gx and the loaded piece w->kt, w->vt, over its n keys:
- * P = exp(scale x.k - lse) and dS = P (gx.v - delta); both (CHUNK), zero past n. */
-static void piece_probs(float *P, float *dS, const float *x, const float *gx, int64_t n, int D,
-                        float scale, float lse, float delta, const struct scratch *w) {
+/* For query vector x with output gradient gx and the loaded piece w->kt, w->vt, over its keys
+ * lo <= c < n: P = exp(scale x.k - lse) and dS = P (gx.v - delta); both (CHUNK), zero elsewhere. */
+static void piece_probs(float *P, float *dS, const float *x, const float *gx, int64_t lo,
+                        int64_t n, int D, float scale, float lse, float delta,
+                        const struct scratch *w) {
     piece_scores(P, x, w->kt, D, scale);
     piece_scores(dS, gx, w->vt, D, 1.0f);
 #pragma omp simd
     for (int c = 0; c < CHUNK; c++) {
         float e = exp_f32(P[c] - lse), ds = e * (dS[c] - delta);
-        P[c] = c < n ? e : 0.0f;
-        dS[c] = c < n ? ds : 0.0f;
+        P[c] = c >= lo && c < n ? e : 0.0f;
+        dS[c] = c >= lo && c < n ? ds : 0.0f;
     }
 }
 
@@ -336,8 +358,8 @@ static void unit_dq(float *dq, const float *dout, const float *q, const float *k
     memset(w->acc, 0, (size_t)(nr * G * D) * sizeof(float));
     memset(w->cur, 0, (size_t)nr * sizeof(int64_t));
     while ((b = tile_next_block(r, i0, nr, g, w->cur, w->reads)) >= 0) {
-        int64_t bend = b * len + len < s->Tk ? b * len + len : s->Tk;
-        for (int64_t j0 = b * len; j0 < bend; j0 += CHUNK) {
+        int64_t bend = b + len < s->Tk ? b + len : s->Tk;
+        for (int64_t j0 = b; j0 < bend; j0 += CHUNK) {
             int64_t j1 = j0 + CHUNK < bend ? j0 + CHUNK : bend;
             const float *kc = k + j0 * s->kv_stride + (int64_t)g * D;
             piece_transpose(w->kt, kc, s->kv_stride, j1 - j0, D);
@@ -347,7 +369,7 @@ static void unit_dq(float *dq, const float *dout, const float *q, const float *k
                 for (int hh = 0; hh < G && w->reads[a] && n > 0; hh++) {
                     int64_t x = a * G + hh, h = (int64_t)g * G + hh, i = i0 + a;
                     int64_t off = i * s->q_stride + h * D;
-                    piece_probs(w->s, w->p, q + off, dout + off, n, D, s->scale,
+                    piece_probs(w->s, w->p, q + off, dout + off, 0, n, D, s->scale,
                                 lse[i * s->Hq + h], delta[i * s->Hq + h], w);
                     piece_axpy(w->acc + x * D, w->p, kc, s->kv_stride, n, D);
                 }
@@ -381,16 +403,28 @@ static void backward_dq(float *dq, const float *dout, const float *q, const floa
 }
 
 /* The query rows reading block e of KV head g, ascending: dense, every row at or past the block's
- * first key; sparse, the inverse of the selection. Either [*first, *first + n) (list NULL) or
- * list[0..n). */
+ * first key whose document starts before the block's end (doc_start is non-decreasing: a prefix
+ * of those rows, found by bisection); sparse, the inverse of the selection. Either
+ * [*first, *first + n) (list NULL) or list[0..n). */
 static int64_t block_rows(const struct attn_rows *r, const struct attn_inverse *inv, int g,
                           int64_t e, int64_t *first, const int32_t **list) {
     const struct attn_shape *s = r->s;
     if (!r->sel) {
-        int64_t f = e * CHUNK - s->q_pos0;
+        int64_t f = e * CHUNK - s->q_pos0, last = s->Tq;
         *first = f > 0 ? f : 0;
         *list = NULL;
-        return s->Tq - *first > 0 ? s->Tq - *first : 0;
+        if (s->doc_start) { /* last = the first row at or past *first whose document starts later */
+            int64_t lo = *first, hi = s->Tq;
+            while (lo < hi) {
+                int64_t mid = lo + (hi - lo) / 2;
+                if (s->doc_start[mid] < (e + 1) * CHUNK)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            last = lo;
+        }
+        return last - *first > 0 ? last - *first : 0;
     }
     int64_t a = inv->off[(int64_t)g * inv->nblk + e], b = inv->off[(int64_t)g * inv->nblk + e + 1];
     *first = 0;
@@ -447,10 +481,11 @@ static void piece_dkdv(float *dk, float *dv, const float *dout, const float *q, 
     int64_t nmax = 0;
     for (int64_t t = 0; t < nrows; t++) {
         int64_t i = list ? list[t] : first + t;
-        int64_t n = cut_len(j0, j1, s->q_pos0 + i);
-        for (int hh = 0; hh < G && n > 0; hh++) {
+        int64_t n = cut_len(j0, j1, s->q_pos0 + i), ds = row_doc_start(s, i);
+        int64_t lo = ds > j0 ? ds - j0 : 0; /* keys of earlier documents */
+        for (int hh = 0; hh < G && n > lo; hh++) {
             int64_t h = (int64_t)g * G + hh, off = i * s->q_stride + h * D;
-            piece_probs(w->bp + nb * CHUNK, w->bds + nb * CHUNK, q + off, dout + off, n, D,
+            piece_probs(w->bp + nb * CHUNK, w->bds + nb * CHUNK, q + off, dout + off, lo, n, D,
                         s->scale, lse[i * s->Hq + h], delta[i * s->Hq + h], w);
             w->bx[nb] = q + off;
             w->bg[nb] = dout + off;

@@ -281,6 +281,7 @@ static __global__ void select_kernel(struct sel_args a) {
 extern "C" void infllm_select_cuda(int32_t *sel, const void *q, const void *k1, int64_t L1,
                                    const void *k2, int64_t L2, const struct attn_shape *s,
                                    const struct infllm_params *p, const struct gpu_ctx *g) {
+    CHECKF(s->doc_start == NULL, "selection: a document is its own call (doc_start must be NULL)");
     if (s->Tq == 0) return;
     if (infllm_select_tc_supported(s, p)) {
         infllm_select_tc(sel, (const bf16 *)q, (const bf16 *)k1, L1, (const bf16 *)k2, L2, s, p, g);

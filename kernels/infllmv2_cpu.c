@@ -230,6 +230,7 @@ void infllm_select_cpu(int32_t *sel, const float *q, const float *k1, int64_t L1
     CHECK(s->Hq > 0 && s->Hkv > 0 && s->Hq % s->Hkv == 0 && s->q_stride >= (int64_t)s->Hq * s->D);
     CHECK(p->kernel_size > 0 && p->kernel_stride > 0 && p->block_size % p->kernel_stride == 0);
     CHECK(s->Tk >= s->q_pos0 + s->Tq);
+    CHECKF(s->doc_start == NULL, "selection: a document is its own call (doc_start must be NULL)");
     int nsel = infllm_num_selected(p);
     int64_t nblk = (s->Tk + p->block_size - 1) / p->block_size;
 #pragma omp parallel

@@ -5,6 +5,8 @@
  * rank occupies rows [c * cl, (c + 1) * cl) and holds global positions start[c] ... start[c] + cl - 1.
  * Without context parallelism there is one chunk, the whole sequence in order, and the local K/V
  * are the global ones: nothing is exchanged or copied.
+ * Every kernel call covers one segment of a chunk (segment_at): the whole chunk when the sequence
+ * is one document, else the rows of one sparse document or of a run of dense documents.
  */
 #include "attention_layer.h"
 
@@ -14,6 +16,9 @@
 #include "check.h"
 #include "checked.h"
 #include "ops.h"
+
+/* Rows of -1 uploaded at a time to fill the selection of dense documents' rows. */
+#define UNSELECTED_ROWS 64
 
 static int64_t KD_of(const struct attention_layer *al) { return (int64_t)al->Hkv * al->D; }
 
@@ -31,6 +36,9 @@ void attention_layer_init(struct attention_layer *al, const struct config *c,
     al->D = c->model.head_dim;
     al->scale = (float)(1.0 / sqrt((double)al->D));
     al->sparse = config_sparse(c, al->T);
+    al->documents = config_documents(c);
+    al->dense_len = c->attention.dense_len;
+    al->dense_runs = be->device == DEVICE_CPU; /* only the CPU kernels take doc_start */
     int64_t T = al->T, cl = al->shard.chunk_len;
     bool cp = g->cp > 1;
     if (al->sparse) {
@@ -68,6 +76,23 @@ static size_t kv_bytes(const struct attention_layer *al, int64_t rows) {
     return (size_t)size_mul3(rows, KD_of(al), al->be->act_size);
 }
 
+/* The buffers of document masking (attention_layer.h). */
+static void declare_documents(struct attention_layer *al, struct mem_plan *p) {
+    int64_t N = size_mul(al->B, al->shard.n_local), i4 = sizeof(int32_t);
+    al->doc_starts = plan_take(p, PLAN_HOST, "attention: document starts",
+                               (size_t)size_mul3(al->B, al->T, i4));
+    al->ndocs = plan_take(p, PLAN_HOST, "attention: documents per sequence",
+                          (size_t)size_mul(al->B, i4));
+    al->rows_doc_host = plan_take(p, PLAN_HOST, "attention: document start of each row",
+                                  (size_t)size_mul(N, i4));
+    al->rows_doc = plan_take(p, PLAN_ACTS, "attention: document start of each row (int32)",
+                             (size_t)size_mul(N, i4));
+    if (al->sparse)
+        al->unselected = plan_take(p, PLAN_HOST, "attention: unselected rows (-1)",
+                                   (size_t)size_mul3(UNSELECTED_ROWS, (int64_t)al->Hkv * al->nsel,
+                                                     i4));
+}
+
 void attention_layer_declare(struct attention_layer *al, struct mem_plan *p) {
     int64_t T = al->T, cl = al->shard.chunk_len, halo = al->halo;
     bool cp = al->ncp > 1;
@@ -84,6 +109,7 @@ void attention_layer_declare(struct attention_layer *al, struct mem_plan *p) {
         al->halo_rows = plan_take(p, PLAN_SCRATCH, "attention: halo rows",
                                   kv_bytes(al, size_mul(2, halo)));
     }
+    if (al->documents) declare_documents(al, p);
     if (!cp) return;
     al->k_full = plan_take(p, PLAN_SCRATCH, "attention: gathered K", kv_bytes(al, T));
     al->v_full = plan_take(p, PLAN_SCRATCH, "attention: gathered V", kv_bytes(al, T));
@@ -93,19 +119,111 @@ void attention_layer_declare(struct attention_layer *al, struct mem_plan *p) {
                         kv_bytes(al, al->shard.n_local));
 }
 
-/* The kernel shape of local chunk c against the keys up to its end (global positions). */
-static struct attn_shape chunk_shape(const struct attention_layer *al, int c) {
-    int64_t cl = al->shard.chunk_len, start = al->shard.start[c];
+/* ---------------------------------------------------------------------------------------------- */
+/* Documents and segments                                                                          */
+
+/* Documents of sequence b (1 without document masking). */
+static int64_t ndocs_of(const struct attention_layer *al, int b) {
+    return al->documents ? al->ndocs[b] : 1;
+}
+
+/* Document d of sequence b spans [*start, *end). */
+static void doc_span(const struct attention_layer *al, int b, int64_t d, int64_t *start,
+                     int64_t *end) {
+    if (!al->documents) { /* one document */
+        *start = 0, *end = al->T;
+        return;
+    }
+    const int32_t *st = al->doc_starts + (int64_t)b * al->T;
+    *start = st[d];
+    *end = d + 1 < al->ndocs[b] ? st[d + 1] : al->T;
+}
+
+/* The document of sequence b holding position pos (the last start <= pos). */
+static int64_t doc_of(const struct attention_layer *al, int b, int64_t pos) {
+    if (!al->documents) return 0;
+    const int32_t *st = al->doc_starts + (int64_t)b * al->T;
+    int64_t lo = 0, hi = al->ndocs[b] - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        if (st[mid] <= pos)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+/* Whether a document of len tokens runs sparse: config_sparse's rule for its own length, inside a
+ * sparse sequence (a dense sequence holds only shorter documents). */
+static bool doc_is_sparse(const struct attention_layer *al, int64_t len) {
+    return al->sparse && (al->dense_len < 0 || len >= al->dense_len);
+}
+
+void attention_layer_set_documents(struct attention_layer *al, const uint8_t *doc_first) {
+    CHECK(al->documents);
+    int64_t T = al->T, n = al->shard.n_local;
+    for (int b = 0; b < al->B; b++) {
+        int32_t *st = al->doc_starts + (int64_t)b * T, nd = 1;
+        st[0] = 0;
+        for (int64_t p = 1; doc_first && p < T; p++)
+            if (doc_first[(int64_t)b * T + p]) st[nd++] = (int32_t)p;
+        al->ndocs[b] = nd;
+        for (int64_t i = 0; i < n; i++)
+            al->rows_doc_host[b * n + i] = st[doc_of(al, b, seq_shard_pos(&al->shard, i))];
+    }
+    backend_upload(al->be, al->rows_doc, al->rows_doc_host,
+                   (size_t)(al->B * n) * sizeof(int32_t));
+    for (int64_t x = 0; al->unselected && x < UNSELECTED_ROWS * al->Hkv * al->nsel; x++)
+        al->unselected[x] = -1;
+}
+
+/* Local rows of one chunk that one kernel call serves: positions [a, z) from local row `row`. */
+struct segment {
+    int64_t a, z, row;
+    bool sparse;     /* the rows of one sparse document; else of dense documents */
+    bool own;        /* one document's rows in a call of its own, keys from its start ds (sparse;
+                        dense where the backend's kernels take no doc_start); else a dense run */
+    int64_t ds;
+};
+
+/* The segment of chunk c of sequence b that starts at position a: the chunk's rows of the sparse
+ * document holding a, or of the run of dense documents from a (of that one dense document where
+ * the kernels take no doc_start: CUDA). One document: the whole chunk. */
+static struct segment segment_at(const struct attention_layer *al, int b, int c, int64_t a) {
+    int64_t cs = al->shard.start[c], ce = cs + al->shard.chunk_len, d = doc_of(al, b, a), s, e;
+    doc_span(al, b, d, &s, &e);
+    struct segment g = {.a = a, .row = (int64_t)b * al->shard.n_local + c * al->shard.chunk_len +
+                                       (a - cs),
+                        .sparse = doc_is_sparse(al, e - s), .ds = s};
+    g.own = g.sparse || !al->dense_runs;
+    for (int64_t x = d + 1; !g.own && e < ce && x < ndocs_of(al, b); x++) {
+        int64_t s2, e2;
+        doc_span(al, b, x, &s2, &e2);
+        if (doc_is_sparse(al, e2 - s2)) break;
+        e = e2;
+    }
+    g.z = e < ce ? e : ce;
+    return g;
+}
+
+/* The kernel shape of a segment: keys by global positions up to its end (a dense run, masked by
+ * each row's document start when the sequence holds several), or one document's own positions
+ * (its keys start at row ds of K). */
+static struct attn_shape segment_shape(const struct attention_layer *al, int b,
+                                       const struct segment *g) {
+    int64_t off = g->own ? g->ds : 0;
     return (struct attn_shape){
-        .Tq = cl,
-        .q_pos0 = start,
-        .Tk = start + cl,
+        .Tq = g->z - g->a,
+        .q_pos0 = g->a - off,
+        .Tk = g->z - off,
         .Hq = al->Hq,
         .Hkv = al->Hkv,
         .D = al->D,
         .q_stride = (int64_t)al->Hq * al->D,
         .kv_stride = KD_of(al),
         .scale = al->scale,
+        .doc_start = !g->own && ndocs_of(al, b) > 1 ? al->rows_doc + g->row : NULL,
     };
 }
 
@@ -207,6 +325,56 @@ static void exchange_halo(struct attention_layer *al, const void *kb) {
     if (r == 0) backend_zero(be, halo1, (size_t)(h * KD) * be->act_size); /* sequence end */
 }
 
+/* Rows [row, row + count) of sel: -1 (the rows of dense documents, which select nothing). */
+static void fill_unselected(struct attention_layer *al, int32_t *sel, int64_t row, int64_t count) {
+    int64_t per = (int64_t)al->Hkv * al->nsel;
+    for (int64_t r = 0; r < count; r += UNSELECTED_ROWS) {
+        int64_t m = count - r < UNSELECTED_ROWS ? count - r : UNSELECTED_ROWS;
+        backend_upload(al->be, sel + (row + r) * per, al->unselected,
+                       (size_t)(m * per) * sizeof(int32_t));
+    }
+}
+
+/* Selection of sequence b (several documents): each sparse document's compressed keys from its
+ * own rows of the whole K (gathered under cp > 1), windows counted from its start; its local rows
+ * select among its own blocks, as the document alone would. */
+static void select_documents(struct attention_layer *al, int b, int32_t *sel, const void *q,
+                             const void *kb) {
+    const struct backend *be = al->be;
+    int64_t KD = KD_of(al), QD = (int64_t)al->Hq * al->D, sel_row = (int64_t)al->Hkv * al->nsel;
+    int ks = al->p.kernel_size, st = al->p.kernel_stride;
+    const void *kf = kb;
+    if (al->ncp > 1) {
+        gather_chunks(al, al->k_full, kb, al->shard.chunk_len, al->shard.chunk_len);
+        kf = al->k_full;
+    }
+    int64_t compressed = -1, L1 = 0, L2 = 0; /* the document whose keys k1, k2 hold */
+    for (int c = 0; c < al->shard.nchunks; c++) {
+        int64_t ce = al->shard.start[c] + al->shard.chunk_len;
+        for (int64_t a = al->shard.start[c]; a < ce;) {
+            struct segment g = segment_at(al, b, c, a);
+            a = g.z;
+            if (!g.sparse) {
+                fill_unselected(al, sel, g.row, g.z - g.a);
+                continue;
+            }
+            if (g.ds != compressed) {
+                int64_t s0, e0;
+                doc_span(al, b, doc_of(al, b, g.ds), &s0, &e0);
+                const void *kd = act_at_c(be, kf, g.ds * KD);
+                L1 = infllm_num_windows(e0 - s0, ks, st);
+                L2 = al->k2 ? infllm_num_windows(e0 - s0, 4 * ks, 4 * st) : 0;
+                op_infllm_compress(be, al->k1, kd, L1, al->Hkv, al->D, KD, ks, st);
+                if (L2 > 0) op_infllm_compress(be, al->k2, kd, L2, al->Hkv, al->D, KD, 4 * ks, 4 * st);
+                compressed = g.ds;
+            }
+            struct attn_shape s = segment_shape(al, b, &g);
+            op_infllm_select(be, sel + g.row * sel_row, act_at_c(be, q, g.row * QD), al->k1, L1,
+                             al->k2, L2, &s, &al->p);
+        }
+    }
+}
+
 void attention_layer_select(struct attention_layer *al, int32_t *sel, const void *q,
                             const void *k) {
     CHECK(al->sparse);
@@ -216,11 +384,16 @@ void attention_layer_select(struct attention_layer *al, int32_t *sel, const void
     int ks = al->p.kernel_size, st = al->p.kernel_stride;
     for (int b = 0; b < al->B; b++) {
         const void *kb = act_at_c(be, k, (int64_t)b * n * KD);
+        if (ndocs_of(al, b) > 1) {
+            select_documents(al, b, sel, q, kb);
+            continue;
+        }
         if (al->ncp > 1) exchange_halo(al, kb);
         compress_sequence(al, al->k1, kb, ks, st, al->L1);
         if (al->k2) compress_sequence(al, al->k2, kb, 4 * ks, 4 * st, al->L2);
         for (int c = 0; c < al->shard.nchunks; c++) {
-            struct attn_shape s = chunk_shape(al, c);
+            struct segment g = segment_at(al, b, c, al->shard.start[c]); /* the whole chunk */
+            struct attn_shape s = segment_shape(al, b, &g);
             int64_t row0 = (int64_t)b * n + c * cl;
             op_infllm_select(be, sel + row0 * sel_row, act_at_c(be, q, row0 * QD), al->k1, al->L1,
                              al->k2, al->L2, &s, &al->p);
@@ -248,35 +421,73 @@ static void sequence_kv(struct attention_layer *al, int b, const void *k, const 
     *vf = al->v_full;
 }
 
+/* Forward of one segment of sequence b whose keys and values are kf, vf (T rows). */
+static void segment_forward(struct attention_layer *al, int b, const struct segment *g, void *out,
+                            float *lse, const int32_t *sel, const void *q, const void *kf,
+                            const void *vf) {
+    const struct backend *be = al->be;
+    int64_t QD = (int64_t)al->Hq * al->D, row = g->row;
+    struct attn_shape s = segment_shape(al, b, g);
+    void *o = act_at(be, out, row * QD);
+    float *l = lse + row * al->Hq;
+    const void *qc = act_at_c(be, q, row * QD);
+    int64_t off = g->own ? g->ds * KD_of(al) : 0;
+    const void *k = act_at_c(be, kf, off), *v = act_at_c(be, vf, off);
+    if (g->sparse)
+        op_sparse_attention_forward(be, o, l, qc, k, v, sel + row * al->Hkv * al->nsel, al->nsel,
+                                    al->p.block_size, &s);
+    else
+        op_attention_forward(be, o, l, qc, k, v, &s);
+}
+
 void attention_layer_forward(struct attention_layer *al, void *out, float *lse,
                              const int32_t *sel, const void *q, const void *k, const void *v) {
-    const struct backend *be = al->be;
-    int64_t n = al->shard.n_local, cl = al->shard.chunk_len, QD = (int64_t)al->Hq * al->D;
-    int64_t sel_row = (int64_t)al->Hkv * al->nsel;
     for (int b = 0; b < al->B; b++) {
         const void *kf, *vf;
         sequence_kv(al, b, k, v, &kf, &vf);
         for (int c = 0; c < al->shard.nchunks; c++) {
-            struct attn_shape s = chunk_shape(al, c);
-            int64_t row0 = (int64_t)b * n + c * cl;
-            void *o = act_at(be, out, row0 * QD);
-            float *l = lse + row0 * al->Hq;
-            const void *qc = act_at_c(be, q, row0 * QD);
-            if (al->sparse)
-                op_sparse_attention_forward(be, o, l, qc, kf, vf, sel + row0 * sel_row, al->nsel,
-                                            al->p.block_size, &s);
-            else
-                op_attention_forward(be, o, l, qc, kf, vf, &s);
+            int64_t ce = al->shard.start[c] + al->shard.chunk_len;
+            for (int64_t a = al->shard.start[c]; a < ce;) {
+                struct segment g = segment_at(al, b, c, a);
+                segment_forward(al, b, &g, out, lse, sel, q, kf, vf);
+                a = g.z;
+            }
         }
     }
+}
+
+/* Where one segment's backward adds: dq (N, QD) of the local rows, dk, dv (T, KD) of sequence b. */
+struct grads {
+    void *dq, *dk, *dv;
+};
+
+/* Backward of one segment of sequence b (keys and values kf, vf of T rows); adds into gr. */
+static void segment_backward(struct attention_layer *al, int b, const struct segment *g,
+                             const struct grads *gr, const void *dout, const void *q,
+                             const void *kf, const void *vf, const void *out, const float *lse,
+                             const int32_t *sel) {
+    const struct backend *be = al->be;
+    int64_t QD = (int64_t)al->Hq * al->D, row = g->row, off = g->own ? g->ds * KD_of(al) : 0;
+    struct attn_shape s = segment_shape(al, b, g);
+    void *dqc = act_at(be, gr->dq, row * QD);
+    const void *doc = act_at_c(be, dout, row * QD), *oc = act_at_c(be, out, row * QD);
+    const void *qc = act_at_c(be, q, row * QD);
+    const float *l = lse + row * al->Hq;
+    void *dk = act_at(be, gr->dk, off), *dv = act_at(be, gr->dv, off);
+    const void *k = act_at_c(be, kf, off), *v = act_at_c(be, vf, off);
+    if (g->sparse)
+        op_sparse_attention_backward(be, dqc, dk, dv, doc, qc, k, v, oc, l,
+                                     sel + row * al->Hkv * al->nsel, al->nsel, al->p.block_size,
+                                     &s, al->workspace);
+    else
+        op_attention_backward(be, dqc, dk, dv, doc, qc, k, v, oc, l, &s);
 }
 
 void attention_layer_backward(struct attention_layer *al, void *dq, void *dk, void *dv,
                               const void *dout, const void *q, const void *k, const void *v,
                               const void *out, const float *lse, const int32_t *sel) {
     const struct backend *be = al->be;
-    int64_t n = al->shard.n_local, cl = al->shard.chunk_len, QD = (int64_t)al->Hq * al->D;
-    int64_t KD = KD_of(al), sel_row = (int64_t)al->Hkv * al->nsel;
+    int64_t n = al->shard.n_local, KD = KD_of(al);
     bool cp = al->ncp > 1;
     for (int b = 0; b < al->B; b++) {
         const void *kf, *vf;
@@ -287,19 +498,14 @@ void attention_layer_backward(struct attention_layer *al, void *dq, void *dk, vo
             backend_zero(be, dkf, (size_t)(al->T * KD) * be->act_size);
             backend_zero(be, dvf, (size_t)(al->T * KD) * be->act_size);
         }
+        struct grads gr = {dq, dkf, dvf};
         for (int c = 0; c < al->shard.nchunks; c++) {
-            struct attn_shape s = chunk_shape(al, c);
-            int64_t row0 = (int64_t)b * n + c * cl;
-            void *dqc = act_at(be, dq, row0 * QD);
-            const void *doc = act_at_c(be, dout, row0 * QD), *oc = act_at_c(be, out, row0 * QD);
-            const void *qc = act_at_c(be, q, row0 * QD);
-            const float *l = lse + row0 * al->Hq;
-            if (al->sparse)
-                op_sparse_attention_backward(be, dqc, dkf, dvf, doc, qc, kf, vf, oc, l,
-                                             sel + row0 * sel_row, al->nsel, al->p.block_size, &s,
-                                             al->workspace);
-            else
-                op_attention_backward(be, dqc, dkf, dvf, doc, qc, kf, vf, oc, l, &s);
+            int64_t ce = al->shard.start[c] + al->shard.chunk_len;
+            for (int64_t a = al->shard.start[c]; a < ce;) {
+                struct segment g = segment_at(al, b, c, a);
+                segment_backward(al, b, &g, &gr, dout, q, kf, vf, out, lse, sel);
+                a = g.z;
+            }
         }
         if (cp) {
             reduce_scatter_chunks_add(al, dkb, dkf);
@@ -319,6 +525,8 @@ void attention_layer_comm_bytes(const struct attention_layer *al, double *fwd, d
     if (al->sparse)
         sel = (double)(al->k1_rows + al->k2_rows) * KD * as * share +
               2.0 * (double)al->halo * KD * as;
+    if (al->sparse && al->documents) /* a sequence of several documents gathers K instead */
+        sel = fmax(sel, T * KD * as * share);
     *fwd = al->B * (kv + sel);
     *bwd = al->B * (2 * kv); /* re-gather K, V; reduce-scatter dK, dV */
 }

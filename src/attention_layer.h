@@ -23,6 +23,20 @@
  *             sums on the CPU) back to the owners of the keys.
  * All-gathers use two calls, one per chunk slot: slot 0 (chunk r of rank r) lands in order; slot 1
  * (chunk 2cp-1-r) lands reversed and is put in order by swapping chunk blocks.
+ *
+ * Documents (data.eod_token, data.synthetic.documents; docs/DESIGN.md "Document masking"): a
+ * sequence may hold several documents, set per micro-batch by attention_layer_set_documents.
+ * Each document is attended as if it were a sequence of its own: a document of length < dense_len
+ * densely (causal within the document), a longer one (in a sparse sequence) by InfLLM-V2 with its
+ * compression windows, blocks, init and local blocks and top-k all counted from the document's
+ * start. The layer cuts each local chunk into segments: the rows of one sparse document (one
+ * sparse call whose keys start at the document: positions and blocks relative to it), or the rows
+ * of consecutive dense documents (one dense call with each row's document start, doc_start of
+ * attention.h; on CUDA, whose kernels take no doc_start, one dense call per document, keys from
+ * its start like a sparse one). Selection of a sequence with several documents compresses each sparse document
+ * from the sequence's whole K (all-gathered first under cp > 1: T rows instead of T / stride, the
+ * price of windows that start wherever a document does); a sequence of one document runs exactly
+ * the path above.
  */
 #ifndef INFLLM_ATTENTION_LAYER_H
 #define INFLLM_ATTENTION_LAYER_H
@@ -59,6 +73,18 @@ struct attention_layer {
     void *halo_rows;            /* (2, halo, KD) halos received for slot 0 and slot 1 (cp > 1) */
     void *tmp;                  /* (n, KD) reduce-scatter result and block swaps (cp > 1) */
     void *workspace;            /* the model's kernel workspace (sparse backward on CUDA) */
+    /* Documents (when documents: the config packs documents into sequences). */
+    bool documents;
+    bool dense_runs;            /* the kernels take doc_start: consecutive dense documents run in
+                                   one call (CPU); else one call per document (CUDA) */
+    int64_t dense_len;          /* attention.dense_len: shorter documents run dense */
+    int32_t *doc_starts;        /* host (B, T): sequence b's documents start at doc_starts[b * T +
+                                   d], d < ndocs[b], ascending from 0 */
+    int32_t *ndocs;             /* host (B): documents of each sequence (1: no boundary) */
+    int32_t *rows_doc_host;     /* host (N): the document start of every local row */
+    int32_t *rows_doc;          /* (N) the same in backend memory: the dense kernels' doc_start */
+    int32_t *unselected;        /* host (UNSELECTED_ROWS, Hkv, nsel) -1: the selection rows of the
+                                   dense documents of a sparse sequence */
 };
 
 /* Sets up the layer for the config (validated: config_validate refuses the layouts the halo
@@ -68,6 +94,12 @@ void attention_layer_init(struct attention_layer *al, const struct config *c,
 
 /* Declares the layer's scratch into the plan (plan.h: called once to size, once to carve). */
 void attention_layer_declare(struct attention_layer *al, struct mem_plan *p);
+
+/* The documents of the micro-batch (al->documents only): doc_first (B, T) host bytes, doc_first[b *
+ * T + p] != 0 where a document starts at global position p of sequence b (position 0 always
+ * starts one), or NULL: every sequence is one document. Holds until the next call: select, forward
+ * and backward of the micro-batch follow it. Fills rows_doc_host and rows_doc. */
+void attention_layer_set_documents(struct attention_layer *al, const uint8_t *doc_first);
 
 /* Stages 0-2: sel (N, Hkv, nsel) for every local query row, from q (N, QD) and k (N, KD). */
 void attention_layer_select(struct attention_layer *al, int32_t *sel, const void *q,
@@ -84,7 +116,8 @@ void attention_layer_backward(struct attention_layer *al, void *dq, void *dk, vo
                               const void *out, const float *lse, const int32_t *sel);
 
 /* Bytes this rank sends per layer per micro-batch in the forward and in the backward (the figures
- * of the communication plan). */
+ * of the communication plan; with documents in sparse mode, the forward's worst case: sequences of
+ * several documents gather K for the selection). */
 void attention_layer_comm_bytes(const struct attention_layer *al, double *fwd, double *bwd);
 
 #endif

@@ -205,6 +205,14 @@ const struct key_desc config_keys[] = {
              "Token shards to train on (data/prepare.py writes them); at least one with `shards`."),
     ROW_LIST("data.val_files", KT_STRLIST, data.val_files,
              "Token shards for validation; empty with `shards` = no validation."),
+    ROW_I64("data.eod_token", data.eod_token, "-1", -1, INT_TOP,
+            "`shards`: the end-of-document token (the tokenizer's EOS, which `data/prepare.py "
+            "--append-eos` writes after every document); a new document starts after each one. "
+            "Each document of a sequence is then attended alone: causal within it, InfLLM-V2 over "
+            "its own blocks when it is at least attention.dense_len tokens long and dense "
+            "otherwise; RoPE positions restart at its start; the token after an end of document "
+            "is not a target (docs/DATA.md). -1 = sequences are not cut into documents. On CUDA "
+            "each document is an attention call of its own (slower with many short ones)."),
     ROW_INT("data.synthetic.n_pairs", data.synthetic.n_pairs, "8", 1,
             "Synthetic task: key-value records hidden in each sequence."),
     {"data.synthetic.n_queries", KT_INT, F(data.synthetic.n_queries), "4", 0, INT_TOP, false,
@@ -218,6 +226,10 @@ const struct key_desc config_keys[] = {
              "Synthetic task: the loss covers only the retrieval answers (the queried values): the "
              "retrieval skill gets the whole training signal instead of a few percent of it; false "
              "trains a language model on every token."),
+    ROW_INT("data.synthetic.documents", data.synthetic.documents, "1", 1,
+            "Synthetic task: documents packed into each sequence, each a whole task (BOS, records, "
+            "queries) of a random length of at least 1 + 4 (n_pairs + n_queries) tokens, attended "
+            "alone as with data.eod_token; 1 = one task per sequence (no document masking)."),
     /* train */
     ROW_I64("train.max_steps", train.max_steps, "200", 1, INT64_TOP,
             "Optimizer steps of the whole run."),
@@ -842,7 +854,9 @@ const char *const config_rules[] = {
     "`train.warmup_steps` <= max_steps; `train.min_lr` <= lr; `train.eval_batches` >= 1 when "
     "eval_every > 0.",
     "`data.source` `synthetic`: the task fits the vocabulary and data.seq_len + 1 tokens (BOS, "
-    "4 tokens per record); `shards`: at least one `data.train_files` entry.",
+    "4 tokens per record; data.synthetic.documents times that with several documents); "
+    "`shards`: at least one `data.train_files` entry.",
+    "`data.eod_token` is -1 or below model.vocab_size, and only with `data.source` `shards`.",
     "`device` `cuda` needs a binary built with the CUDA backend.",
     "`run_dir` and `resume` are not empty.",
     "Sizes (computed in 64 bits, saturating): num_attention_heads x head_dim, 4 x "
@@ -1047,12 +1061,24 @@ static void validate_data(const struct config *c) {
     struct synthetic_task task = {c->model.vocab_size, s->n_pairs, s->n_queries, s->n_keys,
                                   s->n_values};
     char err[512];
-    if (synthetic_check(&task, c->data.seq_len + 1, err, sizeof err) != 0) {
+    if (synthetic_check_packed(&task, c->data.seq_len + 1, s->documents, err, sizeof err) != 0) {
         /* synthetic_check names the keys it blames; add the section when it names none */
         bool named = strncmp(err, "data.", 5) == 0 || strncmp(err, "model.", 6) == 0;
         if (named) die_user("%s: %s", c->path[0] ? c->path : "config", err);
         bad(c, "data.synthetic", "%s", err);
     }
+}
+
+/* The end-of-document token. */
+static void validate_documents(const struct config *c) {
+    const struct data_config *d = &c->data;
+    if (d->eod_token >= 0 && d->source != DATA_SOURCE_SHARDS)
+        bad(c, "data.eod_token", "%lld with data.source \"synthetic\": the end-of-document token "
+            "applies to token shards; the synthetic task packs documents with "
+            "data.synthetic.documents", (long long)d->eod_token);
+    if (d->eod_token >= c->model.vocab_size)
+        bad(c, "data.eod_token", "%lld is not below model.vocab_size = %lld",
+            (long long)d->eod_token, (long long)c->model.vocab_size);
 }
 
 void config_validate(struct config *c, int world_size) {
@@ -1071,6 +1097,7 @@ void config_validate(struct config *c, int world_size) {
     validate_parallel(c, world_size);
     validate_train(c);
     validate_data(c);
+    validate_documents(c);
 }
 
 struct loader_source config_loader_source(const struct config *c, bool val) {
@@ -1087,6 +1114,9 @@ struct loader_source config_loader_source(const struct config *c, bool val) {
         .files = files->items,
         .files_key = val ? "data.val_files" : "data.train_files",
         .vocab_size = c->model.vocab_size,
+        .eod = d->source == DATA_SOURCE_SHARDS && d->eod_token >= 0,
+        .eod_token = (int32_t)d->eod_token,
+        .synthetic_documents = s->documents,
     };
 }
 
@@ -1096,4 +1126,10 @@ int config_local_blocks(const struct config *c) {
 
 bool config_sparse(const struct config *c, int64_t seq_len) {
     return c->attention.dense_len < 0 || seq_len >= c->attention.dense_len;
+}
+
+bool config_documents(const struct config *c) {
+    const struct data_config *d = &c->data;
+    if (d->source == DATA_SOURCE_SHARDS) return d->eod_token >= 0;
+    return d->synthetic.documents > 1;
 }

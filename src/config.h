@@ -99,6 +99,7 @@ struct synthetic_config {
     int n_keys;           /* distinct key tokens */
     int n_values;         /* distinct value tokens */
     bool answers_only;    /* the loss covers only the queried values, not every token */
+    int documents;        /* documents packed in each sequence (1: the task alone) */
 };
 
 struct data_config {
@@ -106,6 +107,7 @@ struct data_config {
     enum data_source source;          /* "synthetic" | "shards" */
     struct string_list train_files;   /* token shards (paths) */
     struct string_list val_files;     /* token shards for validation; empty = synthetic or none */
+    int64_t eod_token;                /* shards: a document ends after this token; -1 = none */
     struct synthetic_config synthetic;
 };
 
@@ -241,5 +243,8 @@ struct loader_source config_loader_source(const struct config *c, bool val);
 /* Derived quantities. */
 int config_local_blocks(const struct config *c);            /* window_size / block_size */
 bool config_sparse(const struct config *c, int64_t seq_len); /* sparse attention at this length? */
+/* Whether sequences may hold several documents (document masking): data.eod_token with shards,
+ * data.synthetic.documents > 1 with the synthetic task. */
+bool config_documents(const struct config *c);
 
 #endif

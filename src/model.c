@@ -231,6 +231,9 @@ static void declare_buffers(struct model *m) {
     declare_acts(m, p);
     declare_scratch(m, p);
     m->loss_host = plan_take(p, PLAN_HOST, "per-token loss (fp32)", nbytes(1, N, 1, f4));
+    if (m->attn.documents)
+        m->pos_host = plan_take(p, PLAN_HOST, "positions in their documents (int32)",
+                                nbytes(1, N, 1, sizeof(int32_t)));
 }
 
 /* RoPE tables (host-computed, uploaded): the frequencies of the config's rope type for
@@ -315,6 +318,7 @@ void model_init(struct model *m, const struct config *c, const struct backend *b
     bind_views(m, off);
     m->attn.workspace = m->s.workspace;
     init_rope(m);
+    if (m->attn.documents) model_set_documents(m, NULL);
 }
 
 void model_free(struct model *m) {
@@ -603,6 +607,16 @@ double model_forward(struct model *m, const int32_t *tokens, const int32_t *targ
 void model_download_argmax(const struct model *m, int32_t *host) {
     CHECK(m->keep_argmax);
     backend_download(m->be, host, m->s.argmax, (size_t)m->N * sizeof(int32_t));
+}
+
+void model_set_documents(struct model *m, const uint8_t *doc_first) {
+    CHECKF(m->attn.documents || !doc_first, "model_set_documents: the config packs no documents");
+    if (!m->attn.documents) return;
+    attention_layer_set_documents(&m->attn, doc_first);
+    int64_t n = m->shard.n_local;
+    for (int64_t i = 0; i < m->N; i++)
+        m->pos_host[i] = (int32_t)(seq_shard_pos(&m->shard, i % n) - m->attn.rows_doc_host[i]);
+    backend_upload(m->be, m->s.pos, m->pos_host, (size_t)m->N * sizeof(int32_t));
 }
 
 /* ---------------------------------------------------------------------------------------------- */

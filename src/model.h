@@ -155,6 +155,7 @@ struct model {
     struct model_acts a;
     struct model_scratch s;
     float *loss_host;            /* (N) host copy of s.loss, summed by the forward */
+    int32_t *pos_host;           /* (N) host positions of the rows in their documents (documents) */
     struct attention_layer attn;
 
     struct mem_plan plan;        /* owns every buffer above (model_free releases it) */
@@ -188,6 +189,14 @@ void model_init_weights(struct model *m, uint64_t seed);
  * so summed gradients over micro-batches and ranks are the gradient of the mean loss). */
 double model_forward(struct model *m, const int32_t *tokens, const int32_t *targets,
                      bool want_grad, float grad_scale);
+
+/* The documents of the next micro-batch, when the config packs documents (config_documents;
+ * otherwise only NULL is accepted, and ignored): doc_first (B, T) host bytes, nonzero where a
+ * document starts at that global position of sequence b (position 0 always starts one), or NULL
+ * for one document per sequence. Attention stays within each document (attention_layer.h) and
+ * RoPE positions restart at 0 at each document's start, so a document is computed as it would be
+ * alone. Holds for every forward and backward until the next call. */
+void model_set_documents(struct model *m, const uint8_t *doc_first);
 
 /* The predicted next token of each row of the last forward (N, host), which must have run with
  * keep_argmax set. */

@@ -80,6 +80,11 @@ static void declare_host(struct trainer *tr) {
     tr->targets = plan_take(p, PLAN_HOST, "micro-batch targets", N * sizeof(int32_t));
     tr->scored = plan_take(p, PLAN_HOST, "scored rows", N);
     tr->argmax = plan_take(p, PLAN_HOST, "predicted tokens", N * sizeof(int32_t));
+    if (config_documents(tr->cfg)) {
+        size_t T = (size_t)tr->cfg->data.seq_len, B = (size_t)tr->cfg->train.micro_batch_size;
+        tr->seq_doc = plan_take(p, PLAN_HOST, "its document starts", T1);
+        tr->doc_first = plan_take(p, PLAN_HOST, "micro-batch document starts", B * T);
+    }
 }
 
 /* Plans everything (model, optimizer, host staging) without allocating, prints the plan, and
@@ -216,29 +221,39 @@ void trainer_free(struct trainer *tr) {
 }
 
 /* Fills this rank's rows from sequences first .. first + B - 1 of the stream; sequences at or past
- * `limit` (when limit >= 0) are masked (targets -1). */
-static void fill_batch(struct trainer *tr, struct loader *l, int64_t first, int64_t limit) {
-    const struct model *m = &tr->model;
-    int64_t n = m->shard.n_local;
+ * `limit` (when limit >= 0) are masked (targets -1). With documents, the first token of a document
+ * is no target (the previous document does not predict it), and the micro-batch's boundaries go to
+ * model_set_documents. Returns the number of this rank's rows with a target. */
+static int64_t fill_batch(struct trainer *tr, struct loader *l, int64_t first, int64_t limit) {
+    struct model *m = &tr->model;
+    int64_t n = m->shard.n_local, T = m->T, count = 0;
+    bool docs = m->attn.documents;
+    bool answers_only = tr->cfg->data.source == DATA_SOURCE_SYNTHETIC &&
+                        tr->cfg->data.synthetic.answers_only;
     for (int b = 0; b < m->B; b++) {
         int64_t gseq = first + b;
         bool masked = limit >= 0 && gseq >= limit;
         if (masked) {
-            memset(tr->seq, 0, (size_t)(m->T + 1) * sizeof(int32_t));
-            memset(tr->answer, 0, (size_t)(m->T + 1));
+            memset(tr->seq, 0, (size_t)(T + 1) * sizeof(int32_t));
+            memset(tr->answer, 0, (size_t)(T + 1));
+            if (docs) memset(tr->seq_doc, 0, (size_t)(T + 1));
         } else {
-            loader_read(l, gseq, tr->seq, tr->answer);
+            loader_read_docs(l, gseq, tr->seq, tr->answer, docs ? tr->seq_doc : NULL);
         }
-        bool answers_only = tr->cfg->data.source == DATA_SOURCE_SYNTHETIC &&
-                            tr->cfg->data.synthetic.answers_only;
         for (int64_t i = 0; i < n; i++) {
             int64_t p = seq_shard_pos(&m->shard, i);
             bool answer = !masked && tr->answer[p + 1]; /* row p predicts token p + 1 */
+            bool cut = docs && tr->seq_doc[p + 1];     /* token p + 1 starts a document */
             tr->tokens[b * n + i] = tr->seq[p];
-            tr->targets[b * n + i] = masked || (answers_only && !answer) ? -1 : tr->seq[p + 1];
-            tr->scored[b * n + i] = answer;
+            tr->targets[b * n + i] =
+                masked || cut || (answers_only && !answer) ? -1 : tr->seq[p + 1];
+            tr->scored[b * n + i] = answer && !cut;
+            count += tr->targets[b * n + i] >= 0;
         }
+        if (docs) memcpy(tr->doc_first + b * T, tr->seq_doc, (size_t)T);
     }
+    if (docs) model_set_documents(m, tr->doc_first);
+    return count;
 }
 
 /* Scored targets per sequence: every token, or with answers_only the queried values (one each). */
@@ -251,6 +266,21 @@ static int64_t targets_per_sequence(const struct config *c) {
 static int64_t micro_first(const struct trainer *tr, int64_t base, int micro) {
     int B = tr->cfg->train.micro_batch_size;
     return base + ((int64_t)micro * tr->g->dp + tr->g->dp_rank) * B;
+}
+
+/* Targets of the step starting at sequence base, over all ranks: global_batch_size x
+ * targets_per_sequence, or with documents (whose first tokens are no targets) counted by filling
+ * every micro-batch of the step once more before it runs (the loss is the mean over the targets,
+ * and its gradient's scale must be known before the first forward). At least 1. */
+static double step_targets(struct trainer *tr, int64_t base) {
+    const struct config *c = tr->cfg;
+    if (!tr->model.attn.documents)
+        return (double)c->train.global_batch_size * (double)targets_per_sequence(c);
+    int64_t count = 0;
+    for (int micro = 0; micro < tr->accum; micro++)
+        count += fill_batch(tr, &tr->train_data, micro_first(tr, base, micro), -1);
+    comm_allreduce(&tr->g->world, &count, 1, COMM_I64, COMM_SUM);
+    return count > 0 ? (double)count : 1.0;
 }
 
 /* Stops the run (exit 3, every rank: loss and norm are global) before the update when the step
@@ -295,7 +325,7 @@ double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
     const struct config *c = tr->cfg;
     struct model *m = &tr->model;
     int64_t base = size_mul(tr->step, c->train.global_batch_size); /* bounded: config_validate */
-    double tokens_in_step = (double)c->train.global_batch_size * (double)targets_per_sequence(c);
+    double tokens_in_step = step_targets(tr, base);
     float grad_scale = (float)(1.0 / tokens_in_step);
     double loss_sum = 0;
     int64_t counts[2] = {0, 0}; /* answers, correct */
@@ -331,23 +361,23 @@ struct eval_result trainer_eval(struct trainer *tr) {
     int64_t per_micro = (int64_t)c->train.micro_batch_size * tr->g->dp;
     int64_t micros = (total + per_micro - 1) / per_micro;
     double loss_sum = 0;
-    int64_t counts[2] = {0, 0}; /* answers, correct */
+    int64_t counts[3] = {0, 0, 0}; /* answers, correct, targets */
     m->keep_argmax = true;
     for (int64_t micro = 0; micro < micros; micro++) {
-        fill_batch(tr, &tr->val_data, micro_first(tr, 0, (int)micro), total);
+        counts[2] += fill_batch(tr, &tr->val_data, micro_first(tr, 0, (int)micro), total);
         loss_sum += model_forward(m, tr->tokens, tr->targets, false, 0.0f);
         count_answers(tr, counts);
     }
     m->keep_argmax = false;
     comm_allreduce(&tr->g->world, &loss_sum, 1, COMM_F64, COMM_SUM);
-    comm_allreduce(&tr->g->world, counts, 2, COMM_I64, COMM_SUM);
-    /* cp ranks of a group hold different rows of the same sequences: every answer counts once */
+    comm_allreduce(&tr->g->world, counts, 3, COMM_I64, COMM_SUM);
+    /* cp ranks of a group hold different rows of the same sequences: every row counts once */
     struct eval_result r = {
-        .tokens = total * targets_per_sequence(c),
+        .tokens = counts[2],
         .answers = counts[0],
         .correct = counts[1],
     };
-    r.loss = loss_sum / (double)r.tokens;
+    r.loss = loss_sum / (double)(r.tokens > 0 ? r.tokens : 1);
     return r;
 }
 

@@ -55,6 +55,8 @@ struct trainer {
     uint8_t *answer;      /* (T + 1) retrieval positions of one sequence (synthetic task) */
     uint8_t *scored;      /* (N) rows whose target is a retrieval answer */
     int32_t *argmax;      /* (N) predicted tokens, host copy */
+    uint8_t *seq_doc;     /* (T + 1) document starts of one sequence (documents only) */
+    uint8_t *doc_first;   /* (B, T) document starts of the micro-batch (documents only) */
     struct mem_plan plan; /* owns the host staging above */
     enum trainer_mode mode;
 };

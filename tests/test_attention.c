@@ -14,6 +14,11 @@
  *               accumulated over both) give the one-call out, lse, dq bitwise and dk, dv up to the
  *               reassociation of one addition.
  *   threads     bitwise-identical forward and backward with 1, 2 and 3 OpenMP threads.
+ *   documents   document masking (attn_shape.doc_start): against the float64 reference with the
+ *               document mask (documents starting mid-block, one-token documents, a chunk with
+ *               q_pos0 > 0 whose first rows continue a document begun before it); a packed
+ *               sequence against each document run alone gives out, lse, dq, dk and dv bitwise;
+ *               the chunked split and 1 vs 3 threads with documents as above.
  *
  * Dimensions: Tq query rows, Tk keys, Hq / Hkv heads, G = Hq / Hkv, D head dim.
  */
@@ -76,7 +81,20 @@ static struct problem problem_make(struct t_rng *rng, int64_t Tq, int64_t q_pos0
     return p;
 }
 
+/* Documents starting at the global positions starts[0..n) (ascending, starts[0] = 0): sets
+ * p->s.doc_start for every query row (freed by problem_free). */
+static void problem_documents(struct problem *p, const int64_t *starts, int n) {
+    int32_t *ds = xmalloc((size_t)(p->s.Tq > 0 ? p->s.Tq : 1) * sizeof(int32_t));
+    for (int64_t i = 0; i < p->s.Tq; i++) {
+        int d = 0;
+        while (d + 1 < n && starts[d + 1] <= p->s.q_pos0 + i) d++;
+        ds[i] = (int32_t)starts[d];
+    }
+    p->s.doc_start = ds;
+}
+
 static void problem_free(struct problem *p) {
+    free((void *)p->s.doc_start);
     free(p->q), free(p->k), free(p->v), free(p->dout);
     free(p->qd), free(p->kd), free(p->vd), free(p->doutd);
 }
@@ -92,7 +110,7 @@ static void ref_probs(double *P, double *lse, const double *q, const double *k,
             double *row = P + (i * s->Hq + h) * s->Tk, mx = -INFINITY;
             for (int64_t j = 0; j < s->Tk; j++) {
                 double x = -INFINITY;
-                if (j <= s->q_pos0 + i) {
+                if (j <= s->q_pos0 + i && (!s->doc_start || j >= s->doc_start[i])) {
                     x = 0;
                     for (int d = 0; d < D; d++)
                         x += q[i * s->q_stride + h * D + d] * k[j * s->kv_stride + (h / G) * D + d];
@@ -231,20 +249,19 @@ static void compare(const char *name, const char *what, const float *got, int64_
     free(g);
 }
 
-/* Forward and backward of one shape against the float64 reference. */
-static void test_shape(struct t_rng *rng, const char *name, int64_t Tq, int64_t q_pos0, int64_t Tk,
-                       int Hq, int Hkv, int D, int q_pad, int kv_pad, float q_std) {
-    struct problem p = problem_make(rng, Tq, q_pos0, Tk, Hq, Hkv, D, q_pad, kv_pad, q_std);
-    const struct attn_shape *s = &p.s;
-    int64_t qw = (int64_t)Hq * D, kw = (int64_t)Hkv * D;
+/* Forward and backward of problem p against the float64 reference. */
+static void check_problem(const char *name, const struct problem *p) {
+    const struct attn_shape *s = &p->s;
+    int64_t Tq = s->Tq, Tk = s->Tk, Hq = s->Hq;
+    int64_t qw = (int64_t)s->Hq * s->D, kw = (int64_t)s->Hkv * s->D;
     double *out = xmalloc((size_t)(Tq * qw) * sizeof(double));
     double *lse = xmalloc((size_t)(Tq * Hq) * sizeof(double));
     double *dq = xmalloc((size_t)(Tq * qw) * sizeof(double));
     double *dk = xmalloc((size_t)(Tk * kw) * sizeof(double));
     double *dv = xmalloc((size_t)(Tk * kw) * sizeof(double));
-    ref_forward(out, lse, p.qd, p.kd, p.vd, s);
-    ref_backward(dq, dk, dv, p.doutd, p.qd, p.kd, p.vd, s);
-    struct result r = run_kernel(&p);
+    ref_forward(out, lse, p->qd, p->kd, p->vd, s);
+    ref_backward(dq, dk, dv, p->doutd, p->qd, p->kd, p->vd, s);
+    struct result r = run_kernel(p);
     compare(name, "out", r.out, Tq, s->q_stride, qw, out, FWD_ATOL, FWD_RTOL);
     compare(name, "lse", r.lse, Tq, Hq, Hq, lse, FWD_ATOL, FWD_RTOL);
     compare(name, "dq", r.dq, Tq, s->q_stride, qw, dq, BWD_ATOL, BWD_RTOL);
@@ -252,6 +269,13 @@ static void test_shape(struct t_rng *rng, const char *name, int64_t Tq, int64_t 
     compare(name, "dv", r.dv, Tk, s->kv_stride, kw, dv, BWD_ATOL, BWD_RTOL);
     result_free(&r);
     free(out), free(lse), free(dq), free(dk), free(dv);
+}
+
+/* Forward and backward of one shape against the float64 reference. */
+static void test_shape(struct t_rng *rng, const char *name, int64_t Tq, int64_t q_pos0, int64_t Tk,
+                       int Hq, int Hkv, int D, int q_pad, int kv_pad, float q_std) {
+    struct problem p = problem_make(rng, Tq, q_pos0, Tk, Hq, Hkv, D, q_pad, kv_pad, q_std);
+    check_problem(name, &p);
     problem_free(&p);
 }
 
@@ -394,6 +418,81 @@ static void test_threads(struct t_rng *rng) {
     problem_free(&p);
 }
 
+/* ---- documents ---- */
+
+/* The packed problem p (q_pos0 0, Tq = Tk) against each document [starts[d], starts[d + 1]) run
+ * alone (its rows of q, k, v, dout at position 0, no doc_start): every output row bitwise. */
+static void check_packed_vs_alone(const struct problem *p, const int64_t *starts, int n) {
+    const struct attn_shape *s = &p->s;
+    struct result packed = run_kernel(p);
+    for (int d = 0; d < n; d++) {
+        int64_t a = starts[d], b = d + 1 < n ? starts[d + 1] : s->Tq;
+        struct attn_shape one = *s;
+        one.Tq = one.Tk = b - a;
+        one.doc_start = NULL;
+        struct result r = result_alloc(&one);
+        int64_t qo = a * s->q_stride, ko = a * s->kv_stride;
+        attention_forward_cpu(r.out, r.lse, p->q + qo, p->k + ko, p->v + ko, &one);
+        attention_backward_cpu(r.dq, r.dk, r.dv, p->dout + qo, p->q + qo, p->k + ko, p->v + ko,
+                               r.out, r.lse, &one);
+        size_t qb = (size_t)((b - a) * s->q_stride) * sizeof(float);
+        size_t kb = (size_t)((b - a) * s->kv_stride) * sizeof(float);
+        bool same = !memcmp(r.out, packed.out + qo, qb) && !memcmp(r.dq, packed.dq + qo, qb) &&
+                    !memcmp(r.lse, packed.lse + a * s->Hq, (size_t)((b - a) * s->Hq) * sizeof(float)) &&
+                    !memcmp(r.dk, packed.dk + ko, kb) && !memcmp(r.dv, packed.dv + ko, kb);
+        t_check(same, "documents: document %d [%lld, %lld) packed differs from alone", d,
+                (long long)a, (long long)b);
+        result_free(&r);
+    }
+    result_free(&packed);
+}
+
+static void test_documents(struct t_rng *rng) {
+    /* documents starting mid-block, a one-token document, 16-row tiles holding three documents */
+    const int64_t starts[] = {0, 37, 38, 100, 107, 180};
+    struct problem p = problem_make(rng, 200, 0, 200, 4, 2, 32, 3, 2, 1.0f);
+    problem_documents(&p, starts, 6);
+    check_problem("documents", &p);
+    check_packed_vs_alone(&p, starts, 6);
+
+    /* two calls as context parallelism makes them: out, lse, dq bitwise, dk, dv to one addition */
+    struct result whole = run_kernel(&p), part = result_alloc(&p.s);
+    int64_t half = p.s.Tq / 2;
+    for (int c = 0; c < 2; c++) {
+        struct attn_shape cs = p.s;
+        cs.Tq = half;
+        cs.q_pos0 = c * half;
+        cs.doc_start = p.s.doc_start + c * half;
+        int64_t qo = c * half * p.s.q_stride, lo = c * half * p.s.Hq;
+        attention_forward_cpu(part.out + qo, part.lse + lo, p.q + qo, p.k, p.v, &cs);
+        attention_backward_cpu(part.dq + qo, part.dk, part.dv, p.dout + qo, p.q + qo, p.k, p.v,
+                               part.out + qo, part.lse + lo, &cs);
+    }
+    t_check(!memcmp(part.out, whole.out, (size_t)q_elems(&p.s) * sizeof(float)) &&
+                !memcmp(part.lse, whole.lse, (size_t)(p.s.Tq * p.s.Hq) * sizeof(float)) &&
+                !memcmp(part.dq, whole.dq, (size_t)q_elems(&p.s) * sizeof(float)),
+            "documents: two chunks differ from one call (out, lse or dq)");
+    t_close("documents chunks dk", part.dk, whole.dk, kv_elems(&p.s), 1e-6, 1e-5);
+    t_close("documents chunks dv", part.dv, whole.dv, kv_elems(&p.s), 1e-6, 1e-5);
+
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(3);
+    struct result r3 = run_kernel(&p);
+    omp_set_num_threads(1);
+    struct result r1 = run_kernel(&p);
+    omp_set_num_threads(saved);
+    t_check(same_result(&r1, &r3, &p.s), "documents: 3 threads differ from 1 thread");
+    result_free(&r1), result_free(&r3), result_free(&part), result_free(&whole);
+    problem_free(&p);
+
+    /* a chunk at q_pos0 70 whose first rows continue the document begun at 40; G 4, D 64 */
+    const int64_t cstarts[] = {0, 40, 100, 101, 130};
+    struct problem c = problem_make(rng, 90, 70, 160, 4, 1, 64, 0, 4, 1.0f);
+    problem_documents(&c, cstarts, 5);
+    check_problem("documents chunk", &c);
+    problem_free(&c);
+}
+
 int main(void) {
     struct t_rng rng = {.state = 0x5eed0a77e47ull};
     /*          name           Tq   q_pos0 Tk   Hq Hkv D    q_pad kv_pad q_std */
@@ -405,5 +504,6 @@ int main(void) {
     test_finite_differences(&rng);
     test_chunks(&rng);
     test_threads(&rng);
+    test_documents(&rng);
     return t_finish("test_attention");
 }

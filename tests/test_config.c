@@ -403,6 +403,15 @@ static void randomize(struct t_rng *r, struct config *c) {
 #else
     c->device = DEVICE_CPU;
 #endif
+    /* documents: as many synthetic tasks as fit (at most 3) */
+    bool docs = t_rng_u64(r) % 2;
+    c->data.eod_token = docs && c->data.source == DATA_SOURCE_SHARDS
+                            ? (int64_t)(t_rng_u64(r) % (uint64_t)m->vocab_size)
+                            : -1;
+    int fit = (int)((c->data.seq_len + 1) / (1 + 4 * (s->n_pairs + s->n_queries)));
+    s->documents = docs || c->data.source == DATA_SOURCE_SHARDS
+                       ? 1 + (int)(t_rng_u64(r) % (uint64_t)(fit < 3 ? fit : 3))
+                       : 1;
 }
 
 /* Every field of struct config, by hand (independent of the key table). Returns the first field
@@ -440,6 +449,7 @@ static const char *first_difference(const struct config *a, const struct config 
     SAME(data.seq_len); SAME(data.source); SAME_STRS(data.train_files); SAME_STRS(data.val_files);
     SAME(data.synthetic.n_pairs); SAME(data.synthetic.n_queries); SAME(data.synthetic.n_keys);
     SAME(data.synthetic.n_values); SAME(data.synthetic.answers_only);
+    SAME(data.eod_token); SAME(data.synthetic.documents);
     SAME(train.max_steps); SAME(train.micro_batch_size); SAME(train.global_batch_size);
     SAME(train.lr); SAME(train.min_lr); SAME(train.warmup_steps); SAME(train.schedule);
     SAME(train.decay_fraction); SAME(train.weight_decay); SAME(train.beta1); SAME(train.beta2);
@@ -456,7 +466,7 @@ static const char *first_difference(const struct config *a, const struct config 
 }
 
 /* The hand-written comparison above covers this many keys (rope_scaling counted as four). */
-enum { FIELDS_COMPARED = 80 };
+enum { FIELDS_COMPARED = 82 };
 
 static void test_round_trip(struct t_rng *r) {
     static struct config a, b;
@@ -742,6 +752,15 @@ static void test_rejections(void) {
                 "{\"n_pairs\": 20, \"n_keys\": 64}}}", "data.seq_len", "too short");
     REJECT_FILE("shards without files", "{\"data\": {\"source\": \"shards\"}}",
                 "data.train_files");
+    REJECT_FILE("eod token with the synthetic task", "{\"data\": {\"eod_token\": 2}}",
+                "data.eod_token", "data.synthetic.documents");
+    REJECT_FILE("eod token past the vocabulary",
+                "{\"data\": {\"source\": \"shards\", \"train_files\": [\"x.tok\"], "
+                "\"eod_token\": 512}}", "data.eod_token", "model.vocab_size = 512");
+    REJECT_FILE("eod token below -1", "{\"data\": {\"eod_token\": -2}}", "data.eod_token",
+                "integer >= -1");
+    REJECT_FILE("synthetic documents do not fit", "{\"data\": {\"seq_len\": 64, \"synthetic\": "
+                "{\"documents\": 3}}}", "data.synthetic.documents is 3", "need 147");
     REJECT_FILE("empty resume", "{\"resume\": \"\"}", "resume");
     /* sizes (config_sizes.c): each past what holds it, named by its key */
     REJECT_FILE("layers past the table", "{\"model\": {\"num_hidden_layers\": 65537}}",

@@ -14,6 +14,9 @@
  * Attention and the selection are checked for every GQA group size of gqa_groups (dense and
  * sparse, forward and backward, D 64 and 128), and the tensor-core kernels' supported() guards
  * must accept every model shape, so a shape that would fall back to the CUDA-core kernels fails.
+ * Document masking: the whole-model step again with sequences that pack several documents
+ * (dense ones, and InfLLM-V2 ones next to short dense ones), which the CUDA backend runs as one
+ * attention call per document, against the CPU reference.
  */
 #include <math.h>
 #include <mpi.h>
@@ -343,7 +346,7 @@ struct att_case {
 static void test_dense_attention(const struct att_case *k) {
     char what[128];
     struct attn_shape s = {k->Tq, k->q_pos0, k->Tk, k->Hq, k->Hkv, k->D, (int64_t)k->Hq * k->D,
-                           (int64_t)k->Hkv * k->D, (float)(1.0 / sqrt((double)k->D))};
+                           (int64_t)k->Hkv * k->D, (float)(1.0 / sqrt((double)k->D)), NULL};
     int64_t nq = s.Tq * s.q_stride, nk = s.Tk * s.kv_stride;
     float *q = host_bf16_rand(nq, 1.0f), *kk = host_bf16_rand(nk, 1.0f), *v = host_bf16_rand(nk, 1.0f);
     float *o = xmalloc((size_t)nq * 4), *lse = xmalloc((size_t)(s.Tq * s.Hq) * 4);
@@ -419,7 +422,7 @@ static void test_sparse(int64_t T, int Hq, int Hkv, int D, const struct infllm_p
                         bool ties) {
     char what[160];
     struct attn_shape s = {T, 0, T, Hq, Hkv, D, (int64_t)Hq * D, (int64_t)Hkv * D,
-                           (float)(1.0 / sqrt((double)D))};
+                           (float)(1.0 / sqrt((double)D)), NULL};
     int64_t nq = T * s.q_stride, nk = T * s.kv_stride, KD = s.kv_stride;
     float *q = host_bf16_rand(nq, 1.0f), *kk = host_bf16_rand(nk, 1.0f), *v = host_bf16_rand(nk, 1.0f);
     if (ties)
@@ -513,7 +516,7 @@ static void test_stage3(const struct att_case *k, int nsel, int pad) {
     const int bs = 64;
     struct attn_shape s = {k->Tq, k->q_pos0, k->Tk, k->Hq, k->Hkv, k->D,
                            (int64_t)k->Hq * k->D + pad, (int64_t)k->Hkv * k->D + pad,
-                           (float)(1.0 / sqrt((double)k->D))};
+                           (float)(1.0 / sqrt((double)k->D)), NULL};
     int64_t nq = s.Tq * s.q_stride, nk = s.Tk * s.kv_stride, nl = s.Tq * s.Hq;
     int64_t nblk = (s.Tk + bs - 1) / bs, ns = s.Tq * s.Hkv * (nsel > 0 ? nsel : 1);
     int32_t *sel = xmalloc((size_t)ns * 4);
@@ -606,7 +609,7 @@ static void test_tc_supported(void) {
             for (int64_t T = 65536; T <= 131072; T *= 2) {
                 const int G = gqa_groups[gi], Hkv = 2, Hq = G * Hkv;
                 struct attn_shape s = {T, 0, T, Hq, Hkv, D, (int64_t)Hq * D, (int64_t)Hkv * D,
-                                       (float)(1.0 / sqrt((double)D))};
+                                       (float)(1.0 / sqrt((double)D)), NULL};
                 bool dense = attention_tc_supported(&s, 64, false);
                 bool sparse = attention_tc_supported(&s, 64, true);
                 bool sel = infllm_select_tc_supported(&s, &defaults);
@@ -615,7 +618,7 @@ static void test_tc_supported(void) {
                         (long long)T, Hq, Hkv, D, dense, sparse, sel);
                 n += dense && sparse && sel;
             }
-    struct attn_shape d96 = {4096, 0, 4096, 4, 2, 96, 4 * 96, 2 * 96, 0.1f};
+    struct attn_shape d96 = {4096, 0, 4096, 4, 2, 96, 4 * 96, 2 * 96, 0.1f, NULL};
     t_check(!attention_tc_supported(&d96, 64, false) && !infllm_select_tc_supported(&d96, &defaults),
             "the tensor-core guards accept D 96");
     printf("  %-44s %d of %d (D 64/128 x G 1-16 x 64k/128k), D 96 refused\n",
@@ -677,9 +680,34 @@ static void model_config(struct config *c, bool sparse, enum model_type type, bo
     config_validate(c, 1);
 }
 
-static void test_model_step(bool sparse, enum model_type type, bool bias) {
+/* The documents of test_model_step's two sequences (doc_first (2, T)): documents starting
+ * mid-block, a one-token one, and (sparse, dense_len 300) long sparse documents next to a short
+ * dense one; the second sequence is one document. Targets before a document's start are -1. */
+static uint8_t *model_documents(struct config *c, int32_t *tgt) {
+    bool sparse = c->data.seq_len > 256;
+    int64_t T = c->data.seq_len;
+    c->data.synthetic.documents = 2; /* document masking on (config_documents) */
+    if (sparse) c->attention.dense_len = 300;
+    config_validate(c, 1);
+    uint8_t *first = xcalloc((size_t)(2 * T), 1);
+    const int64_t dense[] = {0, 70, 71, 200, 0}, mixed[] = {0, 100, 700, 0, 0};
+    for (int d = 0; d < 5; d++) first[(sparse ? mixed : dense)[d]] = 1;
+    first[T] = 1;
+    for (int64_t i = 0; i < 2 * T; i++)
+        if (i + 1 < 2 * T && (i + 1) % T != 0 && first[i + 1]) tgt[i] = -1;
+    return first;
+}
+
+static void test_model_step(bool sparse, enum model_type type, bool bias, bool documents) {
     static struct config c;
     model_config(&c, sparse, type, bias);
+    int64_t N = 2 * c.data.seq_len; /* micro_batch_size 2 */
+    int32_t *tok = xmalloc((size_t)N * 4), *tgt = xmalloc((size_t)N * 4);
+    for (int64_t i = 0; i < N; i++) {
+        tok[i] = (int32_t)(t_rng_u64(&rng) % 300);
+        tgt[i] = (int32_t)(t_rng_u64(&rng) % 300);
+    }
+    uint8_t *first = documents ? model_documents(&c, tgt) : NULL;
     struct grid g;
     grid_init(&g, MPI_COMM_SELF, 1);
     struct backend cpu;
@@ -693,10 +721,10 @@ static void test_model_step(bool sparse, enum model_type type, bool bias) {
     float *w = mc.param_buf;
     for (int64_t i = 0; i < mc.n_params_padded; i++) w[i] = st_bf16_to_f32(st_f32_to_bf16(w[i]));
     backend_upload_act(&be, mg.param_buf, w, mg.n_params_padded);
-    int32_t *tok = xmalloc((size_t)mc.N * 4), *tgt = xmalloc((size_t)mc.N * 4);
-    for (int64_t i = 0; i < mc.N; i++) {
-        tok[i] = (int32_t)(t_rng_u64(&rng) % 300);
-        tgt[i] = (int32_t)(t_rng_u64(&rng) % 300);
+    if (documents) {
+        model_set_documents(&mc, first);
+        model_set_documents(&mg, first);
+        free(first);
     }
     model_zero_grad(&mc);
     model_zero_grad(&mg);
@@ -712,11 +740,11 @@ static void test_model_step(bool sparse, enum model_type type, bool bias) {
         backend_download(&be, sg, mg.a.sel, (size_t)n * 4);
         int64_t diff = 0;
         for (int64_t i = 0; i < n; i++) diff += sg[i] != mc.a.sel[i];
-        printf("  sparse model: %lld of %lld selected-block entries differ between cpu and cuda "
+        printf("  sparse model%s: %lld of %lld selected-block entries differ between cpu and cuda "
                "(own selections); gradients below use the cpu's on both\n",
-               (long long)diff, (long long)n);
-        t_check(diff * 100 <= n, "sparse model: %lld of %lld selected-block entries differ",
-                (long long)diff, (long long)n);
+               documents ? " with documents" : "", (long long)diff, (long long)n);
+        t_check(diff * 100 <= n, "sparse model%s: %lld of %lld selected-block entries differ",
+                documents ? " with documents" : "", (long long)diff, (long long)n);
         free(sg);
         backend_upload(&be, mg.a.sel, mc.a.sel, (size_t)n * 4);
         mg.reuse_selection = true;
@@ -725,9 +753,9 @@ static void test_model_step(bool sparse, enum model_type type, bool bias) {
     model_backward(&mc);
     model_backward(&mg);
     char what[128];
-    snprintf(what, sizeof what, "%s %s%s model loss (cpu %.6f, cuda %.6f)",
-             config_model_type_name(type), sparse ? "sparse" : "dense", bias ? " +bias" : "", lc,
-             lg);
+    snprintf(what, sizeof what, "%s %s%s model%s loss (cpu %.6f, cuda %.6f)",
+             config_model_type_name(type), sparse ? "sparse" : "dense", bias ? " +bias" : "",
+             documents ? " with documents" : "", lc, lg);
     t_check(fabs(lc - lg) <= 5e-3 * fabs(lc), "%s", what);
     printf("  %s\n", what);
     /* The k bias's gradient is the column sum of dk over tokens, which softmax's shift invariance
@@ -737,7 +765,7 @@ static void test_model_step(bool sparse, enum model_type type, bool bias) {
     float *gg = from_f32(mg.grad_buf, mg.n_params_padded);
     for (int e = 0; e < mc.n_params_entries; e++) {
         const struct param_entry *p = &mc.params[e];
-        snprintf(what, sizeof what, "grad %s", p->name);
+        snprintf(what, sizeof what, "grad %s%s", p->name, documents ? " (documents)" : "");
         check_rel(what, gg + p->offset, mc.grad_buf + p->offset, p->numel,
                   strstr(p->name, "k_proj.bias") ? 1e-1 : 3e-2);
     }
@@ -811,15 +839,15 @@ static void test_wgmma_predicate(void) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int Hq = shapes[i][0], Hkv = shapes[i][1], D = shapes[i][2];
         const struct attn_shape s = {65536, 0, 65536, Hq, Hkv, D, (int64_t)Hq * D,
-                                     (int64_t)Hkv * D, (float)(1.0 / sqrt((double)D))};
+                                     (int64_t)Hkv * D, (float)(1.0 / sqrt((double)D)), NULL};
         const bool got = attention_wgmma_supported(&s) != 0;
         t_check(got == expect, "wgmma path for Hq %d Hkv %d D %d: %d, expected %d on cc %d.%d", Hq,
                 Hkv, D, got, expect, major, minor);
     }
     /* no kernels for D 32 (the quickstart's) or 96, nor for rows that are not 16-byte multiples */
-    const struct attn_shape d32 = {512, 0, 512, 4, 2, 32, 128, 64, 0.17f};
-    const struct attn_shape d96 = {512, 0, 512, 4, 2, 96, 384, 192, 0.1f};
-    const struct attn_shape odd = {512, 0, 512, 4, 2, 64, 260, 128, 0.125f};
+    const struct attn_shape d32 = {512, 0, 512, 4, 2, 32, 128, 64, 0.17f, NULL};
+    const struct attn_shape d96 = {512, 0, 512, 4, 2, 96, 384, 192, 0.1f, NULL};
+    const struct attn_shape odd = {512, 0, 512, 4, 2, 64, 260, 128, 0.125f, NULL};
     t_check(!attention_wgmma_supported(&d32) && !attention_wgmma_supported(&d96) &&
                 !attention_wgmma_supported(&odd),
             "wgmma path claims D 32, D 96 or a 520-byte row");
@@ -908,10 +936,13 @@ int main(int argc, char **argv) {
     printf("dense attention on Hopper (wgmma + TMA where the device has it)\n");
     test_wgmma_dense();
     printf("model\n");
-    test_model_step(false, MODEL_TYPE_MINICPM, false);
-    test_model_step(true, MODEL_TYPE_MINICPM, false);
-    test_model_step(false, MODEL_TYPE_QWEN2, false);
-    test_model_step(true, MODEL_TYPE_QWEN3, true);
+    test_model_step(false, MODEL_TYPE_MINICPM, false, false);
+    test_model_step(true, MODEL_TYPE_MINICPM, false, false);
+    test_model_step(false, MODEL_TYPE_QWEN2, false, false);
+    test_model_step(true, MODEL_TYPE_QWEN3, true, false);
+    printf("model with documents (a call per document on the GPU)\n");
+    test_model_step(false, MODEL_TYPE_MINICPM, false, true);
+    test_model_step(true, MODEL_TYPE_MINICPM, false, true);
     test_ten_steps();
     backend_free(&be);
     int rc = t_finish("test_gpu");

@@ -107,6 +107,8 @@ def split_docs(ids):
 f = 0.34 if mode == "sep" else 0.0
 want = {"train": [d for i, d in enumerate(docs) if not int((i + 1) * f) > int(i * f)],
         "val": [d for i, d in enumerate(docs) if int((i + 1) * f) > int(i * f)]}
+if cfg.get("eod_token") != (eos if mode == "sep" else None):
+    bad.append(f"config's eod_token is {cfg.get('eod_token')}, expected {eos if mode == 'sep' else None}")
 for s in ("train", "val"):
     paths, ids = read_stream(s)
     if cfg[f"{s}_files"] != paths:
