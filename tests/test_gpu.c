@@ -463,8 +463,20 @@ static void test_sparse(int64_t T, int Hq, int Hkv, int D, const struct infllm_p
         infllm_block_scores_cpu(score, S, t, L1, nb, p);
         int64_t n = near_tie_swaps(gsel + r * nsel, rsel + r * nsel, nsel, score);
         diff_rows++;
-        if (n < 0) bad_rows++;
-        else swaps += n;
+        if (n >= 0) {
+            swaps += n;
+            continue;
+        }
+        if (bad_rows++ < 3) { /* what differs: each block of either row with its CPU score */
+            printf("  row %lld group %lld: block (cpu score) gpu |", (long long)(r / Hkv),
+                   (long long)(r % Hkv));
+            for (int x = 0; x < nsel && gsel[r * nsel + x] >= 0; x++)
+                printf(" %d (%.9g)", gsel[r * nsel + x], score[gsel[r * nsel + x]]);
+            printf("\n    cpu |");
+            for (int x = 0; x < nsel && rsel[r * nsel + x] >= 0; x++)
+                printf(" %d (%.9g)", rsel[r * nsel + x], score[rsel[r * nsel + x]]);
+            printf("\n");
+        }
     }
     free(S), free(score);
     snprintf(what, sizeof what, "selection T %lld G %d D %d nsel %d lse_approx %d%s", (long long)T,
@@ -939,6 +951,8 @@ int main(int argc, char **argv) {
     test_model_step(false, MODEL_TYPE_MINICPM, false, false);
     test_model_step(true, MODEL_TYPE_MINICPM, false, false);
     test_model_step(false, MODEL_TYPE_QWEN2, false, false);
+    test_model_step(false, MODEL_TYPE_QWEN3, false, false);
+    test_model_step(true, MODEL_TYPE_QWEN3, false, false);
     test_model_step(true, MODEL_TYPE_QWEN3, true, false);
     printf("model with documents (a call per document on the GPU)\n");
     test_model_step(false, MODEL_TYPE_MINICPM, false, true);

@@ -143,8 +143,12 @@ static float *first_gradient(struct trainer *tr, const struct grid *g) {
     model_zero_grad(m);
     model_forward(m, tr->tokens, tr->targets, true, 1.0f);
     model_backward(m);
-    float *sum = xmalloc((size_t)m->n_params_padded * sizeof(float));
-    MPI_Allreduce(m->grad_buf, sum, (int)m->n_params_padded, MPI_FLOAT, MPI_SUM, g->cp_comm.mpi);
+    /* the gradient lives in backend memory (fp32): bring it to the host first */
+    size_t bytes = (size_t)m->n_params_padded * sizeof(float);
+    float *local = xmalloc(bytes), *sum = xmalloc(bytes);
+    backend_download(&tr->be, local, m->grad_buf, bytes);
+    MPI_Allreduce(local, sum, (int)m->n_params_padded, MPI_FLOAT, MPI_SUM, g->cp_comm.mpi);
+    free(local);
     model_zero_grad(m);
     return sum;
 }
