@@ -385,11 +385,14 @@ static void test_dense_attention(const struct att_case *k) {
  * so its block scores differ from the CPU's by fp32 rounding, ~1e-6 relative, and a near-tie at
  * the top-k boundary can flip. A GPU selection row that differs from the CPU's passes only when it
  * holds as many blocks, ascending, and every block the GPU kept instead of one the CPU kept has a
- * CPU score strictly below and within NEAR_TIE_REL (about 250 fp32 ulps) of it: exact ties (equal
- * CPU scores: equal inputs, forced blocks, -inf) must break exactly as on the CPU. Returns the
- * number of swapped blocks, or -1 when the rows differ otherwise. */
+ * CPU score below and within NEAR_TIE_REL (about 250 fp32 ulps) of it. With `ties` (blocks of
+ * equal inputs) the score must be strictly below: exact ties must break exactly as on the CPU.
+ * Without, an equal CPU score is a coincidence of fp32 rounding (seen once in 65536 rows: two
+ * distant blocks of random keys at 0.00813689642) and counts as a near tie. Forced blocks (inf)
+ * and -inf never pass. Returns the number of swapped blocks, or -1 when the rows differ otherwise. */
 #define NEAR_TIE_REL 3e-5
-static int64_t near_tie_swaps(const int32_t *gpu, const int32_t *cpu, int nsel, const float *score) {
+static int64_t near_tie_swaps(const int32_t *gpu, const int32_t *cpu, int nsel, const float *score,
+                              bool ties) {
     int ng = 0, nc = 0;
     while (ng < nsel && gpu[ng] >= 0) ng++;
     while (nc < nsel && cpu[nc] >= 0) nc++;
@@ -410,7 +413,8 @@ static int64_t near_tie_swaps(const int32_t *gpu, const int32_t *cpu, int nsel, 
         }
     }
     bool finite = isfinite(gpu_only_max) && isfinite(cpu_only_max);
-    return finite && gpu_only_max < cpu_only_min &&
+    bool below = ties ? gpu_only_max < cpu_only_min : gpu_only_max <= cpu_only_min;
+    return finite && below &&
                    cpu_only_max - gpu_only_max <= NEAR_TIE_REL * fabsf(cpu_only_max)
                ? swaps
                : -1;
@@ -461,7 +465,7 @@ static void test_sparse(int64_t T, int Hq, int Hkv, int D, const struct infllm_p
         infllm_group_scores_cpu(S, q + (r / Hkv) * s.q_stride, t, (int)(r % Hkv), k1b, L1, k2b, L2,
                                 Hq, Hkv, D, s.scale, p);
         infllm_block_scores_cpu(score, S, t, L1, nb, p);
-        int64_t n = near_tie_swaps(gsel + r * nsel, rsel + r * nsel, nsel, score);
+        int64_t n = near_tie_swaps(gsel + r * nsel, rsel + r * nsel, nsel, score, ties);
         diff_rows++;
         if (n >= 0) {
             swaps += n;
@@ -773,13 +777,21 @@ static void test_model_step(bool sparse, enum model_type type, bool bias, bool d
     /* The k bias's gradient is the column sum of dk over tokens, which softmax's shift invariance
      * would make exactly 0 without RoPE: with it, the sum is about half the size of the summands'
      * norm ||dk||_F here (measured on the CPU: 0.5 Qwen2, 0.6 Qwen3, against sqrt(N) = 23-45 for
-     * sums without cancellation), so the bf16 noise of dk (~1e-2) shows at ~2x: 1e-1 there. */
+     * sums without cancellation), so the bf16 noise of dk (~1e-2) shows at ~2x: 1e-1 there.
+     * Without MiniCPM's muP scales the gradients of the q and k side (projections, biases, head
+     * norms) carry about twice MiniCPM's bf16 noise (measured on the H200: 1.8-2.2e-2 in layer 1
+     * for Qwen2 dense, Qwen3 dense and sparse, against 0.9e-2; 5.7e-2 for one draw of the random
+     * weights of Qwen3 sparse with biases), so 8e-2 there; a wrong kernel misses by O(1). */
     float *gg = from_f32(mg.grad_buf, mg.n_params_padded);
     for (int e = 0; e < mc.n_params_entries; e++) {
         const struct param_entry *p = &mc.params[e];
+        bool qk_side = strstr(p->name, "q_proj") || strstr(p->name, "k_proj") ||
+                       strstr(p->name, "q_norm") || strstr(p->name, "k_norm");
+        double tol = strstr(p->name, "k_proj.bias")                  ? 1e-1
+                     : qk_side && type != MODEL_TYPE_MINICPM ? 8e-2
+                                                             : 3e-2;
         snprintf(what, sizeof what, "grad %s%s", p->name, documents ? " (documents)" : "");
-        check_rel(what, gg + p->offset, mc.grad_buf + p->offset, p->numel,
-                  strstr(p->name, "k_proj.bias") ? 1e-1 : 3e-2);
+        check_rel(what, gg + p->offset, mc.grad_buf + p->offset, p->numel, tol);
     }
     free(gg), free(tok), free(tgt);
     model_free(&mc);
