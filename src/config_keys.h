@@ -56,6 +56,14 @@ cJSON *config_value_json(const struct config *c, const struct key_desc *k);
  * in key (size kn) and what is wrong in msg (size mn). */
 int config_check_sizes(const struct config *c, char *key, size_t kn, char *msg, size_t mn);
 
+/* Dies (die_user, exit 2) with "<file>: <key>: <message>", naming the imported config.json and its
+ * member when the key came from one (config_import), else our config file. */
+void config_bad(const struct config *c, const char *key, const char *fmt, ...) INFLLM_PRINTF(3, 4)
+    INFLLM_NORETURN;
+
+/* The name of a rope type ("" for plain RoPE), as config files write it. */
+const char *config_rope_type_name(enum rope_type t);
+
 /* Appends printf output to buf (of size n). */
 void config_append(char *buf, size_t n, const char *fmt, ...) INFLLM_PRINTF(3, 4);
 
