@@ -49,16 +49,17 @@ void infllm_exit(int code) {
     exit(code);
 }
 
-/* One "error:" line; ranked: with "[rank N] " when several ranks run. */
+/* One "error:" line; ranked: with "[rank N] " when several ranks run. The line is formatted first
+ * and written at once, so that the messages of other processes sharing the terminal (mpirun's
+ * abort notice, another rank) cannot land inside it. */
 static void vreport(const char *fmt, va_list ap, const char *file, int line, const char *func,
                     int ranked) {
-    char prefix[32] = "";
+    char prefix[32] = "", msg[2048], where[512] = "";
     if (ranked) rank_prefix(prefix, sizeof prefix);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (file) snprintf(where, sizeof where, " (%s at %s:%d)", func, file, line);
     fflush(stdout);
-    fprintf(stderr, "%serror: ", prefix);
-    vfprintf(stderr, fmt, ap);
-    if (file) fprintf(stderr, " (%s at %s:%d)", func, file, line);
-    fputc('\n', stderr);
+    fprintf(stderr, "%serror: %s%s\n", prefix, msg, where);
     fflush(stderr);
 }
 
