@@ -857,6 +857,10 @@ const char *const config_rules[] = {
     "4 tokens per record; data.synthetic.documents times that with several documents); "
     "`shards`: at least one `data.train_files` entry.",
     "`data.eod_token` is -1 or below model.vocab_size, and only with `data.source` `shards`.",
+    "Document masking (`data.eod_token` >= 0 or `data.synthetic.documents` > 1) with InfLLM-V2 "
+    "sparse attention (data.seq_len >= attention.dense_len, or dense_len -1) and parallel.cp > 1 "
+    "is refused on `device` `cuda`: not implemented there (its gradients come out non-finite; "
+    "docs/DATA.md). The CPU runs it, and CUDA runs it with parallel.cp 1.",
     "`device` `cuda` needs a binary built with the CUDA backend.",
     "`run_dir` and `resume` are not empty.",
     "Sizes (computed in 64 bits, saturating): num_attention_heads x head_dim, 4 x "
@@ -1069,7 +1073,7 @@ static void validate_data(const struct config *c) {
     }
 }
 
-/* The end-of-document token. */
+/* The end-of-document token, and document masking's limit on CUDA (sparse under cp > 1). */
 static void validate_documents(const struct config *c) {
     const struct data_config *d = &c->data;
     if (d->eod_token >= 0 && d->source != DATA_SOURCE_SHARDS)
@@ -1079,6 +1083,19 @@ static void validate_documents(const struct config *c) {
     if (d->eod_token >= c->model.vocab_size)
         bad(c, "data.eod_token", "%lld is not below model.vocab_size = %lld",
             (long long)d->eod_token, (long long)c->model.vocab_size);
+    if (c->device == DEVICE_CUDA && config_documents(c) && c->parallel.cp > 1 &&
+        config_sparse(c, d->seq_len)) {
+        char docs[96];
+        if (d->source == DATA_SOURCE_SHARDS)
+            snprintf(docs, sizeof docs, "data.eod_token %lld", (long long)d->eod_token);
+        else
+            snprintf(docs, sizeof docs, "data.synthetic.documents %d", d->synthetic.documents);
+        bad(c, "parallel.cp", "%d with document masking (%s) and InfLLM-V2 sparse attention "
+            "(data.seq_len %lld, attention.dense_len %lld) on device \"cuda\": not implemented "
+            "(the CUDA run's gradients come out non-finite); use parallel.cp 1, device \"cpu\", "
+            "or an attention.dense_len above data.seq_len", c->parallel.cp, docs,
+            (long long)d->seq_len, (long long)c->attention.dense_len);
+    }
 }
 
 void config_validate(struct config *c, int world_size) {
