@@ -242,6 +242,10 @@ static __global__ void att_backward_dkdv_kernel(struct att_args a) {
                 wds[u] = ds;
             }
         } else {
+            /* No pair for this warp: q and dO are zeroed with p and dS, so the accumulation
+             * below never multiplies 0 by what shared memory held before (a batch's idle warps
+             * would read an earlier kernel's leftovers, and 0 x inf is NaN). */
+            for (int d = lane; d < D; d += 32) wq[d] = wg[d] = 0.0f;
             for (int u = lane; u < bs; u += 32) wp[u] = wds[u] = 0.0f;
         }
         __syncthreads();
