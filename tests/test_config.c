@@ -412,9 +412,6 @@ static void randomize(struct t_rng *r, struct config *c) {
     s->documents = docs || c->data.source == DATA_SOURCE_SHARDS
                        ? 1 + (int)(t_rng_u64(r) % (uint64_t)(fit < 3 ? fit : 3))
                        : 1;
-    /* refused on CUDA (config_validate): documents with sparse attention under cp > 1 */
-    if (config_documents(c) && c->parallel.cp > 1 && config_sparse(c, c->data.seq_len))
-        c->device = DEVICE_CPU;
 }
 
 /* Every field of struct config, by hand (independent of the key table). Returns the first field
@@ -800,25 +797,6 @@ static void test_rejections(void) {
         expect_reject("batch vs dp", &k,
                       (const char *const[]){"train.global_batch_size", "dp", NULL});
     }
-#ifdef INFLLM_CUDA
-    {
-        /* document masking with sparse attention under cp > 1: refused on CUDA only */
-        char *sets[] = {"parallel.cp=2", "attention.dense_len=-1", "data.synthetic.documents=3",
-                        "device=cuda"};
-        struct job j = {"configs/quickstart.json", 4, sets, 2, false};
-        expect_reject("documents, sparse, cp on cuda", &j,
-                      (const char *const[]){"parallel.cp", "data.synthetic.documents 3",
-                                            "device \"cuda\"", "not implemented", NULL});
-        char err[4096];
-        struct job cpu = {"configs/quickstart.json", 3, sets, 2, false}; /* the cpu default */
-        t_check(run_child(&cpu, err, sizeof err) == 0, "documents, sparse, cp on the cpu: %s", err);
-        struct job cp1 = {"configs/quickstart.json", 4, sets, 1, false};
-        char *one[] = {"parallel.cp=1", "attention.dense_len=-1", "data.synthetic.documents=3",
-                       "device=cuda"};
-        cp1.sets = one;
-        t_check(run_child(&cp1, err, sizeof err) == 0, "documents, sparse, cp 1 on cuda: %s", err);
-    }
-#endif
     /* malformed files */
     REJECT_FILE("malformed JSON",
                 "{\n  \"model\": {\n    \"hidden_size\": 128\n    \"x\": 1\n  }\n}\n",

@@ -30,9 +30,6 @@
  * element's reassociation noise) must match the single-rank one within 2e-6 of its largest
  * element (observed ~3e-7; with `cuda`, relative L2 3e-2). `documents_calls`: the same, with the parallel run making one
  * attention call per dense document (the CUDA backend's layout) instead of one per run of them.
- * With `cuda` and `documents` only the dense config runs: config validation refuses document
- * masking with sparse attention under cp > 1 on CUDA (not implemented: its gradients came out
- * non-finite; docs/DATA.md), which test_config checks.
  */
 #include <math.h>
 #include <mpi.h>
@@ -338,11 +335,7 @@ int main(int argc, char **argv) {
     if (rank == 0) CHECK(mkdtemp(dir) != NULL);
     MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
     run_mode(false, cp, dir);
-    if (use_cuda && documents && cp > 1) /* config_validate refuses it: not implemented on CUDA */
-        printf("  sparse attention with documents under cp %d on CUDA: refused by config "
-               "validation (not implemented, docs/DATA.md); not run\n", cp);
-    else
-        run_mode(true, cp, dir);
+    run_mode(true, cp, dir);
     int failures = t_failures();
     MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     int rc = 0;
