@@ -21,7 +21,8 @@
  * --split-probe also times stage 3 (forward, and forward+backward without the selection) on two
  * parts of the run's selection: each token's forced blocks alone (the init blocks and the local
  * window) and its dynamic blocks alone, with the full selection beside them: what the two passes
- * of a forced/dynamic split would cost on today's kernels (the merge of their softmaxes aside).
+ * of a forced/dynamic split would cost on today's kernels (the merge of their softmaxes aside),
+ * and the split forward itself (sparse_attention_forward_split_cuda) with the backward after it.
  *
  * The sparse kernels are bounded by what they gather as much as by FLOPs: the "gather" rows give,
  * from the selection the run made, the bytes each sparse kernel must bring into shared memory
@@ -138,6 +139,18 @@ static void sparse_fwd(struct bench *b) {
                                   b->p.block_size, &b->s, &be.gpu);
 }
 
+/* The split forward: dynamic blocks, then forced ones merged by lse. */
+static void split_fwd(struct bench *b) {
+    sparse_attention_forward_split_cuda(b->out, b->lse, b->q, b->k, b->v, b->sel, b->nsel, &b->p,
+                                        &b->s, &be.gpu);
+}
+
+static void split_fwd_bwd(struct bench *b) {
+    split_fwd(b);
+    sparse_attention_backward_cuda(b->dq, b->dk, b->dv, b->dout, b->q, b->k, b->v, b->out, b->lse,
+                                   b->sel, b->nsel, b->p.block_size, &b->s, b->ws, &be.gpu);
+}
+
 /* Stage 3 alone, forward and backward (the selection is already made). */
 static void stage3_fwd_bwd(struct bench *b) {
     sparse_fwd(b);
@@ -249,6 +262,12 @@ static void split_rows(struct bench *b, int fwd_tok, int dq_tok) {
         }
     }
     b->sel = full;
+    struct gather ga = gather_of(b, fwd_tok, dq_tok);
+    double flops = 4.0 * b->D * b->Hq * ga.keys;
+    const char *sup = sparse_attention_split_supported(&b->s, &b->p) ? "" : "not supported: unsplit";
+    row("stage-3 fwd, split (dyn + forced)", b->T, time_median(b, split_fwd), flops, sup);
+    if (b->ws)
+        row("stage-3 fwd+bwd, split fwd", b->T, time_median(b, split_fwd_bwd), 3.5 * flops, sup);
     backend_release(&be, part);
     free(h);
 }
