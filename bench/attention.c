@@ -5,7 +5,7 @@
  * forward+backward including selection, with ms, achieved TFLOP/s and the attended keys.
  *
  *   bench_attention [--hq 32] [--hkv 2] [--d 128] [--dense-max 32768] [--selection-only]
- *                   [--forward-only] [--dense-only] [--q-rho R] T...
+ *                   [--forward-only] [--dense-only] [--q-rho R] [--split-probe] T...
  *
  * FLOPs are counted honestly: dense causal forward = 4 * D * Hq * sum over rows of visible keys
  * (2 T^2 D Hq for a full square), the backward 2.5 times the forward (dQ, dK, dV and the
@@ -18,6 +18,11 @@
  * (the worst case for the sparse kernels, which share a K/V block between the tokens of a tile
  * that selected it). --q-rho R makes the queries an AR(1) sequence over tokens (correlation R^k
  * at distance k), closer to a trained model, whose neighbouring queries are alike.
+ * --split-probe also times stage 3 (forward, and forward+backward without the selection) on two
+ * parts of the run's selection: each token's forced blocks alone (the init blocks and the local
+ * window) and its dynamic blocks alone, with the full selection beside them: what the two passes
+ * of a forced/dynamic split would cost on today's kernels (the merge of their softmaxes aside),
+ * and the split forward itself (sparse_attention_forward_split_cuda) with the backward after it.
  *
  * The sparse kernels are bounded by what they gather as much as by FLOPs: the "gather" rows give,
  * from the selection the run made, the bytes each sparse kernel must bring into shared memory
@@ -134,6 +139,25 @@ static void sparse_fwd(struct bench *b) {
                                   b->p.block_size, &b->s, &be.gpu);
 }
 
+/* The split forward: dynamic blocks, then forced ones merged by lse. */
+static void split_fwd(struct bench *b) {
+    sparse_attention_forward_split_cuda(b->out, b->lse, b->q, b->k, b->v, b->sel, b->nsel, &b->p,
+                                        &b->s, &be.gpu);
+}
+
+static void split_fwd_bwd(struct bench *b) {
+    split_fwd(b);
+    sparse_attention_backward_cuda(b->dq, b->dk, b->dv, b->dout, b->q, b->k, b->v, b->out, b->lse,
+                                   b->sel, b->nsel, b->p.block_size, &b->s, b->ws, &be.gpu);
+}
+
+/* Stage 3 alone, forward and backward (the selection is already made). */
+static void stage3_fwd_bwd(struct bench *b) {
+    sparse_fwd(b);
+    sparse_attention_backward_cuda(b->dq, b->dk, b->dv, b->dout, b->q, b->k, b->v, b->out, b->lse,
+                                   b->sel, b->nsel, b->p.block_size, &b->s, b->ws, &be.gpu);
+}
+
 static void sparse_step(struct bench *b) {
     select_only(b);
     sparse_fwd(b);
@@ -183,6 +207,25 @@ static struct gather gather_of(struct bench *b, int fwd, int dq) {
     return r;
 }
 
+/* The part of host selection h (T x Hkv x nsel, -1 padded) whose blocks are forced (forced = 1:
+ * j < init_blocks or b(t) - local_blocks <= j <= b(t)) or not (forced = 0), compacted and -1
+ * padded, uploaded into dst. */
+static void selection_part(struct bench *b, int32_t *dst, const int32_t *h, int forced) {
+    int64_t n = b->T * b->Hkv * b->nsel, local = b->p.local_blocks;
+    int32_t *part = xmalloc((size_t)n * 4);
+    for (int64_t r = 0; r < b->T * b->Hkv; r++) {
+        int64_t bt = (r / b->Hkv) / b->p.block_size, m = 0;
+        for (int k = 0; k < b->nsel; k++) {
+            int32_t j = h[r * b->nsel + k];
+            int f = j < b->p.init_blocks || (j >= bt - local && j <= bt);
+            if (j >= 0 && f == forced) part[r * b->nsel + m++] = j;
+        }
+        while (m < b->nsel) part[r * b->nsel + m++] = -1;
+    }
+    backend_upload(&be, dst, part, (size_t)n * 4);
+    free(part);
+}
+
 static void row(const char *what, int64_t T, float ms, double flops, const char *note) {
     printf("| %6lldk | %-28s | %10.2f | %8.1f | %s |\n", (long long)(T / 1024), what, ms,
            flops / (ms * 1e-3) / 1e12, note);
@@ -195,10 +238,44 @@ static void gather_row(int64_t T, const char *what, double gb, const char *note)
            (long long)(T / 1024), GATHER_TBS, what, gb / GATHER_TBS, gb, note);
 }
 
+/* --split-probe: stage 3 on the whole selection, its forced part and its dynamic part. */
+static void split_rows(struct bench *b, int fwd_tok, int dq_tok) {
+    int64_t n = b->T * b->Hkv * b->nsel;
+    int32_t *h = xmalloc((size_t)n * 4), *full = b->sel;
+    backend_download(&be, h, full, (size_t)n * 4);
+    int32_t *part = backend_alloc(&be, (size_t)n * 4, "sel part");
+    const char *names[3] = {"all blocks", "forced blocks", "dynamic blocks"};
+    for (int w = 0; w < 3; w++) {
+        if (w > 0) selection_part(b, part, h, w == 1);
+        b->sel = w > 0 ? part : full;
+        struct gather ga = gather_of(b, fwd_tok, dq_tok);
+        double flops = 4.0 * b->D * b->Hq * ga.keys;
+        char what[64], note[96];
+        snprintf(note, sizeof note, "%.1f blocks a token; fwd gathers %.0f GB, dQ %.0f GB",
+                 ga.pairs / b->T / b->Hkv, ga.fwd_blocks * 64.0 * b->D * 4 / 1e9,
+                 ga.dq_blocks * 64.0 * b->D * 4 / 1e9);
+        snprintf(what, sizeof what, "stage-3 fwd, %s", names[w]);
+        row(what, b->T, time_median(b, sparse_fwd), flops, note);
+        if (b->ws) {
+            snprintf(what, sizeof what, "stage-3 fwd+bwd, %s", names[w]);
+            row(what, b->T, time_median(b, stage3_fwd_bwd), 3.5 * flops, "");
+        }
+    }
+    b->sel = full;
+    struct gather ga = gather_of(b, fwd_tok, dq_tok);
+    double flops = 4.0 * b->D * b->Hq * ga.keys;
+    const char *sup = sparse_attention_split_supported(&b->s, &b->p) ? "" : "not supported: unsplit";
+    row("stage-3 fwd, split (dyn + forced)", b->T, time_median(b, split_fwd), flops, sup);
+    if (b->ws)
+        row("stage-3 fwd+bwd, split fwd", b->T, time_median(b, split_fwd_bwd), 3.5 * flops, sup);
+    backend_release(&be, part);
+    free(h);
+}
+
 int main(int argc, char **argv) {
     int Hq = 32, Hkv = 2, D = 128;
     int64_t dense_max = 32768;
-    int selection_only = 0, forward_only = 0, dense_only = 0;
+    int selection_only = 0, forward_only = 0, dense_only = 0, split_probe = 0;
     double q_rho = 0;
     int64_t Ts[16];
     int nT = 0;
@@ -210,6 +287,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--selection-only")) selection_only = 1;
         else if (!strcmp(argv[i], "--forward-only")) forward_only = 1;
         else if (!strcmp(argv[i], "--dense-only")) dense_only = 1;
+        else if (!strcmp(argv[i], "--split-probe")) split_probe = 1;
         else if (!strcmp(argv[i], "--q-rho") && i + 1 < argc) q_rho = atof(argv[++i]);
         else if (nT < 16) Ts[nT++] = atoll(argv[i]);
     }
@@ -303,6 +381,7 @@ int main(int argc, char **argv) {
                 row("sparse fwd+bwd incl. selection", T, sfb, 3.5 * sparse_fwd_flops + sel_flops,
                     note);
             }
+            if (split_probe) split_rows(&b, fwd_tok > 0 ? fwd_tok : 1, dq_tok > 0 ? dq_tok : 1);
         }
         bench_release(&b);
     }

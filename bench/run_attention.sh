@@ -3,8 +3,9 @@
 # where the user has installed their `infllm_v2` package, bench/infllmv2_peer.py (the released
 # InfLLM-V2 kernels) on the same shapes in one session and prints the tables. Needs a CUDA build in
 # BUILD (default build-gpu) and PyTorch on the machine. --hq, --hkv and --d go to ours and SDPA;
-# --dense-only times dense attention alone (no selection, no sparse kernels, no InfLLM-V2 peer).
-# Usage: bench/run_attention.sh [BUILD] [--hq N] [--hkv N] [--d N] [--dense-only] [T...]
+# --dense-only times dense attention alone (no selection, no sparse kernels, no InfLLM-V2 peer);
+# --split-probe goes to ours (stage 3 on the forced and dynamic parts, and the split forward).
+# Usage: bench/run_attention.sh [BUILD] [--hq N] [--hkv N] [--d N] [--dense-only] [--split-probe] [T...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
@@ -17,6 +18,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --hq | --hkv | --d) shape+=("$1" "$2"); shift 2 ;;
     --dense-only) opts+=("$1"); dense_only=1; shift ;;
+    --split-probe) opts+=("$1"); shift ;;
     *) Ts+=("$1"); shift ;;
   esac
 done

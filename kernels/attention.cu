@@ -372,6 +372,35 @@ extern "C" void sparse_attention_forward_cuda(void *out, float *lse, const void 
     forward(a, g);
 }
 
+extern "C" bool sparse_attention_split_supported(const struct attn_shape *s,
+                                                 const struct infllm_params *p) {
+    struct att_args a = args_of(s, p->block_size);
+    return p->block_size == ATT_BLOCK && p->init_blocks >= 0 && p->local_blocks >= 0 &&
+           p->topk > p->init_blocks && attention_tc_supports(&a, true);
+}
+
+extern "C" void sparse_attention_forward_split_cuda(void *out, float *lse, const void *q,
+                                                    const void *k, const void *v,
+                                                    const int32_t *sel, int nsel,
+                                                    const struct infllm_params *p,
+                                                    const struct attn_shape *s,
+                                                    const struct gpu_ctx *g) {
+    if (!sparse_attention_split_supported(s, p)) {
+        sparse_attention_forward_cuda(out, lse, q, k, v, sel, nsel, p->block_size, s, g);
+        return;
+    }
+    struct att_args a = args_of(s, p->block_size);
+    if (a.Tq == 0) return;
+    a.q = (const bf16 *)q, a.k = (const bf16 *)k, a.v = (const bf16 *)v;
+    a.o = (bf16 *)out, a.lse = lse;
+    a.sel = sel, a.nsel = nsel;
+    a.init_blocks = p->init_blocks, a.local_blocks = p->local_blocks;
+    a.split = ATT_SPLIT_DYNAMIC;
+    attention_tc_forward(&a, g);
+    a.split = ATT_SPLIT_FORCED;
+    attention_tc_forward(&a, g);
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* The inverse of the selection: for each (KV head g, block j) the rows that selected it, in row
  * order (a stable radix sort of (g * nblk + j) keys with row values; -1 entries sort last), then

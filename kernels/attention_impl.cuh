@@ -23,6 +23,14 @@
 #define ATT_WARPS 8             /* warps per block of the row kernels */
 #define DKDV_WARPS 8            /* warps (pairs per batch) of the dK/dV kernel */
 
+/* Which part of a sparse call's blocks the tensor-core forward serves (att_args.split). A token's
+ * forced blocks are the init blocks and its local window (forced_block); the selection of
+ * infllm_select always holds them. The split forward runs DYNAMIC (the selection less each token's
+ * forced blocks, written as a partial output and lse), then FORCED (the forced blocks of every
+ * token of the tile, the same for all tokens of a 64-token block, with no selection read), which
+ * merges its partial softmax with the dynamic one's by their log-sum-exps. */
+enum att_split { ATT_SPLIT_NONE = 0, ATT_SPLIT_DYNAMIC = 1, ATT_SPLIT_FORCED = 2 };
+
 struct att_args {
     const bf16 *q, *k, *v, *out, *dout;
     bf16 *o, *dq, *dk, *dv;
@@ -36,6 +44,8 @@ struct att_args {
     const int32_t *pair_rows;  /* dK/dV of sparse mode: rows attending to each (g, block) ... */
     const int32_t *pair_off;   /* ... in [pair_off[g * nblk + j], pair_off[g * nblk + j + 1]) */
     int64_t nblk;
+    int split;                 /* enum att_split (forward only; NONE elsewhere) */
+    int init_blocks, local_blocks; /* the forced blocks, for split != NONE (infllm_params) */
 };
 
 /* Device scratch of the tensor-core backward in sparse mode (carved from the sparse workspace).
@@ -143,10 +153,19 @@ static __device__ __forceinline__ float softmax_prob(float s, float sl2, float b
     return live ? fast_exp2(fmaf(s, sl2, bias)) : 0.0f;
 }
 
+/* Whether key block j is one of the forced blocks of the token at global position pos: j below
+ * init_blocks, or in its local window b(pos) - local_blocks .. b(pos). */
+static __device__ __forceinline__ bool forced_block(const struct att_args &a, int64_t j,
+                                                    int64_t pos) {
+    const int64_t bt = pos / ATT_BLOCK;
+    return j < a.init_blocks || (j >= bt - a.local_blocks && j <= bt);
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Block-level: sets bit j of bits[tk] (token tk's row of words 32-bit words) and of ubits (the
  * union) for every block j selected by tokens i0 .. i0 + tokens - 1 of KV group grp (rows past Tq
- * and -1 entries skipped). The words must be zero; a barrier must follow. */
+ * and -1 entries skipped; split DYNAMIC: the token's forced blocks too). The words must be zero; a
+ * barrier must follow. */
 static __device__ __forceinline__ void mark_selected_blocks(uint32_t *bits, uint32_t *ubits,
                                                             const struct att_args &a, int grp,
                                                             int64_t i0, int tokens, int words,
@@ -156,7 +175,7 @@ static __device__ __forceinline__ void mark_selected_blocks(uint32_t *bits, uint
         int64_t i = i0 + tk;
         if (i >= a.Tq) continue;
         int32_t j = a.sel[(i * a.Hkv + grp) * a.nsel + idx % a.nsel];
-        if (j < 0) continue;
+        if (j < 0 || (a.split == ATT_SPLIT_DYNAMIC && forced_block(a, j, a.q_pos0 + i))) continue;
         atomicOr(&bits[tk * words + j / 32], 1u << (j % 32));
         atomicOr(&ubits[j / 32], 1u << (j % 32));
     }

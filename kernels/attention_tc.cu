@@ -34,7 +34,8 @@ static size_t fwd_smem_bytes(int rows, int D, int tokens, int64_t nblk, bool spa
                    : 0);
 }
 
-template <int D, int MT, int NW>
+/* FORCED: split FORCED (a compile-time flag, so the other calls keep their code). */
+template <int D, int MT, int NW, bool FORCED>
 static __global__ void __launch_bounds__(NW * 32)
     att_fwd_tc_kernel(struct att_args a, int G, int words) {
     constexpr int ROWS = 16 * MT * NW, NT = NW * 32, LD = D + 8;
@@ -52,10 +53,18 @@ static __global__ void __launch_bounds__(NW * 32)
 
     load_row_tile<D>(Qs, a.q, a, i0, tokens, G, grp, ROWS, NT);
     cp_async_commit();
-    /* Blocks to visit: each token's selection as a bitmap, their union, then its list. */
+    /* Blocks to visit: each token's selection as a bitmap, their union, then its list. Split
+     * FORCED: no selection; blocks 0 .. nfi - 1, then fj0 .. the last token's block. */
     const int64_t last = i0 + tokens - 1 < a.Tq - 1 ? i0 + tokens - 1 : a.Tq - 1;
-    int nlist;
-    if (a.sel) {
+    const bool forced = FORCED;
+    int nlist, nfi = 0;
+    int64_t fj0 = 0;
+    if (forced) {
+        const int64_t bl = (a.q_pos0 + last) / ATT_BLOCK, bf = (a.q_pos0 + i0) / ATT_BLOCK;
+        nfi = (int)(a.init_blocks < bl + 1 ? a.init_blocks : bl + 1);
+        fj0 = bf - a.local_blocks > nfi ? bf - a.local_blocks : nfi;
+        nlist = nfi + (int)(bl >= fj0 ? bl - fj0 + 1 : 0);
+    } else if (a.sel) {
         for (int idx = threadIdx.x; idx < (tokens + 1) * words; idx += NT) bits[idx] = 0;
         __syncthreads();
         mark_selected_blocks(bits, ubits, a, grp, i0, tokens, words, NT);
@@ -70,8 +79,12 @@ static __global__ void __launch_bounds__(NW * 32)
         int64_t jmax = (a.q_pos0 + last) / ATT_BLOCK;
         nlist = (int)(jmax + 1 < a.nblk ? jmax + 1 : a.nblk);
     }
+    /* Key block of list entry b. */
+    auto block_at = [&](int b) -> int64_t {
+        return forced ? (b < nfi ? b : fj0 + (b - nfi)) : a.sel ? (int64_t)blist[b] : b;
+    };
     if (nlist > 0) {
-        load_kv_block<D>(KV, KV + ATT_BLOCK * LD, a, a.sel ? (int64_t)blist[0] : 0, grp, NT);
+        load_kv_block<D>(KV, KV + ATT_BLOCK * LD, a, block_at(0), grp, NT);
         cp_async_commit();
     }
 
@@ -105,13 +118,12 @@ static __global__ void __launch_bounds__(NW * 32)
 
     for (int b = 0; b < nlist; b++) {
         const int st = b & 1;
-        const int64_t j = a.sel ? (int64_t)blist[b] : b;
+        const int64_t j = block_at(b);
         cp_async_wait_all();
         __syncthreads(); /* block b (and Q) landed; everyone is done with the other stage */
         if (b + 1 < nlist) {
             bf16 *Kn = KV + (st ^ 1) * 2 * ATT_BLOCK * LD;
-            load_kv_block<D>(Kn, Kn + ATT_BLOCK * LD, a, a.sel ? (int64_t)blist[b + 1] : b + 1,
-                             grp, NT);
+            load_kv_block<D>(Kn, Kn + ATT_BLOCK * LD, a, block_at(b + 1), grp, NT);
             cp_async_commit();
         }
         if (QREG && b == 0) {
@@ -133,7 +145,9 @@ static __global__ void __launch_bounds__(NW * 32)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const int t = tok[mt][h];
-                bool ok = t < ntok && (!a.sel || ((bits[t * words + j / 32] >> (j % 32)) & 1u));
+                bool ok = t < ntok &&
+                          (forced ? forced_block(a, j, a.q_pos0 + i0 + t)
+                                  : !a.sel || ((bits[t * words + j / 32] >> (j % 32)) & 1u));
                 lim[mt][h] = ok ? mask_limit(bm, t) : -1;
             }
             need[mt] = __any_sync(0xffffffffu, lim[mt][0] >= 0 || lim[mt][1] >= 0);
@@ -227,6 +241,19 @@ static __global__ void __launch_bounds__(NW * 32)
         }
     }
     cp_async_wait_all(); /* Q's copy, when no block was visited */
+    /* Split FORCED: the dynamic pass's lse of each row, read by the row's 4 threads before its
+     * first thread overwrites it. */
+    float lse_dyn[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = rbase + mt * 16 + gq + 8 * h;
+            lse_dyn[mt][h] = forced && tok[mt][h] < ntok
+                                 ? a.lse[(i0 + tok[mt][h]) * a.Hq + grp * G + r % G]
+                                 : -INFINITY;
+        }
+    __syncwarp();
     /* Row sums over the 4 threads of a row, then normalise and store. */
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
@@ -240,13 +267,31 @@ static __global__ void __launch_bounds__(NW * 32)
             int64_t i = i0 + tok[mt][h];
             int head = grp * G + r % G;
             float inv = lh > 0.0f ? 1.0f / lh : 0.0f;
+            float lse = lh > 0.0f ? m[mt][h] * a.scale + logf(lh) : -INFINITY;
             bf16 *orow = a.o + i * a.q_stride + (int64_t)head * D;
+            if (forced) { /* merge with the dynamic pass's normalised output and lse */
+                const float mx = fmaxf(lse, lse_dyn[mt][h]);
+                float wf = 0.0f, wd = 0.0f;
+                if (mx != -INFINITY) {
+                    wf = expf(lse - mx), wd = expf(lse_dyn[mt][h] - mx);
+                    const float sum = wf + wd;
+                    lse = mx + logf(sum);
+                    wf /= sum, wd /= sum;
+                }
 #pragma unroll
-            for (int dn = 0; dn < D / 8; dn++)
-                *(__nv_bfloat162 *)(orow + dn * 8 + 2 * tq) =
-                    __floats2bfloat162_rn(o[mt][dn][2 * h] * inv, o[mt][dn][2 * h + 1] * inv);
-            if (tq == 0)
-                a.lse[i * a.Hq + head] = lh > 0.0f ? m[mt][h] * a.scale + logf(lh) : -INFINITY;
+                for (int dn = 0; dn < D / 8; dn++) {
+                    __nv_bfloat162 *at = (__nv_bfloat162 *)(orow + dn * 8 + 2 * tq);
+                    const float2 od = __bfloat1622float2(*at);
+                    *at = __floats2bfloat162_rn(o[mt][dn][2 * h] * inv * wf + od.x * wd,
+                                                o[mt][dn][2 * h + 1] * inv * wf + od.y * wd);
+                }
+            } else {
+#pragma unroll
+                for (int dn = 0; dn < D / 8; dn++)
+                    *(__nv_bfloat162 *)(orow + dn * 8 + 2 * tq) =
+                        __floats2bfloat162_rn(o[mt][dn][2 * h] * inv, o[mt][dn][2 * h + 1] * inv);
+            }
+            if (tq == 0) a.lse[i * a.Hq + head] = lse;
         }
 }
 
@@ -267,17 +312,23 @@ bool attention_tc_supports(const struct att_args *a, bool sparse) {
            attention_tc_bwd_fits(a, sparse, limit);
 }
 
-template <int D, int MT, int NW>
-static void launch_fwd(const struct att_args *a, const struct gpu_ctx *g, int G) {
+template <int D, int MT, int NW, bool FORCED>
+static void launch_one(const struct att_args *a, const struct gpu_ctx *g, int G) {
     const int rows = 16 * MT * NW, tokens = rows / G;
     const bool sparse = a->sel != NULL;
     const int words = sparse ? (int)ceil_div(a->nblk, 32) : 0;
     size_t smem = fwd_smem_bytes(rows, D, tokens, a->nblk, sparse);
     dim3 grid((unsigned)ceil_div(a->Tq, tokens), (unsigned)a->Hkv);
-    CUDA_CHECK(cudaFuncSetAttribute(att_fwd_tc_kernel<D, MT, NW>,
+    CUDA_CHECK(cudaFuncSetAttribute(att_fwd_tc_kernel<D, MT, NW, FORCED>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    att_fwd_tc_kernel<D, MT, NW><<<grid, NW * 32, smem, stream_of(g)>>>(*a, G, words);
+    att_fwd_tc_kernel<D, MT, NW, FORCED><<<grid, NW * 32, smem, stream_of(g)>>>(*a, G, words);
     CUDA_CHECK_LAST();
+}
+
+template <int D, int MT, int NW>
+static void launch_fwd(const struct att_args *a, const struct gpu_ctx *g, int G) {
+    if (a->split == ATT_SPLIT_FORCED) launch_one<D, MT, NW, true>(a, g, G);
+    else launch_one<D, MT, NW, false>(a, g, G);
 }
 
 void attention_tc_forward(const struct att_args *a, const struct gpu_ctx *g) {

@@ -85,11 +85,12 @@ static size_t dq_smem_bytes(int D, int rows, int tokens, int64_t nblk, bool spar
 
 /* Shared memory of the dK/dV kernel: K and V of the block (2 x 64 x LD), Q and dO tiles of two
  * stages (4 x 128 x LD), the O tile where D_i is recomputed (128 x LD), per stage and row lse and
- * D_i (4 x 128 floats), token indices of three tiles (3 x 128 ints). The hand-over of group 1's
+ * D_i (4 x 128 floats), per stage and row the mask limit (2 x 128 ints), token indices of three
+ * tiles (3 x 128 ints). The hand-over of group 1's
  * accumulators at the end reuses the Q/dO stages (4 x 32 x 2 x D / 2 floats <= 4 x 128 x LD bf16). */
 static size_t kv_smem_bytes(int D, bool need_o) {
     return (size_t)(2 * ATT_BLOCK + 4 * BK_ROWS + (need_o ? BK_ROWS : 0)) * (D + 8) * sizeof(bf16) +
-           (size_t)4 * BK_ROWS * sizeof(float) + (size_t)3 * BK_ROWS * sizeof(int32_t);
+           (size_t)4 * BK_ROWS * sizeof(float) + (size_t)5 * BK_ROWS * sizeof(int32_t);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -307,10 +308,13 @@ static __device__ __forceinline__ int32_t tile_row_token(const int32_t *toks, in
 }
 
 /* Q, dO (and O) rows, lse and D_i of tile m into stage m % 2, from the tokens of ring slot m % 3;
- * rows of no token (past the chunk, padding) are zero-filled. */
+ * rows of no token (past the chunk, padding) are zero-filled. Each row's mask limit in the block
+ * (mask_limit; -1 for no token) into lims, by plain stores: the barrier that publishes the
+ * tile publishes them, and the inner loop reads one int2 per row pair instead of forming them. */
 template <int D>
 static __device__ __forceinline__ void issue_tile(bf16 *QG, bf16 *Os, float *lses, float *dvs,
-                                                  const int32_t *ring, const struct att_args &a,
+                                                  int32_t *lims, const int32_t *ring,
+                                                  const struct att_args &a,
                                                   const float *dvec, const struct kv_item &it,
                                                   int m, int G) {
     const int LD = D + 8, st = m & 1, ttok = BK_ROWS / G;
@@ -332,6 +336,7 @@ static __device__ __forceinline__ void issue_tile(bf16 *QG, bf16 *Os, float *lse
         int64_t li = ok ? (int64_t)tok * a.Hq + it.g * G + r % G : 0;
         cp_async4(lses + st * BK_ROWS + r, a.lse_in + li, ok);
         if (dvec) cp_async4(dvs + st * BK_ROWS + r, dvec + li, ok);
+        lims[st * BK_ROWS + r] = ok ? mask_limit(block_mask_of(a, it.j, a.q_pos0 + tok), 0) : -1;
     }
 }
 
@@ -348,7 +353,7 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
     bf16 *Ks = (bf16 *)smraw, *Vs = Ks + ATT_BLOCK * LD, *QG = Vs + ATT_BLOCK * LD;
     bf16 *Os = QG + 4 * BK_ROWS * LD;
     float *lses = (float *)(Os + (need_o ? BK_ROWS * LD : 0)), *dvs = lses + 2 * BK_ROWS;
-    int32_t *ring = (int32_t *)(dvs + 2 * BK_ROWS);
+    int32_t *lims = (int32_t *)(dvs + 2 * BK_ROWS), *ring = lims + 2 * BK_ROWS;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
     const float sl2 = a.scale * LOG2E;
 
@@ -390,7 +395,7 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
-    issue_tile<D>(QG, Os, lses, dvs, ring, a, w.dvec, it, 0, G);
+    issue_tile<D>(QG, Os, lses, dvs, lims, ring, a, w.dvec, it, 0, G);
     cp_async_commit();
 
     const int kw = (warp % KWARPS) * 16 * KT, rb = (warp / KWARPS) * GROWS;
@@ -406,6 +411,7 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
         const int st = m & 1;
         const bf16 *Qt = QG + st * 2 * BK_ROWS * LD, *Gt = Qt + BK_ROWS * LD;
         const float *lse_t = lses + st * BK_ROWS, *dv_t = dvs + st * BK_ROWS;
+        const int32_t *lim_t = lims + st * BK_ROWS;
         const int32_t *toks = ring + (m % 3) * BK_ROWS;
         cp_async_wait_all();
         __syncthreads(); /* tile m landed; everyone is done with tile m - 1 */
@@ -426,7 +432,7 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
         const bool diag = a.q_pos0 + toks[0] < it.k0 + ATT_BLOCK - 1;
         if (m + 1 < ntiles) {
             if (m + 2 < ntiles) fill_ring(ring, it, m + 2, ttok);
-            issue_tile<D>(QG, Os, lses, dvs, ring, a, w.dvec, it, m + 1, G);
+            issue_tile<D>(QG, Os, lses, dvs, lims, ring, a, w.dvec, it, m + 1, G);
             cp_async_commit();
         }
         /* This warp: keys kw..kw+16KT-1 against rows rb..rb+GROWS-1 of the tile, 32 at a time
@@ -474,13 +480,8 @@ static __global__ void __launch_bounds__(BK_THREADS, 1)
                 const float nl[2] = {lse2.x == -INFINITY ? -INFINITY : -lse2.x * LOG2E,
                                      lse2.y == -INFINITY ? -INFINITY : -lse2.y * LOG2E};
                 const float di[2] = {dd.x, dd.y};
-                int lim[2] = {ATT_BLOCK - 1, ATT_BLOCK - 1};
-                if (diag)
-#pragma unroll
-                    for (int x = 0; x < 2; x++) {
-                        int32_t t = tile_row_token(toks, r + x, G, ttok);
-                        lim[x] = t >= 0 ? mask_limit(block_mask_of(a, it.j, a.q_pos0 + t), 0) : -1;
-                    }
+                const int2 lm = diag ? *(const int2 *)(lim_t + r) : make_int2(0, 0);
+                const int lim[2] = {lm.x, lm.y};
 #pragma unroll
                 for (int mt = 0; mt < KT; mt++)
 #pragma unroll

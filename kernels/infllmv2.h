@@ -137,6 +137,19 @@ bool infllm_select_tc_supported(const struct attn_shape *s, const struct infllm_
 void sparse_attention_forward_cuda(void *out, float *lse, const void *q, const void *k,
                                    const void *v, const int32_t *sel, int nsel, int block_size,
                                    const struct attn_shape *s, const struct gpu_ctx *g);
+/* The same forward in two passes (tensor-core shapes; elsewhere it runs the one above): each
+ * token's dynamic blocks (its selection less its forced blocks: j < init_blocks and its local
+ * window b(t) - local_blocks .. b(t)), then its forced blocks, which are the same for every token
+ * of a 64-token block and are read with no selection, the two partial softmaxes merged by their
+ * log-sum-exps. Needs a selection of infllm_select with p, which holds every token's forced
+ * blocks; the same output (to bf16 rounding: the dynamic part is stored once in bf16 before the
+ * merge) and lse, so sparse_attention_backward_cuda takes them as they are. Not the model's path:
+ * docs/PERF.md has its measurements. */
+bool sparse_attention_split_supported(const struct attn_shape *s, const struct infllm_params *p);
+void sparse_attention_forward_split_cuda(void *out, float *lse, const void *q, const void *k,
+                                         const void *v, const int32_t *sel, int nsel,
+                                         const struct infllm_params *p, const struct attn_shape *s,
+                                         const struct gpu_ctx *g);
 void sparse_attention_backward_cuda(void *dq, void *dk, void *dv, const void *dout, const void *q,
                                     const void *k, const void *v, const void *out,
                                     const float *lse, const int32_t *sel, int nsel, int block_size,

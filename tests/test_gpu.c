@@ -515,6 +515,27 @@ static void test_sparse(int64_t T, int Hq, int Hkv, int D, const struct infllm_p
     check_rel("  sparse dq", gq, rdq, nq, 3e-2);
     check_rel("  sparse dk", gk, rdk, nk, 3e-2);
     check_rel("  sparse dv", gv, rdv, nk, 3e-2);
+    if (sparse_attention_split_supported(&s, p)) {
+        /* The split forward (dynamic blocks, then forced ones merged by lse) from the same
+         * selection, and the backward from its own output and lse. Output and gradients as above;
+         * the lse at 1e-4: fp32 sums of exact bf16 products and ex2.approx put it within ~1e-6 of
+         * the CPU's, while a forced block served twice or missed moves it by log(1 + its share of
+         * the row's softmax), 1e-2 and more. */
+        backend_zero(&be, ddq, (size_t)nq * 2), backend_zero(&be, ddk, (size_t)nk * 2);
+        backend_zero(&be, ddv, (size_t)nk * 2);
+        sparse_attention_forward_split_cuda(dout, dlse, dq, dk, dv, dsel, nsel, p, &s, &be.gpu);
+        float *so = from_act(dout, nq), *sl = xmalloc((size_t)(T * Hq) * 4);
+        backend_download(&be, sl, dlse, (size_t)(T * Hq) * 4);
+        check_rel("  split fwd (dynamic + forced, merged)", so, o, nq, 1e-2);
+        check_rel("  split fwd lse", sl, lse, T * Hq, 1e-4);
+        sparse_attention_backward_cuda(ddq, ddk, ddv, dg, dq, dk, dv, dout, dlse, dsel, nsel,
+                                       p->block_size, &s, ws, &be.gpu);
+        float *sq = from_act(ddq, nq), *sk = from_act(ddk, nk), *sv = from_act(ddv, nk);
+        check_rel("  dq from the split's out and lse", sq, rdq, nq, 3e-2);
+        check_rel("  dk from the split's out and lse", sk, rdk, nk, 3e-2);
+        check_rel("  dv from the split's out and lse", sv, rdv, nk, 3e-2);
+        free(so), free(sl), free(sq), free(sk), free(sv);
+    }
     void *bufs[] = {dq, dk, dv, dk1, dk2, dsel, dout, dlse, dg, ddq, ddk, ddv, ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) backend_release(&be, bufs[i]);
     free(q), free(kk), free(v), free(k1), free(k2), free(gk1), free(k1b), free(k2b), free(rsel);
