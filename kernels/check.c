@@ -54,13 +54,19 @@ void infllm_exit(int code) {
  * abort notice, another rank) cannot land inside it. */
 static void vreport(const char *fmt, va_list ap, const char *file, int line, const char *func,
                     int ranked) {
-    char prefix[32] = "", msg[2048], where[512] = "";
+    char prefix[32] = "", where[512] = "", small[1024];
     if (ranked) rank_prefix(prefix, sizeof prefix);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_list again;
+    va_copy(again, ap);
+    int len = vsnprintf(small, sizeof small, fmt, ap);
+    char *msg = len >= (int)sizeof small ? malloc((size_t)len + 1) : NULL;
+    if (msg) vsnprintf(msg, (size_t)len + 1, fmt, again);
+    va_end(again);
     if (file) snprintf(where, sizeof where, " (%s at %s:%d)", func, file, line);
     fflush(stdout);
-    fprintf(stderr, "%serror: %s%s\n", prefix, msg, where);
+    fprintf(stderr, "%serror: %s%s\n", prefix, msg ? msg : small, where);
     fflush(stderr);
+    free(msg);
 }
 
 void die_at(const char *file, int line, const char *func, const char *fmt, ...) {
