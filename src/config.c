@@ -205,6 +205,12 @@ const struct key_desc config_keys[] = {
              "Token shards to train on (data/prepare.py writes them); at least one with `shards`."),
     ROW_LIST("data.val_files", KT_STRLIST, data.val_files,
              "Token shards for validation; empty with `shards` = no validation."),
+    ROW_LIST("data.val_answer_files", KT_STRLIST, data.val_answer_files,
+             "One answer mask per data.val_files entry (a token shard of as many tokens, each 0 or "
+             "1; bench/needles.py writes them): the targets marked 1 are scored answers, and an "
+             "evaluation reports per file the answer spans (runs of consecutive marked tokens) "
+             "whose every token is the model's argmax (teacher forcing); empty = none. Needs "
+             "parallel.cp 1."),
     ROW_I64("data.eod_token", data.eod_token, "-1", -1, INT_TOP,
             "`shards`: the end-of-document token (the tokenizer's EOS, which `data/prepare.py "
             "--append-eos` writes after every document); a new document starts after each one. "
@@ -258,6 +264,11 @@ const struct key_desc config_keys[] = {
             "Steps between validation runs (and at the last step); 0 = never."),
     ROW_INT("train.eval_batches", train.eval_batches, "8", 0,
             "Sequences per validation run; at least 1 when eval_every > 0."),
+    ROW_LIST("train.eval_buckets", KT_NUMLIST, train.eval_buckets,
+             "Upper edges, in tokens, of the position buckets by which `infllm-train eval` reports "
+             "the loss: bucket i holds the targets at positions [edge i-1, edge i) of their "
+             "document (of the sequence without data.eod_token), edge -1 = 0; positions from the "
+             "last edge on are in no bucket. Ascending integers >= 1; [] = none."),
     ROW_ENUM("train.recompute", train.recompute, "\"none\"", recompute_names,
              "Activation recomputation: `none` keeps every activation of every layer; `attention` "
              "keeps the attention branch (ln1, q, k, v, attention output, lse) of one layer only "
@@ -857,6 +868,8 @@ const char *const config_rules[] = {
     "4 tokens per record; data.synthetic.documents times that with several documents); "
     "`shards`: at least one `data.train_files` entry.",
     "`data.eod_token` is -1 or below model.vocab_size, and only with `data.source` `shards`.",
+    "`data.val_answer_files` is empty or has one entry per `data.val_files` entry, and needs "
+    "parallel.cp 1; `train.eval_buckets` holds ascending integers >= 1.",
     "`device` `cuda` needs a binary built with the CUDA backend.",
     "`run_dir` and `resume` are not empty.",
     "Sizes (computed in 64 bits, saturating): num_attention_heads x head_dim, 4 x "
@@ -1048,6 +1061,13 @@ static void validate_train(const struct config *c) {
     if (t->eval_every > 0 && t->eval_batches == 0)
         bad(c, "train.eval_batches", "0 with eval_every = %lld; expected at least 1 (or set "
             "eval_every to 0)", (long long)t->eval_every);
+    const struct float_list *e = &t->eval_buckets;
+    for (int i = 0; i < e->n; i++) {
+        double lo = i > 0 ? e->items[i - 1] : 0;
+        if (e->items[i] != floor(e->items[i]) || e->items[i] <= lo || e->items[i] > INT_TOP)
+            bad(c, "train.eval_buckets", "entry %d is %g; expected ascending integers in [1, "
+                "2147483647]", i, e->items[i]);
+    }
 }
 
 static void validate_data(const struct config *c) {
@@ -1076,6 +1096,12 @@ static void validate_documents(const struct config *c) {
         bad(c, "data.eod_token", "%lld with data.source \"synthetic\": the end-of-document token "
             "applies to token shards; the synthetic task packs documents with "
             "data.synthetic.documents", (long long)d->eod_token);
+    if (d->val_answer_files.n > 0 && d->val_answer_files.n != d->val_files.n)
+        bad(c, "data.val_answer_files", "%d files for %d data.val_files; expected one answer mask "
+            "per validation shard", d->val_answer_files.n, d->val_files.n);
+    if (d->val_answer_files.n > 0 && c->parallel.cp > 1)
+        bad(c, "data.val_answer_files", "answer spans with parallel.cp = %d are not implemented "
+            "(a span may cross ranks); evaluate with parallel.cp 1", c->parallel.cp);
     if (d->eod_token >= c->model.vocab_size)
         bad(c, "data.eod_token", "%lld is not below model.vocab_size = %lld",
             (long long)d->eod_token, (long long)c->model.vocab_size);
@@ -1117,6 +1143,8 @@ struct loader_source config_loader_source(const struct config *c, bool val) {
         .eod = d->source == DATA_SOURCE_SHARDS && d->eod_token >= 0,
         .eod_token = (int32_t)d->eod_token,
         .synthetic_documents = s->documents,
+        .answer_files = val && d->val_answer_files.n > 0 ? d->val_answer_files.items : NULL,
+        .answer_key = "data.val_answer_files",
     };
 }
 
