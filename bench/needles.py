@@ -7,9 +7,9 @@
 
 Writes, for each task and depth, DIR/needle_TASK_LEN_dDEPTH.tok (--samples sequences of --seq-len
 tokens, and one token more: consecutive windows of a shard share a token, docs/DATA.md) and
-DIR/needle_TASK_LEN_dDEPTH.ans.tok (its answer mask: 1 at every answer token, else 0), then prints
+DIR/needle_TASK_LEN_dDEPTH.ans.tok (its answer mask: 1 at every answer token, else 0), then writes
 the config lines that evaluate them (`data.val_files`, `data.val_answer_files`,
-`train.eval_batches`) on stdout. `infllm-train eval MODEL CONFIG` with them reports per file the
+`train.eval_batches`) to DIR/needles.json and stdout. `infllm-train eval MODEL CONFIG` with them reports per file the
 answer spans whose every token is the model's argmax under teacher forcing.
 
 Haystack: real text, the tokens of the given shards (e.g. data/prepare.py's validation shard of
@@ -212,8 +212,11 @@ def main(argv):
             files.append(name + ".tok")
             answers.append(name + ".ans.tok")
             n_seq += a.samples
-    print(json.dumps({"data": {"val_files": files, "val_answer_files": answers},
-                      "train": {"eval_batches": n_seq}}, indent=2))
+    lines = json.dumps({"data": {"val_files": files, "val_answer_files": answers},
+                        "train": {"eval_batches": n_seq}}, indent=2)
+    with open(os.path.join(a.output, "needles.json"), "w") as f:
+        f.write(lines + "\n")
+    print(lines)
     print(f"needles: {len(files)} files, {n_seq} sequences of {a.seq_len} tokens in {a.output}",
           file=sys.stderr)
 
