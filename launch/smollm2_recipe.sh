@@ -13,7 +13,8 @@
 #                                (and 65536: evaluated when present and DEADLINE allows)
 # Environment: BUILD (folder of a CUDA build's infllm-train; default build), DEADLINE (seconds:
 # after this much time the optional evaluations are skipped and said so; default: none),
-# DENSE_FT (0 skips the dense fine-tune; default 1), SHORT / LONG / XLONG (the lengths: 8192,
+# DENSE_FT (0 skips the dense fine-tune; default 1), FT_SECONDS (time-box the sparse fine-tune:
+# STEPS becomes an upper bound, the dense one then runs the steps the sparse one reached), SHORT / LONG / XLONG (the lengths: 8192,
 # 32768, 65536), EVAL_TOKENS (held-out tokens per perplexity evaluation: 524288), SETS (more
 # key=value overrides for every command, space-separated; a smoke test of this script on the CPU
 # with a tiny model: SETS="device=cpu ..." and short lengths). Writes ROOT/evals.jsonl,
@@ -74,21 +75,35 @@ eval_at() {
   done
 }
 
-finetune() { # NAME DENSE_LEN
-  echo "== fine-tune ($1 attention): configs/smollm2_32k.json, $steps steps of $long tokens"
-  "$bin" configs/smollm2_32k.json "${paths[@]}" "${val[@]}" --set run_dir="$root/$1" \
-    --set data.seq_len="$long" \
-    --set train.max_steps="$steps" --set attention.dense_len="$2" >"$root/$1.log" 2>&1 ||
+# finetune NAME DENSE_LEN [SECONDS]: STEPS steps at the long length; with SECONDS, stopped by
+# SIGTERM after that long (the trainer finishes its step, checkpoints and exits 0) at a constant
+# learning rate after warmup, so a run cut short has the schedule of a complete one.
+finetune() {
+  local timed=() sched=() note=""
+  if [ "${3:-0}" -gt 0 ]; then
+    timed=(timeout --preserve-status -s TERM "$3")
+    sched=(--set train.schedule=constant)
+    note=", stopped after $3 s at the latest, constant learning rate"
+  fi
+  echo "== fine-tune ($1 attention): configs/smollm2_32k.json, $steps steps of $long tokens$note"
+  "${timed[@]}" "$bin" configs/smollm2_32k.json "${paths[@]}" "${val[@]}" --set run_dir="$root/$1" \
+    --set data.seq_len="$long" --set train.max_steps="$steps" --set attention.dense_len="$2" \
+    "${sched[@]}" >"$root/$1.log" 2>&1 ||
     { echo "smollm2_recipe: fine-tune $1 failed:"; tail -5 "$root/$1.log"; return 1; }
-  grep -E "^step|^done|InfLLM-V2 sparse attention \(" "$root/$1.log" | tail -4
+  grep -E "^step|^done|^stop|InfLLM-V2 sparse attention \(" "$root/$1.log" | tail -4
 }
+
+# The steps a run's latest checkpoint holds.
+steps_of() { python3 -c 'import json,sys; d=sys.argv[1]; print(json.load(open(d + "/" + open(d + "/latest").read().strip() + "/state.json"))["step"])' "$1/ckpt"; }
 
 eval_at "before" "$root/hf" configs/smollm2_eval.json "$short"
 eval_at "before" "$root/hf" configs/smollm2_eval.json "$long"
-finetune sparse "$short"
+finetune sparse "$short" "${FT_SECONDS:-0}" || true
+if [ "${FT_SECONDS:-0}" -gt 0 ]; then steps=$(steps_of "$root/sparse"); echo "sparse: $steps steps"; fi
 eval_at "sparse-FT" "$root/sparse/ckpt/latest" configs/smollm2_32k.json "$long"
-if [ "${DENSE_FT:-1}" != 0 ] && time_left 150; then
-  finetune dense 1000000000
+ft=${FT_SECONDS:-0}
+if [ "${DENSE_FT:-1}" != 0 ] && time_left $((ft > 0 ? 2 * ft + 40 : 150)); then
+  finetune dense 1000000000 $((2 * ft)) || true
   eval_at "dense-FT" "$root/dense/ckpt/latest" configs/smollm2_32k.json "$long"
 else
   echo "smollm2_recipe: dense fine-tune skipped (DENSE_FT=0 or past DEADLINE)"
