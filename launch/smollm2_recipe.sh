@@ -96,8 +96,11 @@ finetune() {
 # The steps a run's latest checkpoint holds.
 steps_of() { python3 -c 'import json,sys; d=sys.argv[1]; print(json.load(open(d + "/" + open(d + "/latest").read().strip() + "/state.json"))["step"])' "$1/ckpt"; }
 
-eval_at "before" "$root/hf" configs/smollm2_eval.json "$short"
 eval_at "before" "$root/hf" configs/smollm2_eval.json "$long"
+for kind in ppl needles; do # its own length: dense (sparse below, when there is time)
+  echo "== before at $short tokens, dense, $kind"
+  eval_one "before" "$root/hf" configs/smollm2_eval.json "$short" dense "$kind"
+done
 finetune sparse "$short" "${FT_SECONDS:-0}" || true
 if [ "${FT_SECONDS:-0}" -gt 0 ]; then steps=$(steps_of "$root/sparse"); echo "sparse: $steps steps"; fi
 eval_at "sparse-FT" "$root/sparse/ckpt/latest" configs/smollm2_32k.json "$long"
@@ -108,23 +111,35 @@ if [ "${DENSE_FT:-1}" != 0 ] && time_left $((ft > 0 ? 2 * ft + 40 : 150)); then
 else
   echo "smollm2_recipe: dense fine-tune skipped (DENSE_FT=0 or past DEADLINE)"
 fi
-optional() { # what it costs (s), then eval_at's arguments
+optional() { # what it costs (s), then eval_one's arguments
   local cost=$1; shift
-  if time_left "$cost"; then eval_at "$@"; else echo "smollm2_recipe: skipped (time): $1 at $4"; fi
+  if time_left "$cost"; then
+    echo "== $1 at $4 tokens, $5, $6"
+    eval_one "$@"
+  else
+    echo "smollm2_recipe: skipped (time): $1 at $4 tokens, $5, $6"
+  fi
 }
-optional 40 "before+YaRN" "$root/hf" configs/smollm2_32k.json "$long"
-optional 20 "sparse-FT" "$root/sparse/ckpt/latest" configs/smollm2_32k.json "$short"
-if [ -d "$root/dense" ]; then
-  optional 20 "dense-FT" "$root/dense/ckpt/latest" configs/smollm2_32k.json "$short"
-fi
+optional 10 "sparse-FT" "$root/sparse/ckpt/latest" configs/smollm2_32k.json "$short" dense needles
+optional 10 "sparse-FT" "$root/sparse/ckpt/latest" configs/smollm2_32k.json "$short" dense ppl
+for kind in ppl needles; do
+  optional 10 "before+YaRN" "$root/hf" configs/smollm2_32k.json "$long" dense "$kind"
+  optional 10 "before" "$root/hf" configs/smollm2_eval.json "$short" sparse "$kind"
+done
 if [ -f "$root/needles_$xlong/needles.json" ]; then
-  optional 40 "before" "$root/hf" configs/smollm2_eval.json "$xlong"
-  optional 40 "sparse-FT" "$root/sparse/ckpt/latest" configs/smollm2_32k.json "$xlong"
+  for mode in sparse dense; do
+    for kind in ppl needles; do
+      optional 20 "before" "$root/hf" configs/smollm2_eval.json "$xlong" "$mode" "$kind"
+      optional 20 "sparse-FT" "$root/sparse/ckpt/latest" configs/smollm2_32k.json "$xlong" "$mode" "$kind"
+    done
+  done
 fi
 echo "== done in $((SECONDS - start)) s"
 python3 - "$evals" "$root/results.md" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
+order = {"before": 0, "before+YaRN": 1, "sparse-FT": 2, "dense-FT": 3}
+rows = sorted((json.loads(l) for l in open(sys.argv[1])),
+              key=lambda r: (r["seq_len"], order.get(r["name"], 9), r["mode"]))
 out = []
 ppl = [r for r in rows if r["kind"] == "ppl"]
 if ppl:
