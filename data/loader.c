@@ -46,6 +46,23 @@ static void die_no_windows(const struct loader *l, const char *key) {
              (long long)l->shards[longest].n_tokens);
 }
 
+/* The answer masks: shards of tokens 0 / 1, each as long as its token shard. */
+static void open_answers(struct loader *l, const struct loader_source *s) {
+    l->answers = xcalloc((size_t)s->n_files, sizeof *l->answers);
+    l->answer_buf = xcalloc((size_t)size_add(l->seq_len, 1), sizeof *l->answer_buf);
+    for (int i = 0; i < s->n_files; i++) {
+        char err[600];
+        if (token_shard_check(&l->answers[i], s->answer_files[i], 2, err, sizeof err) != 0)
+            die_user("%s: %s (an answer mask holds one flag, 0 or 1, per token of its data shard)",
+                     s->answer_key, err);
+        if (l->answers[i].n_tokens != l->shards[i].n_tokens)
+            die_user("%s: %s holds %lld tokens, but its data shard %s holds %lld; expected one "
+                     "answer flag (0 or 1) per token", s->answer_key, s->answer_files[i],
+                     (long long)l->answers[i].n_tokens, s->files[i],
+                     (long long)l->shards[i].n_tokens);
+    }
+}
+
 static void init_shards(struct loader *l, const struct loader_source *s) {
     l->n_shards = s->n_files;
     l->shards = xcalloc((size_t)(s->n_files > 0 ? s->n_files : 1), sizeof *l->shards);
@@ -57,6 +74,7 @@ static void init_shards(struct loader *l, const struct loader_source *s) {
         l->window_start[i + 1] = size_add(l->window_start[i], windows);
     }
     l->n_windows = l->window_start[s->n_files];
+    if (s->answer_files) open_answers(l, s);
     if (s->n_files > 0 && l->n_windows == 0) die_no_windows(l, s->files_key);
     if (!s->val)
         l->perm = xmalloc((size_t)size_mul(l->n_windows > 0 ? l->n_windows : 1, sizeof *l->perm));
@@ -80,6 +98,9 @@ void loader_init(struct loader *l, const struct loader_source *s) {
 
 void loader_free(struct loader *l) {
     for (int i = 0; i < l->n_shards; i++) token_shard_close(&l->shards[i]);
+    for (int i = 0; l->answers && i < l->n_shards; i++) token_shard_close(&l->answers[i]);
+    free(l->answers);
+    free(l->answer_buf);
     free(l->shards);
     free(l->window_start);
     free(l->perm);
@@ -126,7 +147,8 @@ static void copy_window(const struct token_shard *s, int64_t first, int64_t n, i
         die_user("%s; the run stops without saving (the last checkpoint is intact)", err);
 }
 
-static void read_shards(struct loader *l, int64_t g, int32_t *tokens) {
+/* Global window of sequence g. */
+static int64_t window_of(struct loader *l, int64_t g) {
     CHECKF(l->n_windows > 0, "loader_read: the stream has no sequences (a validation stream without "
                              "data.val_files); check loader_epoch_size() first");
     int64_t e = g / l->n_windows, w = g % l->n_windows;
@@ -134,9 +156,26 @@ static void read_shards(struct loader *l, int64_t g, int32_t *tokens) {
         if (l->perm_epoch != e) compute_perm(l, e);
         w = l->perm[w];
     }
+    return w;
+}
+
+int loader_file_of(struct loader *l, int64_t g) {
+    CHECKF(l->source == DATA_SOURCE_SHARDS && g >= 0, "loader_file_of: sequence %lld", (long long)g);
+    return shard_of_window(l, window_of(l, g));
+}
+
+static void read_shards(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer) {
+    int64_t w = window_of(l, g), len = l->seq_len + 1;
     int s = shard_of_window(l, w);
     int64_t first = size_mul(w - l->window_start[s], l->seq_len);
-    copy_window(&l->shards[s], first, l->seq_len + 1, tokens);
+    copy_window(&l->shards[s], first, len, tokens);
+    if (!answer) return;
+    if (!l->answers) {
+        memset(answer, 0, (size_t)len);
+        return;
+    }
+    copy_window(&l->answers[s], first, len, l->answer_buf);
+    for (int64_t i = 0; i < len; i++) answer[i] = l->answer_buf[i] != 0;
 }
 
 void loader_read(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer) {
@@ -154,8 +193,7 @@ void loader_read_docs(struct loader *l, int64_t g, int32_t *tokens, uint8_t *ans
         }
         synthetic_sequence(&l->task, l->seed, g, len, tokens, answer);
     } else {
-        read_shards(l, g, tokens);
-        if (answer) memset(answer, 0, (size_t)len);
+        read_shards(l, g, tokens, answer);
     }
     if (!doc_first) return;
     doc_first[0] = 1;

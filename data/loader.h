@@ -41,6 +41,9 @@ struct loader_source {
     bool eod;                    /* DATA_SOURCE_SHARDS: documents end at eod_token */
     int32_t eod_token;
     int synthetic_documents;     /* DATA_SOURCE_SYNTHETIC: documents per sequence (0 or 1: one) */
+    char *const *answer_files;   /* DATA_SOURCE_SHARDS: NULL, or (n_files) shards of the same token
+                                    counts whose tokens are 1 at scored answers, else 0 */
+    const char *answer_key;      /* the key that lists them ("data.val_answer_files") */
 };
 
 struct loader {
@@ -57,6 +60,8 @@ struct loader {
     bool eod;                        /* documents end after eod_token (shards) */
     int32_t eod_token;
     int documents;                   /* synthetic documents per sequence (1: one) */
+    struct token_shard *answers;     /* (n_shards) answer masks of the shards, or NULL */
+    int32_t *answer_buf;             /* (seq_len + 1) one window of an answer mask */
 };
 
 /* Opens the training stream or (s->val) the validation stream. The validation stream reads its
@@ -69,7 +74,8 @@ void loader_free(struct loader *l);
 
 /* Writes sequence g (seq_len + 1 tokens). answer (seq_len + 1 bytes, may be NULL) marks scored
  * retrieval positions for the synthetic task (answer[i] = 1: tokens[i] is a queried value, i.e.
- * target i - 1 is scored), all zero for shards. Random access: any g in any order gives the same
+ * target i - 1 is scored); for shards, the same window of their answer masks (answer_files), else
+ * all zero. Random access: any g in any order gives the same
  * tokens. Not thread-safe (it caches the current epoch's shuffle). */
 void loader_read(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer);
 
@@ -78,6 +84,9 @@ void loader_read(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer);
  * eod_token); synthetic: at each packed task's BOS; otherwise only at 0. */
 void loader_read_docs(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer,
                       uint8_t *doc_first);
+
+/* Index in the source's file list of the shard sequence g is read from (shards only). */
+int loader_file_of(struct loader *l, int64_t g);
 
 /* Number of sequences in one epoch (0 for the unbounded synthetic stream, and for a shards
  * validation stream without data.val_files). */

@@ -206,6 +206,12 @@ const struct key_desc config_keys[] = {
              "Token shards to train on (data/prepare.py writes them); at least one with `shards`."),
     ROW_LIST("data.val_files", KT_STRLIST, data.val_files,
              "Token shards for validation; empty with `shards` = no validation."),
+    ROW_LIST("data.val_answer_files", KT_STRLIST, data.val_answer_files,
+             "One answer mask per data.val_files entry (a token shard of as many tokens, each 0 or "
+             "1; bench/needles.py writes them): the targets marked 1 are scored answers, and an "
+             "evaluation reports per file the answer spans (runs of consecutive marked tokens) "
+             "whose every token is the model's argmax (teacher forcing); empty = none. Needs "
+             "parallel.cp 1."),
     ROW_I64("data.eod_token", data.eod_token, "-1", -1, INT_TOP,
             "`shards`: the end-of-document token (the tokenizer's EOS, which `data/prepare.py "
             "--append-eos` writes after every document); a new document starts after each one. "
@@ -259,6 +265,11 @@ const struct key_desc config_keys[] = {
             "Steps between validation runs (and at the last step); 0 = never."),
     ROW_INT("train.eval_batches", train.eval_batches, "8", 0,
             "Sequences per validation run; at least 1 when eval_every > 0."),
+    ROW_LIST("train.eval_buckets", KT_NUMLIST, train.eval_buckets,
+             "Upper edges, in tokens, of the position buckets by which `infllm-train eval` reports "
+             "the loss: bucket i holds the targets at positions [edge i-1, edge i) of their "
+             "document (of the sequence without data.eod_token), edge -1 = 0; positions from the "
+             "last edge on are in no bucket. Ascending integers >= 1; [] = none."),
     ROW_ENUM("train.recompute", train.recompute, "\"none\"", recompute_names,
              "Activation recomputation: `none` keeps every activation of every layer; `attention` "
              "keeps the attention branch (ln1, q, k, v, attention output, lse) of one layer only "

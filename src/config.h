@@ -107,6 +107,7 @@ struct data_config {
     enum data_source source;          /* "synthetic" | "shards" */
     struct string_list train_files;   /* token shards (paths) */
     struct string_list val_files;     /* token shards for validation; empty = synthetic or none */
+    struct string_list val_answer_files; /* answer masks of val_files (0 / 1 per token); empty = none */
     int64_t eod_token;                /* shards: a document ends after this token; -1 = none */
     struct synthetic_config synthetic;
 };
@@ -125,6 +126,7 @@ struct train_config {
     double grad_clip;         /* global-norm clip; 0 = off */
     int64_t eval_every;       /* steps between validation runs; 0 = never */
     int eval_batches;         /* sequences per validation run */
+    struct float_list eval_buckets; /* upper edges (tokens) of the loss-by-position buckets */
     enum recompute recompute;
     int64_t exit_after_steps; /* checkpoint and exit 0 after this many steps of this invocation;
                                  0 = run to max_steps (time-sliced jobs, resume tests) */

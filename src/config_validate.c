@@ -17,7 +17,7 @@
 
 #define F(field) offsetof(struct config, field)
 /* ---------------------------------------------------------------------------------------------- */
-/* Validation: derived defaults and checks across keys (each listed in `rules` for the docs)       */
+/* Validation: derived defaults and checks across keys (each listed in `rules` for the docs)   */
 
 const char *const config_rules[] = {
     "`model.head_dim` 0 becomes hidden_size / num_attention_heads (which must divide); the head "
@@ -50,6 +50,8 @@ const char *const config_rules[] = {
     "4 tokens per record; data.synthetic.documents times that with several documents); "
     "`shards`: at least one `data.train_files` entry.",
     "`data.eod_token` is -1 or below model.vocab_size, and only with `data.source` `shards`.",
+    "`data.val_answer_files` is empty or has one entry per `data.val_files` entry, and needs "
+    "parallel.cp 1; `train.eval_buckets` holds ascending integers >= 1.",
     "`device` `cuda` needs a binary built with the CUDA backend.",
     "`run_dir` and `resume` are not empty.",
     "Sizes (computed in 64 bits, saturating): num_attention_heads x head_dim, 4 x "
@@ -91,11 +93,11 @@ static void validate_longrope(const struct config *c) {
     for (int i = 0; i < 2; i++) {
         if (lists[i]->n != m->head_dim / 2)
             config_bad(c, names[i], "expected head_dim / 2 = %d numbers with longrope, got %d",
-                m->head_dim / 2, lists[i]->n);
+                       m->head_dim / 2, lists[i]->n);
         for (int j = 0; j < lists[i]->n; j++)
             if (!(lists[i]->items[j] > 0))
                 config_bad(c, names[i], "entry %d is %g, expected a positive number", j,
-                    lists[i]->items[j]);
+                           lists[i]->items[j]);
     }
 }
 
@@ -103,11 +105,13 @@ static void validate_longrope(const struct config *c) {
 static void validate_family(const struct config *c) {
     const struct model_config *m = &c->model;
     if (m->model_type == MODEL_TYPE_QWEN2 && m->attention_bias)
-        config_bad(c, "model.attention_bias", "true with model_type qwen2, expected false (qwen2 has "
-            "biases on q, k and v and none on o, whatever this key says)");
+        config_bad(c, "model.attention_bias",
+                   "true with model_type qwen2, expected false (qwen2 has "
+                   "biases on q, k and v and none on o, whatever this key says)");
     if (m->use_sliding_window)
-        config_bad(c, "model.use_sliding_window", "true: sliding-window attention is not implemented; "
-            "expected false");
+        config_bad(c, "model.use_sliding_window",
+                   "true: sliding-window attention is not implemented; "
+                   "expected false");
 }
 
 /* Each member against the type; original_max_position_embeddings 0 becomes
@@ -125,18 +129,20 @@ static void validate_rope_scaling(struct config *c) {
             config_bad(c, r->key, "expected a positive number with rope_type %s, got 0", name);
     }
     if (!m->rope_truncate && t != ROPE_TYPE_YARN)
-        config_bad(c, "model.rope_scaling.truncate", "false is read by yarn only, rope_type is %s", name);
+        config_bad(c, "model.rope_scaling.truncate",
+                   "false is read by yarn only, rope_type is %s", name);
     if (t == ROPE_TYPE_LONGROPE)
         validate_longrope(c);
     else if (m->rope_long_factor.n || m->rope_short_factor.n)
         config_bad(c, m->rope_long_factor.n ? "model.rope_scaling.long_factor"
                                      : "model.rope_scaling.short_factor",
-            "read by longrope only, rope_type is %s; expected []", name);
+                   "read by longrope only, rope_type is %s; expected []", name);
     if (t == ROPE_TYPE_LLAMA3 && !(m->rope_high_freq_factor > m->rope_low_freq_factor))
         config_bad(c, "model.rope_scaling.high_freq_factor", "%g is not above low_freq_factor = %g",
-            m->rope_high_freq_factor, m->rope_low_freq_factor);
+                   m->rope_high_freq_factor, m->rope_low_freq_factor);
     if (t == ROPE_TYPE_DYNAMIC && m->head_dim <= 2)
-        config_bad(c, "model.rope_scaling.rope_type", "dynamic needs head_dim > 2, got %d", m->head_dim);
+        config_bad(c, "model.rope_scaling.rope_type",
+                   "dynamic needs head_dim > 2, got %d", m->head_dim);
     bool reads_orig = t == ROPE_TYPE_YARN || t == ROPE_TYPE_LONGROPE || t == ROPE_TYPE_LLAMA3;
     if (reads_orig && m->rope_original_max_position_embeddings == 0)
         m->rope_original_max_position_embeddings = m->max_position_embeddings;
@@ -147,16 +153,16 @@ static void validate_model(struct config *c) {
     struct model_config *m = &c->model;
     if (m->num_attention_heads % m->num_key_value_heads != 0)
         config_bad(c, "model.num_key_value_heads", "%d does not divide num_attention_heads = %d",
-            m->num_key_value_heads, m->num_attention_heads);
+                   m->num_key_value_heads, m->num_attention_heads);
     if (m->head_dim == 0) {
         if (m->hidden_size % m->num_attention_heads != 0)
             config_bad(c, "model.head_dim", "0 (derived) needs num_attention_heads = %d to divide "
-                "hidden_size = %d; set head_dim", m->num_attention_heads, m->hidden_size);
+                       "hidden_size = %d; set head_dim", m->num_attention_heads, m->hidden_size);
         m->head_dim = m->hidden_size / m->num_attention_heads;
     }
     if (m->head_dim % 2 != 0)
         config_bad(c, "model.head_dim", "%d is odd, expected an even size (RoPE rotates pairs)",
-            m->head_dim);
+                   m->head_dim);
     if (m->max_position_embeddings == 0) m->max_position_embeddings = c->data.seq_len;
     validate_rope_scaling(c);
     validate_family(c);
@@ -166,23 +172,24 @@ static void validate_attention(const struct config *c) {
     const struct attention_config *a = &c->attention;
     if (a->block_size % a->kernel_stride != 0)
         config_bad(c, "attention.block_size", "%d is not a multiple of kernel_stride = %d",
-            a->block_size, a->kernel_stride);
+                   a->block_size, a->kernel_stride);
     if (a->kernel_size % a->kernel_stride != 0)
         config_bad(c, "attention.kernel_size", "%d is not a multiple of kernel_stride = %d",
-            a->kernel_size, a->kernel_stride);
+                   a->kernel_size, a->kernel_stride);
     if (a->window_size % a->block_size != 0)
         config_bad(c, "attention.window_size", "%d is not a multiple of block_size = %d",
-            a->window_size, a->block_size);
+                   a->window_size, a->block_size);
     if ((int64_t)a->topk + a->window_size / a->block_size < 1)
         config_bad(c, "attention.topk", "0 with window_size 0 selects no block; expected topk + "
-            "window_size / block_size >= 1");
+                   "window_size / block_size >= 1");
     if (a->topk < (int64_t)a->init_blocks + 1)
-        config_bad(c, "attention.topk", "%d cannot hold the %d forced init block(s) and the query's own "
-            "block besides the local window; expected topk >= init_blocks + 1", a->topk,
-            a->init_blocks);
+        config_bad(c, "attention.topk",
+                   "%d cannot hold the %d forced init block(s) and the query's own "
+                   "block besides the local window; expected topk >= init_blocks + 1", a->topk,
+                   a->init_blocks);
     if (c->data.seq_len % a->block_size != 0)
         config_bad(c, "data.seq_len", "%lld is not a multiple of attention.block_size = %d",
-            (long long)c->data.seq_len, a->block_size);
+                   (long long)c->data.seq_len, a->block_size);
 }
 
 /* Sparse attention under context parallelism: each chunk compresses the windows that start in it
@@ -193,9 +200,10 @@ static void validate_cp_windows(const struct config *c, int cp) {
     int64_t unit = a->lse_approx ? 4LL * a->kernel_stride : a->kernel_stride;
     int64_t reach = (a->lse_approx ? 4LL : 1LL) * (a->kernel_size - a->kernel_stride);
     if (cl % unit != 0 || reach > cl)
-        config_bad(c, "data.seq_len", "%lld over 2 x parallel.cp = %lld chunks gives chunks of %lld tokens; "
+        config_bad(c, "data.seq_len",
+                   "%lld over 2 x parallel.cp = %lld chunks gives chunks of %lld tokens; "
             "sparse attention under context parallelism needs chunks that are a multiple of %lld "
-            "and at least %lld tokens (one compression window's reach)",
+                   "and at least %lld tokens (one compression window's reach)",
             (long long)c->data.seq_len, 2LL * cp, (long long)cl, (long long)unit, (long long)reach);
 }
 
@@ -207,31 +215,41 @@ static void validate_parallel(const struct config *c, int world_size) {
         config_bad(c, "parallel.cp", "%d does not divide the number of ranks %d", cp, world_size);
     int64_t dp = world_size / cp;
     if (cp > 1 && c->data.seq_len % (2LL * cp * c->attention.block_size) != 0)
-        config_bad(c, "data.seq_len", "%lld is not a multiple of 2 x parallel.cp x attention.block_size "
-            "= %lld (each rank holds two equal chunks of whole blocks)",
-            (long long)c->data.seq_len, 2LL * cp * c->attention.block_size);
+        config_bad(c, "data.seq_len",
+                   "%lld is not a multiple of 2 x parallel.cp x attention.block_size "
+                   "= %lld (each rank holds two equal chunks of whole blocks)",
+                   (long long)c->data.seq_len, 2LL * cp * c->attention.block_size);
     if (cp > 1 && config_sparse(c, c->data.seq_len)) validate_cp_windows(c, cp);
     if (t->global_batch_size % (t->micro_batch_size * dp) != 0)
-        config_bad(c, "train.global_batch_size", "%d is not a multiple of micro_batch_size x dp = %d x "
-            "%lld", t->global_batch_size, t->micro_batch_size, (long long)dp);
+        config_bad(c, "train.global_batch_size",
+                   "%d is not a multiple of micro_batch_size x dp = %d x "
+                   "%lld", t->global_batch_size, t->micro_batch_size, (long long)dp);
 }
 
 static void validate_train(const struct config *c) {
     const struct train_config *t = &c->train;
     if (t->warmup_steps > t->max_steps)
-        config_bad(c, "train.warmup_steps", "%lld exceeds max_steps = %lld", (long long)t->warmup_steps,
-            (long long)t->max_steps);
+        config_bad(c, "train.warmup_steps",
+                   "%lld exceeds max_steps = %lld", (long long)t->warmup_steps,
+                   (long long)t->max_steps);
     if (t->min_lr > t->lr) config_bad(c, "train.min_lr", "%g exceeds lr = %g", t->min_lr, t->lr);
     if (t->eval_every > 0 && t->eval_batches == 0)
         config_bad(c, "train.eval_batches", "0 with eval_every = %lld; expected at least 1 (or set "
-            "eval_every to 0)", (long long)t->eval_every);
+                   "eval_every to 0)", (long long)t->eval_every);
+    const struct float_list *e = &t->eval_buckets;
+    for (int i = 0; i < e->n; i++) {
+        double lo = i > 0 ? e->items[i - 1] : 0;
+        if (e->items[i] != floor(e->items[i]) || e->items[i] <= lo || e->items[i] > 2147483647.0)
+            config_bad(c, "train.eval_buckets", "entry %d is %g; expected ascending integers in "
+                       "[1, 2147483647]", i, e->items[i]);
+    }
 }
 
 static void validate_data(const struct config *c) {
     if (c->data.source == DATA_SOURCE_SHARDS) {
         if (c->data.train_files.n == 0)
             config_bad(c, "data.train_files", "empty; expected at least one token shard with "
-                "data.source \"shards\"");
+                       "data.source \"shards\"");
         return;
     }
     const struct synthetic_config *s = &c->data.synthetic;
@@ -250,12 +268,20 @@ static void validate_data(const struct config *c) {
 static void validate_documents(const struct config *c) {
     const struct data_config *d = &c->data;
     if (d->eod_token >= 0 && d->source != DATA_SOURCE_SHARDS)
-        config_bad(c, "data.eod_token", "%lld with data.source \"synthetic\": the end-of-document token "
-            "applies to token shards; the synthetic task packs documents with "
-            "data.synthetic.documents", (long long)d->eod_token);
+        config_bad(c, "data.eod_token",
+                   "%lld with data.source \"synthetic\": the end-of-document token "
+                   "applies to token shards; the synthetic task packs documents with "
+                   "data.synthetic.documents", (long long)d->eod_token);
+    if (d->val_answer_files.n > 0 && d->val_answer_files.n != d->val_files.n)
+        config_bad(c, "data.val_answer_files", "%d files for %d data.val_files; expected one "
+                   "answer mask per validation shard", d->val_answer_files.n, d->val_files.n);
+    if (d->val_answer_files.n > 0 && c->parallel.cp > 1)
+        config_bad(c, "data.val_answer_files", "answer spans with parallel.cp = %d are not "
+                   "implemented (a span may cross ranks); evaluate with parallel.cp 1",
+                   c->parallel.cp);
     if (d->eod_token >= c->model.vocab_size)
         config_bad(c, "data.eod_token", "%lld is not below model.vocab_size = %lld",
-            (long long)d->eod_token, (long long)c->model.vocab_size);
+                   (long long)d->eod_token, (long long)c->model.vocab_size);
 }
 
 void config_validate(struct config *c, int world_size) {
@@ -264,8 +290,9 @@ void config_validate(struct config *c, int world_size) {
         config_bad(c, "resume", "expected \"auto\", \"none\" or a checkpoint folder, got \"\"");
 #ifndef INFLLM_CUDA
     if (c->device == DEVICE_CUDA)
-        config_bad(c, "device", "\"cuda\", but this binary was built without the CUDA backend; expected "
-            "\"cpu\"");
+        config_bad(c, "device",
+                   "\"cuda\", but this binary was built without the CUDA backend; expected "
+                   "\"cpu\"");
 #endif
     validate_model(c);
     validate_attention(c);
@@ -294,6 +321,8 @@ struct loader_source config_loader_source(const struct config *c, bool val) {
         .eod = d->source == DATA_SOURCE_SHARDS && d->eod_token >= 0,
         .eod_token = (int32_t)d->eod_token,
         .synthetic_documents = s->documents,
+        .answer_files = val && d->val_answer_files.n > 0 ? d->val_answer_files.items : NULL,
+        .answer_key = "data.val_answer_files",
     };
 }
 

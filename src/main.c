@@ -52,7 +52,11 @@ static void usage(FILE *f) {
             "eval measures the validation loss of MODEL (a checkpoint folder, its `latest` pointer,\n"
             "or a Hugging Face folder) on train.eval_batches sequences of CONFIG's validation data,\n"
             "and on the synthetic task the retrieval accuracy, at CONFIG's data.seq_len, in dense or\n"
-            "sparse attention by CONFIG's attention.dense_len (e.g. --set attention.dense_len=-1).\n");
+            "sparse attention by CONFIG's attention.dense_len (e.g. --set attention.dense_len=-1);\n"
+            "the loss by position with train.eval_buckets (e.g. --set\n"
+            "train.eval_buckets=[1024,2048,4096]), and with data.val_answer_files the answer spans\n"
+            "of each validation file that the model predicts whole (needle retrieval, e.g. the\n"
+            "files of bench/needles.py).\n");
 }
 
 struct args {
@@ -263,6 +267,51 @@ static bool has_file(const char *dir, const char *name) {
     return stat(path, &st) == 0;
 }
 
+/* The eval command's lines: the summary, the loss by position bucket, the answer spans per
+ * validation file, then all of it as one JSON line (`eval_json: {...}`). */
+static void print_eval(const char *model_dir, const struct config *cfg, const struct trainer *tr,
+                       const struct eval_result *r, double seconds) {
+    printf("eval: %s, %d sequences of %lld tokens, %s attention: loss %.4f (perplexity %.3f)",
+           model_dir, cfg->train.eval_batches, (long long)cfg->data.seq_len,
+           tr->model.sparse ? "InfLLM-V2 sparse" : "dense", r->loss, exp(r->loss));
+    if (r->answers)
+        printf(", retrieval accuracy %.2f%% (%lld of %lld)",
+               100.0 * (double)r->correct / (double)r->answers, (long long)r->correct,
+               (long long)r->answers);
+    printf(" [%.1f s]\n", seconds);
+    const struct eval_buckets *b = &r->buckets;
+    for (int i = 0; i < b->n; i++) {
+        printf("eval: positions [%lld, %lld): ", (long long)(i ? b->edge[i - 1] : 0),
+               (long long)b->edge[i]);
+        double mean = b->tokens[i] ? b->loss[i] / (double)b->tokens[i] : 0.0;
+        if (b->tokens[i])
+            printf("%lld targets, loss %.4f (perplexity %.3f)\n", (long long)b->tokens[i], mean,
+                   exp(mean));
+        else
+            printf("no targets\n");
+    }
+    for (int f = 0; f < r->n_files; f++)
+        printf("eval: %s: %lld of %lld answer spans whole (argmax at every token)\n",
+               cfg->data.val_files.items[f], (long long)r->file_spans[2 * f + 1],
+               (long long)r->file_spans[2 * f]);
+    printf("eval_json: {\"model\": \"%s\", \"seq_len\": %lld, \"sparse\": %s, \"loss\": %.6f, "
+           "\"answers\": %lld, \"correct\": %lld, \"accuracy\": %.6f, \"buckets\": [",
+           model_dir, (long long)cfg->data.seq_len, tr->model.sparse ? "true" : "false", r->loss,
+           (long long)r->answers, (long long)r->correct,
+           r->answers ? (double)r->correct / (double)r->answers : 0.0);
+    for (int i = 0; i < b->n; i++)
+        printf("%s{\"from\": %lld, \"to\": %lld, \"targets\": %lld, \"loss\": %.6f}", i ? ", " : "",
+               (long long)(i ? b->edge[i - 1] : 0), (long long)b->edge[i],
+               (long long)b->tokens[i], b->tokens[i] ? b->loss[i] / (double)b->tokens[i] : 0.0);
+    /* an empty bucket's loss is written as 0 with "targets": 0 (JSON has no NaN) */
+    printf("], \"files\": [");
+    for (int f = 0; f < r->n_files; f++)
+        printf("%s{\"file\": \"%s\", \"spans\": %lld, \"whole\": %lld}", f ? ", " : "",
+               cfg->data.val_files.items[f], (long long)r->file_spans[2 * f],
+               (long long)r->file_spans[2 * f + 1]);
+    printf("]}\n");
+}
+
 static int cmd_eval(int argc, char **argv) {
     die_user_collective(1); /* arguments, config, data and plan: alike on every rank */
     if (argc < 4) {
@@ -295,21 +344,7 @@ static int cmd_eval(int argc, char **argv) {
     }
     double t0 = now_seconds();
     struct eval_result r = trainer_eval(&tr);
-    if (g.world_rank == 0) {
-        printf("eval: %s, %d sequences of %lld tokens, %s attention: loss %.4f (perplexity %.3f)",
-               model_dir, cfg.train.eval_batches, (long long)cfg.data.seq_len,
-               tr.model.sparse ? "InfLLM-V2 sparse" : "dense", r.loss, exp(r.loss));
-        if (r.answers)
-            printf(", retrieval accuracy %.2f%% (%lld of %lld)",
-                   100.0 * (double)r.correct / (double)r.answers, (long long)r.correct,
-                   (long long)r.answers);
-        printf(" [%.1f s]\n", now_seconds() - t0);
-        printf("eval_json: {\"model\": \"%s\", \"seq_len\": %lld, \"sparse\": %s, \"loss\": %.6f, "
-               "\"answers\": %lld, \"correct\": %lld, \"accuracy\": %.6f}\n",
-               model_dir, (long long)cfg.data.seq_len, tr.model.sparse ? "true" : "false", r.loss,
-               (long long)r.answers, (long long)r.correct,
-               r.answers ? (double)r.correct / (double)r.answers : 0.0);
-    }
+    if (g.world_rank == 0) print_eval(model_dir, &cfg, &tr, &r, now_seconds() - t0);
     trainer_free(&tr);
     grid_free(&g);
     config_free(&cfg);

@@ -85,6 +85,10 @@ static void declare_host(struct trainer *tr) {
         tr->seq_doc = plan_take(p, PLAN_HOST, "its document starts", T1);
         tr->doc_first = plan_take(p, PLAN_HOST, "micro-batch document starts", B * T);
     }
+    const struct data_config *d = &tr->cfg->data;
+    if (d->val_answer_files.n > 0)
+        tr->file_spans = plan_take(p, PLAN_HOST, "answer spans per validation file",
+                                   (size_t)d->val_files.n * 2 * sizeof(int64_t));
 }
 
 /* Plans everything (model, optimizer, host staging) without allocating, prints the plan, and
@@ -354,6 +358,26 @@ double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
     return loss;
 }
 
+/* Adds the micro-batch's scored rows to the position buckets and, with answer masks, each
+ * sequence's answer spans to its validation file's counts (parallel.cp 1, config_validate: a
+ * sequence's rows are then its positions in order). first: the micro-batch's first sequence;
+ * sequences at or past limit are padding. */
+static void eval_rows(struct trainer *tr, struct eval_buckets *bk, int64_t first, int64_t limit) {
+    const struct model *m = &tr->model;
+    int64_t n = m->shard.n_local;
+    for (int64_t i = 0; bk->n > 0 && i < m->N; i++) {
+        if (tr->targets[i] < 0) continue;
+        int64_t pos = m->attn.documents ? m->pos_host[i] : seq_shard_pos(&m->shard, i % n);
+        eval_buckets_add(bk, pos + 1, m->loss_host[i]); /* the target's position */
+    }
+    if (!tr->file_spans) return;
+    for (int b = 0; b < m->B && first + b < limit; b++) {
+        int f = loader_file_of(&tr->val_data, first + b);
+        eval_spans_add(tr->file_spans + 2 * f, tr->scored + b * n, tr->argmax + b * n,
+                       tr->targets + b * n, n);
+    }
+}
+
 struct eval_result trainer_eval(struct trainer *tr) {
     const struct config *c = tr->cfg;
     struct model *m = &tr->model;
@@ -362,21 +386,30 @@ struct eval_result trainer_eval(struct trainer *tr) {
     int64_t micros = (total + per_micro - 1) / per_micro;
     double loss_sum = 0;
     int64_t counts[3] = {0, 0, 0}; /* answers, correct, targets */
+    struct eval_result r = {.n_files = tr->file_spans ? c->data.val_files.n : 0};
+    eval_buckets_init(&r.buckets, &c->train.eval_buckets);
+    if (r.n_files) memset(tr->file_spans, 0, (size_t)r.n_files * 2 * sizeof(int64_t));
     m->keep_argmax = true;
     for (int64_t micro = 0; micro < micros; micro++) {
-        counts[2] += fill_batch(tr, &tr->val_data, micro_first(tr, 0, (int)micro), total);
+        int64_t first = micro_first(tr, 0, (int)micro);
+        counts[2] += fill_batch(tr, &tr->val_data, first, total);
         loss_sum += model_forward(m, tr->tokens, tr->targets, false, 0.0f);
         count_answers(tr, counts);
+        eval_rows(tr, &r.buckets, first, total);
     }
     m->keep_argmax = false;
     comm_allreduce(&tr->g->world, &loss_sum, 1, COMM_F64, COMM_SUM);
     comm_allreduce(&tr->g->world, counts, 3, COMM_I64, COMM_SUM);
+    if (r.buckets.n) {
+        comm_allreduce(&tr->g->world, r.buckets.loss, r.buckets.n, COMM_F64, COMM_SUM);
+        comm_allreduce(&tr->g->world, r.buckets.tokens, r.buckets.n, COMM_I64, COMM_SUM);
+    }
+    if (r.n_files) comm_allreduce(&tr->g->world, tr->file_spans, 2 * r.n_files, COMM_I64, COMM_SUM);
     /* cp ranks of a group hold different rows of the same sequences: every row counts once */
-    struct eval_result r = {
-        .tokens = counts[2],
-        .answers = counts[0],
-        .correct = counts[1],
-    };
+    r.tokens = counts[2];
+    r.answers = counts[0];
+    r.correct = counts[1];
+    r.file_spans = r.n_files ? tr->file_spans : NULL;
     r.loss = loss_sum / (double)(r.tokens > 0 ? r.tokens : 1);
     return r;
 }

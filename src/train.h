@@ -15,6 +15,7 @@
 #include "adamw.h"
 #include "backend.h"
 #include "config.h"
+#include "eval_stats.h"
 #include "grid.h"
 #include "loader.h"
 #include "log.h"
@@ -57,6 +58,8 @@ struct trainer {
     int32_t *argmax;      /* (N) predicted tokens, host copy */
     uint8_t *seq_doc;     /* (T + 1) document starts of one sequence (documents only) */
     uint8_t *doc_first;   /* (B, T) document starts of the micro-batch (documents only) */
+    int64_t *file_spans;  /* (n_val_files, 2) answer spans, and those predicted whole, of each
+                             validation file in the last evaluation (data.val_answer_files only) */
     struct mem_plan plan; /* owns the host staging above */
     enum trainer_mode mode;
 };
@@ -67,6 +70,11 @@ struct eval_result {
     int64_t tokens;       /* scored tokens */
     int64_t answers;      /* retrieval answers among them (synthetic task; 0 for shards) */
     int64_t correct;      /* answers the model predicted exactly (argmax) */
+    struct eval_buckets buckets; /* loss by position (train.eval_buckets) */
+    int n_files;                 /* validation files with answer masks (data.val_answer_files) */
+    const int64_t *file_spans;   /* (n_files, 2) their answer spans and the ones whose every token
+                                    is the argmax; the trainer's memory, valid until the next
+                                    evaluation; NULL when n_files is 0 */
 };
 
 /* Sets up the backend, model, optimizer and loaders for `mode`, and prints the memory plan (the
@@ -85,8 +93,10 @@ int trainer_run(struct trainer *tr);
  * finite, or past a train.guard limit. */
 double trainer_step(struct trainer *tr, double lr, double *grad_norm);
 
-/* Validation loss, and retrieval accuracy on the synthetic task, over train.eval_batches sequences
- * of the validation stream (all ranks together). */
+/* Validation loss, and retrieval accuracy on the synthetic task (or at the answers that
+ * data.val_answer_files marks), over train.eval_batches sequences of the validation stream (all
+ * ranks together); the loss by position bucket (train.eval_buckets) and the answer spans per
+ * validation file. */
 struct eval_result trainer_eval(struct trainer *tr);
 
 #endif

@@ -447,6 +447,7 @@ static const char *first_difference(const struct config *a, const struct config 
     SAME(attention.init_blocks); SAME(attention.window_size); SAME(attention.topk);
     SAME(attention.dense_len); SAME(attention.use_nope); SAME(attention.lse_approx);
     SAME(data.seq_len); SAME(data.source); SAME_STRS(data.train_files); SAME_STRS(data.val_files);
+    SAME_STRS(data.val_answer_files); SAME_NUMS(train.eval_buckets);
     SAME(data.synthetic.n_pairs); SAME(data.synthetic.n_queries); SAME(data.synthetic.n_keys);
     SAME(data.synthetic.n_values); SAME(data.synthetic.answers_only);
     SAME(data.eod_token); SAME(data.synthetic.documents);
@@ -466,7 +467,7 @@ static const char *first_difference(const struct config *a, const struct config 
 }
 
 /* The hand-written comparison above covers this many keys (rope_scaling counted as four). */
-enum { FIELDS_COMPARED = 82 };
+enum { FIELDS_COMPARED = 84 };
 
 static void test_round_trip(struct t_rng *r) {
     static struct config a, b;
