@@ -94,28 +94,6 @@ static size_t kv_smem_bytes(int D, bool need_o) {
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Shared pieces                                                                                   */
-
-/* Dot product of 8 bf16 pairs held in two uint4. */
-static __device__ __forceinline__ float dot8(uint4 x, uint4 y) {
-    const __nv_bfloat162 *x2 = (const __nv_bfloat162 *)&x, *y2 = (const __nv_bfloat162 *)&y;
-    float s = 0.0f;
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-        float2 a = __bfloat1622float2(x2[e]), b = __bfloat1622float2(y2[e]);
-        s += a.x * b.x + a.y * b.y;
-    }
-    return s;
-}
-
-/* row[0..1] += (x, y) in bf16. */
-static __device__ __forceinline__ void add_bf16x2(bf16 *row, float x, float y) {
-    __nv_bfloat162 *p = (__nv_bfloat162 *)row;
-    float2 old = __bfloat1622float2(*p);
-    *p = __floats2bfloat162_rn(old.x + x, old.y + y);
-}
-
-/* ---------------------------------------------------------------------------------------------- */
 /* dQ                                                                                              */
 
 template <int D, int NW>

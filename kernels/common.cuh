@@ -1,6 +1,6 @@
 /*
- * common.cuh: device helpers shared by the .cu files of kernels/: bf16 conversion, warp and block
- * reductions, launch checking. Included by .cu files only.
+ * common.cuh: device helpers shared by the .cu files of kernels/: bf16 conversion and arithmetic
+ * (dot8, add_bf16x2), warp and block reductions, launch checking. Included by .cu files only.
  */
 #ifndef INFLLM_COMMON_CUH
 #define INFLLM_COMMON_CUH
@@ -28,6 +28,25 @@ static inline size_t smem_optin_bytes(void) {
 }
 
 static __device__ __forceinline__ float bf(const bf16 x) { return __bfloat162float(x); }
+
+/* Dot product of 8 bf16 pairs held in two uint4. */
+static __device__ __forceinline__ float dot8(uint4 x, uint4 y) {
+    const __nv_bfloat162 *x2 = (const __nv_bfloat162 *)&x, *y2 = (const __nv_bfloat162 *)&y;
+    float s = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        float2 a = __bfloat1622float2(x2[e]), b = __bfloat1622float2(y2[e]);
+        s += a.x * b.x + a.y * b.y;
+    }
+    return s;
+}
+
+/* row[0..1] += (x, y) in bf16. */
+static __device__ __forceinline__ void add_bf16x2(bf16 *row, float x, float y) {
+    __nv_bfloat162 *p = (__nv_bfloat162 *)row;
+    float2 old = __bfloat1622float2(*p);
+    *p = __floats2bfloat162_rn(old.x + x, old.y + y);
+}
 static __device__ __forceinline__ bf16 to_bf(float x) { return __float2bfloat16_rn(x); }
 
 static __device__ __forceinline__ float warp_sum(float v) {
