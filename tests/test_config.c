@@ -324,7 +324,7 @@ static void randomize(struct t_rng *r, struct config *c) {
     m->attention_bias = m->model_type != MODEL_TYPE_QWEN2 && t_rng_u64(r) % 2;
     m->num_key_value_heads = 1 + (int)(t_rng_u64(r) % 4);
     m->num_attention_heads = m->num_key_value_heads * (1 + (int)(t_rng_u64(r) % 4));
-    m->head_dim = 2 * (1 + (int)(t_rng_u64(r) % 40));
+    m->head_dim = 2 * (2 + (int)(t_rng_u64(r) % 39)); /* >= 4: dynamic RoPE needs head_dim > 2 */
     m->hidden_size = 1 + (int)(t_rng_u64(r) % 3000);
     m->intermediate_size = 1 + (int)(t_rng_u64(r) % 9000);
     m->num_hidden_layers = 1 + (int)(t_rng_u64(r) % 60);
