@@ -210,8 +210,8 @@ const struct key_desc config_keys[] = {
              "One answer mask per data.val_files entry (a token shard of as many tokens, each 0 or "
              "1; bench/needles.py writes them): the targets marked 1 are scored answers, and an "
              "evaluation reports per file the answer spans (runs of consecutive marked tokens) "
-             "whose every token is the model's argmax (teacher forcing); empty = none. Needs "
-             "parallel.cp 1."),
+             "whose every token is the model's argmax (teacher forcing), spans crossing cp ranks "
+             "included; empty = none."),
     ROW_I64("data.eod_token", data.eod_token, "-1", -1, INT_TOP,
             "`shards`: the end-of-document token (the tokenizer's EOS, which `data/prepare.py "
             "--append-eos` writes after every document); a new document starts after each one. "

@@ -50,8 +50,8 @@ const char *const config_rules[] = {
     "4 tokens per record; data.synthetic.documents times that with several documents); "
     "`shards`: at least one `data.train_files` entry.",
     "`data.eod_token` is -1 or below model.vocab_size, and only with `data.source` `shards`.",
-    "`data.val_answer_files` is empty or has one entry per `data.val_files` entry, and needs "
-    "parallel.cp 1; `train.eval_buckets` holds ascending integers >= 1.",
+    "`data.val_answer_files` is empty or has one entry per `data.val_files` entry; "
+    "`train.eval_buckets` holds ascending integers >= 1.",
     "`device` `cuda` needs a binary built with the CUDA backend.",
     "`run_dir` and `resume` are not empty.",
     "Sizes (computed in 64 bits, saturating): num_attention_heads x head_dim, 4 x "
@@ -275,10 +275,6 @@ static void validate_documents(const struct config *c) {
     if (d->val_answer_files.n > 0 && d->val_answer_files.n != d->val_files.n)
         config_bad(c, "data.val_answer_files", "%d files for %d data.val_files; expected one "
                    "answer mask per validation shard", d->val_answer_files.n, d->val_files.n);
-    if (d->val_answer_files.n > 0 && c->parallel.cp > 1)
-        config_bad(c, "data.val_answer_files", "answer spans with parallel.cp = %d are not "
-                   "implemented (a span may cross ranks); evaluate with parallel.cp 1",
-                   c->parallel.cp);
     if (d->eod_token >= c->model.vocab_size)
         config_bad(c, "data.eod_token", "%lld is not below model.vocab_size = %lld",
                    (long long)d->eod_token, (long long)c->model.vocab_size);

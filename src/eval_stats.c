@@ -28,15 +28,14 @@ void eval_buckets_add(struct eval_buckets *b, int64_t pos, double loss) {
     b->tokens[lo]++;
 }
 
-void eval_spans_add(int64_t counts[2], const uint8_t *scored, const int32_t *argmax,
-                    const int32_t *targets, int64_t n) {
+void eval_spans_add(int64_t counts[2], const uint8_t *rows, int64_t n) {
     for (int64_t i = 0; i < n;) {
-        if (!scored[i]) {
+        if (rows[i] == EVAL_ROW_NONE) {
             i++;
             continue;
         }
         bool whole = true;
-        for (; i < n && scored[i]; i++) whole = whole && argmax[i] == targets[i];
+        for (; i < n && rows[i] != EVAL_ROW_NONE; i++) whole = whole && rows[i] == EVAL_ROW_RIGHT;
         counts[0]++;
         counts[1] += whole;
     }

@@ -27,10 +27,14 @@ void eval_buckets_init(struct eval_buckets *b, const struct float_list *edges);
 /* Adds one target's loss at position pos (>= 0) to its bucket; nothing past the last edge. */
 void eval_buckets_add(struct eval_buckets *b, int64_t pos, double loss);
 
-/* Answer spans of one sequence's rows in position order (n rows): a span is a maximal run of
- * consecutive rows with scored[i] != 0; it is correct when argmax[i] == targets[i] on every one of
- * its rows. Adds the spans to counts[0] and the correct ones to counts[1]. */
-void eval_spans_add(int64_t counts[2], const uint8_t *scored, const int32_t *argmax,
-                    const int32_t *targets, int64_t n);
+/* One row of a sequence, for the answer spans: not an answer, an answer the model's argmax
+ * missed, an answer it predicted exactly. Ordered, so that the rows that cp ranks hold of one
+ * sequence combine by a maximum (each position is some rank's; the others hold EVAL_ROW_NONE). */
+enum eval_row { EVAL_ROW_NONE = 0, EVAL_ROW_WRONG = 1, EVAL_ROW_RIGHT = 2 };
+
+/* Answer spans of one sequence's rows in position order (n rows, enum eval_row): a span is a
+ * maximal run of consecutive answer rows; it is correct when every one of its rows is
+ * EVAL_ROW_RIGHT. Adds the spans to counts[0] and the correct ones to counts[1]. */
+void eval_spans_add(int64_t counts[2], const uint8_t *rows, int64_t n);
 
 #endif

@@ -86,9 +86,11 @@ static void declare_host(struct trainer *tr) {
         tr->doc_first = plan_take(p, PLAN_HOST, "micro-batch document starts", B * T);
     }
     const struct data_config *d = &tr->cfg->data;
-    if (d->val_answer_files.n > 0)
+    if (d->val_answer_files.n > 0) {
         tr->file_spans = plan_take(p, PLAN_HOST, "answer spans per validation file",
                                    (size_t)d->val_files.n * 2 * sizeof(int64_t));
+        tr->span_rows = plan_take(p, PLAN_HOST, "answer rows of one sequence", (size_t)d->seq_len);
+    }
 }
 
 /* Plans everything (model, optimizer, host staging) without allocating, prints the plan, and
@@ -359,11 +361,13 @@ double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
 }
 
 /* Adds the micro-batch's scored rows to the position buckets and, with answer masks, each
- * sequence's answer spans to its validation file's counts (parallel.cp 1, config_validate: a
- * sequence's rows are then its positions in order). first: the micro-batch's first sequence;
- * sequences at or past limit are padding. */
+ * sequence's answer spans to its validation file's counts. A span may cross the positions of
+ * several cp ranks: the group's rows of a sequence meet in position order by a maximum over the
+ * cp ranks (enum eval_row), and cp rank 0 counts the spans, once per group. first: the
+ * micro-batch's first sequence; sequences at or past limit are padding. */
 static void eval_rows(struct trainer *tr, struct eval_buckets *bk, int64_t first, int64_t limit) {
     const struct model *m = &tr->model;
+    const struct grid *g = tr->g;
     int64_t n = m->shard.n_local;
     for (int64_t i = 0; bk->n > 0 && i < m->N; i++) {
         if (tr->targets[i] < 0) continue;
@@ -372,9 +376,15 @@ static void eval_rows(struct trainer *tr, struct eval_buckets *bk, int64_t first
     }
     if (!tr->file_spans) return;
     for (int b = 0; b < m->B && first + b < limit; b++) {
-        int f = loader_file_of(&tr->val_data, first + b);
-        eval_spans_add(tr->file_spans + 2 * f, tr->scored + b * n, tr->argmax + b * n,
-                       tr->targets + b * n, n);
+        memset(tr->span_rows, EVAL_ROW_NONE, (size_t)m->T);
+        for (int64_t i = 0, r = b * n; i < n; i++, r++)
+            if (tr->scored[r])
+                tr->span_rows[seq_shard_pos(&m->shard, i)] =
+                    tr->argmax[r] == tr->targets[r] ? EVAL_ROW_RIGHT : EVAL_ROW_WRONG;
+        if (g->cp > 1) comm_allreduce(&g->cp_comm, tr->span_rows, m->T, COMM_U8, COMM_MAX);
+        if (g->cp_rank == 0)
+            eval_spans_add(tr->file_spans + 2 * loader_file_of(&tr->val_data, first + b),
+                           tr->span_rows, m->T);
     }
 }
 

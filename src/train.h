@@ -60,6 +60,7 @@ struct trainer {
     uint8_t *doc_first;   /* (B, T) document starts of the micro-batch (documents only) */
     int64_t *file_spans;  /* (n_val_files, 2) answer spans, and those predicted whole, of each
                              validation file in the last evaluation (data.val_answer_files only) */
+    uint8_t *span_rows;   /* (T) one sequence's rows as enum eval_row, in position order (the same) */
     struct mem_plan plan; /* owns the host staging above */
     enum trainer_mode mode;
 };

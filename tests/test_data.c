@@ -596,15 +596,20 @@ static void test_synthetic_filler(struct t_rng *r) {
             if (t[i] >= fill0 && t[i + 1] >= fill0) counts[s][t[i] - fill0][t[i + 1] - fill0]++;
     }
     /* Top-4 successors carry 15/16 of the mass plus 4/NF of the uniform 1/16 (0.941; less when two
-     * successors coincide, never below 15/16 = 0.9375); 0.92 leaves > 10 sigma of sampling noise. */
+     * successors coincide, never below 15/16 = 0.9375); 0.92 leaves > 10 sigma of sampling noise.
+     * The likeliest successor (>= 1/2) is compared where both seeds have >= 1000 transitions from
+     * the token: its lead over the next (1/4, or 3/8 where two others coincide) is then > 4 sigma;
+     * a rarely visited token (~150 transitions) could swap them by chance. */
     int64_t top = 0, total = 0;
-    int same_best = 0;
+    int same_best = 0, compared = 0;
     for (int f = 0; f < NF; f++) {
-        int c[NF], best[2] = {0, 0};
+        int c[NF], best[2] = {0, 0}, n[2] = {0, 0};
         for (int s = 0; s < 2; s++)
-            for (int g = 1; g < NF; g++)
+            for (int g = 0; g < NF; g++) {
+                n[s] += counts[s][f][g];
                 if (counts[s][f][g] > counts[s][f][best[s]]) best[s] = g;
-        same_best += best[0] == best[1];
+            }
+        if (n[0] >= 1000 && n[1] >= 1000) compared++, same_best += best[0] == best[1];
         memcpy(c, counts[0][f], sizeof c);
         for (int k = 0; k < 4; k++) {
             int m = 0;
@@ -617,9 +622,9 @@ static void test_synthetic_filler(struct t_rng *r) {
     t_check(total > 100000 && (double)top / (double)total > 0.92,
             "filler: top-4 successors carry %.3f of %lld transitions, expected > 0.92",
             (double)top / (double)total, (long long)total);
-    t_check(same_best == NF,
-            "filler: the likeliest successor differs between seeds for %d of %d tokens", NF - same_best,
-            NF);
+    t_check(compared >= NF / 2 && same_best == compared,
+            "filler: the likeliest successor differs between seeds for %d of %d tokens (of %d)",
+            compared - same_best, compared, NF);
     free(t);
 }
 

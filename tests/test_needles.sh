@@ -115,6 +115,28 @@ assert b == [(0, 64, 18 * 63), (64, 512, 18 * 448), (512, 1024, 18 * 512)], b
 print(f"eval: spans per file as the masks, {ones} answer tokens, buckets {b}")
 EOF
 
+# --- the same evaluation over 2 cp ranks (spans cross the ranks' chunks): the same counts
+mpiexec --oversubscribe -n 2 "$bin" eval "$tmp/run/ckpt/latest" configs/quickstart.json \
+  "${sets[@]}" --set parallel.cp=2 --set train.eval_batches=18 --set "data.val_files=$vf" \
+  --set "data.val_answer_files=$af" --set "train.eval_buckets=[64,512,1024]" >"$tmp/eval_cp2.out"
+sed -n 's/^eval_json: //p' "$tmp/eval_cp2.out" >"$tmp/eval_cp2.json"
+python3 - "$tmp" <<'EOF'
+import json, sys
+tmp = sys.argv[1]
+a, b = (json.load(open(f"{tmp}/{n}.json")) for n in ("eval", "eval_cp2"))
+fa = [(f["file"], f["spans"], f["whole"]) for f in a["files"]]
+fb = [(f["file"], f["spans"], f["whole"]) for f in b["files"]]
+assert fa == fb, (fa, fb)
+for k in ("answers", "correct"):
+    assert a[k] == b[k], (k, a[k], b[k])
+assert [x["targets"] for x in a["buckets"]] == [x["targets"] for x in b["buckets"]]
+rel = abs(a["loss"] - b["loss"]) / a["loss"]
+assert rel < 1e-5, (a["loss"], b["loss"])  # fp32 sums in another order
+whole = sum(f[2] for f in fa)
+print(f"eval cp 2: {len(fa)} files, {whole} whole spans, {a['correct']} of {a['answers']} answer "
+      f"tokens, as one rank; loss relative difference {rel:.1e}")
+EOF
+
 # --- bad answer files: one line naming the key, exit 2
 bad() { # WHAT EXPECTED-TEXT SETS...
   local what=$1 want=$2; shift 2
