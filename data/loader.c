@@ -12,6 +12,9 @@
  * g % W), so every evaluation sees the same sequences; with no val_files it has no sequences.
  * Synthetic: synthetic_sequence(seed, g) for training, seed ^ LOADER_VAL_SALT for validation
  * (synthetic_packed with several documents per sequence).
+ * Mix (shards training stream with synthetic_ppm = p > 0): S(g) = floor(g p / 1e6) synthetic
+ * sequences come before g; g is synthetic sequence S(g) when S(g + 1) > S(g), else shard sequence
+ * g - S(g) (the unmixed stream's numbering, so its epochs and shuffles are unchanged).
  * Documents (loader_read_docs): a start after every eod_token of the window (shards), or the packed
  * synthetic documents' starts; computed from the sequence alone, so resuming needs nothing more.
  *
@@ -90,10 +93,15 @@ void loader_init(struct loader *l, const struct loader_source *s) {
     l->eod = s->eod;
     l->eod_token = s->eod_token;
     l->documents = s->synthetic_documents > 1 ? s->synthetic_documents : 1;
-    if (l->source == DATA_SOURCE_SYNTHETIC)
+    if (l->source == DATA_SOURCE_SYNTHETIC) {
         init_synthetic(l, s);
-    else
-        init_shards(l, s);
+        return;
+    }
+    CHECKF(s->synthetic_ppm >= 0 && s->synthetic_ppm < 1000000 && (!s->val || !s->synthetic_ppm),
+           "loader_init: synthetic_ppm %lld (val %d)", (long long)s->synthetic_ppm, s->val);
+    init_shards(l, s);
+    l->synthetic_ppm = s->synthetic_ppm;
+    if (l->synthetic_ppm) init_synthetic(l, s);
 }
 
 void loader_free(struct loader *l) {
@@ -159,22 +167,41 @@ static int64_t window_of(struct loader *l, int64_t g) {
     return w;
 }
 
-int loader_file_of(struct loader *l, int64_t g) {
-    CHECKF(l->source == DATA_SOURCE_SHARDS && g >= 0, "loader_file_of: sequence %lld", (long long)g);
-    return shard_of_window(l, window_of(l, g));
+/* Synthetic sequences of a mix before sequence g: floor(g ppm / 1e6), exact for any g >= 0. */
+static int64_t synthetic_before(const struct loader *l, int64_t g) {
+    return (int64_t)((unsigned __int128)(uint64_t)g * (uint64_t)l->synthetic_ppm / 1000000u);
 }
 
-static void read_shards(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer) {
-    int64_t w = window_of(l, g), len = l->seq_len + 1;
-    int s = shard_of_window(l, w);
-    int64_t first = size_mul(w - l->window_start[s], l->seq_len);
-    copy_window(&l->shards[s], first, len, tokens);
+bool loader_is_synthetic(const struct loader *l, int64_t g) {
+    if (l->source == DATA_SOURCE_SYNTHETIC) return true;
+    return l->synthetic_ppm > 0 && synthetic_before(l, g + 1) > synthetic_before(l, g);
+}
+
+int64_t loader_synthetic_count(const struct loader *l, int64_t first, int64_t n) {
+    CHECKF(first >= 0 && n >= 0, "loader_synthetic_count: [%lld, +%lld)", (long long)first,
+           (long long)n);
+    if (l->source == DATA_SOURCE_SYNTHETIC) return n;
+    return synthetic_before(l, first + n) - synthetic_before(l, first);
+}
+
+int loader_file_of(struct loader *l, int64_t g) {
+    CHECKF(l->source == DATA_SOURCE_SHARDS && g >= 0 && !loader_is_synthetic(l, g),
+           "loader_file_of: sequence %lld", (long long)g);
+    return shard_of_window(l, window_of(l, g - synthetic_before(l, g)));
+}
+
+/* Shard sequence s (the unmixed stream's number). */
+static void read_shards(struct loader *l, int64_t s, int32_t *tokens, uint8_t *answer) {
+    int64_t w = window_of(l, s), len = l->seq_len + 1;
+    int f = shard_of_window(l, w);
+    int64_t first = size_mul(w - l->window_start[f], l->seq_len);
+    copy_window(&l->shards[f], first, len, tokens);
     if (!answer) return;
     if (!l->answers) {
         memset(answer, 0, (size_t)len);
         return;
     }
-    copy_window(&l->answers[s], first, len, l->answer_buf);
+    copy_window(&l->answers[f], first, len, l->answer_buf);
     for (int64_t i = 0; i < len; i++) answer[i] = l->answer_buf[i] != 0;
 }
 
@@ -186,16 +213,19 @@ void loader_read_docs(struct loader *l, int64_t g, int32_t *tokens, uint8_t *ans
                       uint8_t *doc_first) {
     CHECKF(g >= 0, "loader_read: sequence %lld", (long long)g);
     int64_t len = l->seq_len + 1;
-    if (l->source == DATA_SOURCE_SYNTHETIC) {
+    bool synthetic = loader_is_synthetic(l, g);
+    if (synthetic) {
+        int64_t s = l->source == DATA_SOURCE_SYNTHETIC ? g : synthetic_before(l, g);
         if (l->documents > 1) {
-            synthetic_packed(&l->task, l->seed, g, len, l->documents, tokens, answer, doc_first);
+            synthetic_packed(&l->task, l->seed, s, len, l->documents, tokens, answer, doc_first);
             return;
         }
-        synthetic_sequence(&l->task, l->seed, g, len, tokens, answer);
+        synthetic_sequence(&l->task, l->seed, s, len, tokens, answer);
     } else {
-        read_shards(l, g, tokens, answer);
+        read_shards(l, g - synthetic_before(l, g), tokens, answer);
     }
     if (!doc_first) return;
-    doc_first[0] = 1;
-    for (int64_t i = 1; i < len; i++) doc_first[i] = l->eod && tokens[i - 1] == l->eod_token;
+    doc_first[0] = 1; /* a synthetic task is one document: its tokens are no end-of-document marks */
+    for (int64_t i = 1; i < len; i++)
+        doc_first[i] = !synthetic && l->eod && tokens[i - 1] == l->eod_token;
 }

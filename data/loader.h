@@ -9,6 +9,11 @@
  * Optimizer step s reads sequences [s * global_batch, (s + 1) * global_batch), whatever the rank
  * layout: the trainer's step alone says what comes next, so a loader keeps no position.
  *
+ * Mixing: from token shards, a share of the training stream may be the synthetic task
+ * (synthetic_ppm millionths, spread evenly): sequence g is then synthetic sequence
+ * S(g) = floor(g ppm / 1e6) when S(g + 1) > S(g), else shard sequence g - S(g), so either
+ * stream is read in its own order, once each, and g alone still says which.
+ *
  * Documents: a sequence may hold several documents (document masking, docs/DATA.md). Their starts
  * are a pure function of the sequence too: after every end-of-document token of a shard window
  * (eod), or where the synthetic task packed its documents (synthetic_documents > 1). They change
@@ -40,7 +45,9 @@ struct loader_source {
     int64_t vocab_size;          /* every token must be below it */
     bool eod;                    /* DATA_SOURCE_SHARDS: documents end at eod_token */
     int32_t eod_token;
-    int synthetic_documents;     /* DATA_SOURCE_SYNTHETIC: documents per sequence (0 or 1: one) */
+    int synthetic_documents;     /* synthetic sequences: documents per sequence (0 or 1: one) */
+    int64_t synthetic_ppm;       /* DATA_SOURCE_SHARDS, training stream: millionths of the sequences
+                                    that are the synthetic task (0 .. 999999; 0 = none) */
     char *const *answer_files;   /* DATA_SOURCE_SHARDS: NULL, or (n_files) shards of the same token
                                     counts whose tokens are 1 at scored answers, else 0 */
     const char *answer_key;      /* the key that lists them ("data.val_answer_files") */
@@ -60,6 +67,7 @@ struct loader {
     bool eod;                        /* documents end after eod_token (shards) */
     int32_t eod_token;
     int documents;                   /* synthetic documents per sequence (1: one) */
+    int64_t synthetic_ppm;           /* shards mixed with the synthetic task (loader_source) */
     struct token_shard *answers;     /* (n_shards) answer masks of the shards, or NULL */
     int32_t *answer_buf;             /* (seq_len + 1) one window of an answer mask */
 };
@@ -85,11 +93,18 @@ void loader_read(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer);
 void loader_read_docs(struct loader *l, int64_t g, int32_t *tokens, uint8_t *answer,
                       uint8_t *doc_first);
 
-/* Index in the source's file list of the shard sequence g is read from (shards only). */
+/* Index in the source's file list of the shard sequence g is read from (shards only; g is not a
+ * synthetic sequence of a mix). */
 int loader_file_of(struct loader *l, int64_t g);
 
-/* Number of sequences in one epoch (0 for the unbounded synthetic stream, and for a shards
- * validation stream without data.val_files). */
+/* Whether sequence g is the synthetic task's (the synthetic source, or a mix's share). */
+bool loader_is_synthetic(const struct loader *l, int64_t g);
+
+/* How many of the sequences [first, first + n) are the synthetic task's. */
+int64_t loader_synthetic_count(const struct loader *l, int64_t first, int64_t n);
+
+/* Number of windows in one epoch of the shards (0 for the unbounded synthetic stream, and for a
+ * shards validation stream without data.val_files); a mix reads them among its synthetic ones. */
 int64_t loader_epoch_size(const struct loader *l);
 
 #endif

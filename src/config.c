@@ -237,6 +237,12 @@ const struct key_desc config_keys[] = {
             "Synthetic task: documents packed into each sequence, each a whole task (BOS, records, "
             "queries) of a random length of at least 1 + 4 (n_pairs + n_queries) tokens, attended "
             "alone as with data.eod_token; 1 = one task per sequence (no document masking)."),
+    ROW_DBL("data.synthetic.fraction", data.synthetic.fraction, "0", 0, 1, false, true,
+            "`shards`: this share of the training sequences, rounded to millionths and spread "
+            "evenly, is the synthetic task (its tokens are ids of the model's vocabulary like any "
+            "other; answers_only and documents apply to them); the shards' windows fill the rest "
+            "in their usual order. The training lines report its retrieval accuracy. Validation "
+            "(data.val_files) is not mixed. 0 = shards only."),
     /* train */
     ROW_I64("train.max_steps", train.max_steps, "200", 1, INT64_TOP,
             "Optimizer steps of the whole run."),

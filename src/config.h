@@ -100,6 +100,7 @@ struct synthetic_config {
     int n_values;         /* distinct value tokens */
     bool answers_only;    /* the loss covers only the queried values, not every token */
     int documents;        /* documents packed in each sequence (1: the task alone) */
+    double fraction;      /* shards: share of the training sequences that are the task; 0 = none */
 };
 
 struct data_config {

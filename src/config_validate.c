@@ -48,7 +48,8 @@ const char *const config_rules[] = {
     "eval_every > 0.",
     "`data.source` `synthetic`: the task fits the vocabulary and data.seq_len + 1 tokens (BOS, "
     "4 tokens per record; data.synthetic.documents times that with several documents); "
-    "`shards`: at least one `data.train_files` entry.",
+    "`shards`: at least one `data.train_files` entry, and the task fits as well when "
+    "`data.synthetic.fraction` > 0 (which only `shards` takes, at least 5e-7).",
     "`data.eod_token` is -1 or below model.vocab_size, and only with `data.source` `shards`.",
     "`data.val_answer_files` is empty or has one entry per `data.val_files` entry; "
     "`train.eval_buckets` holds ascending integers >= 1.",
@@ -246,13 +247,18 @@ static void validate_train(const struct config *c) {
 }
 
 static void validate_data(const struct config *c) {
-    if (c->data.source == DATA_SOURCE_SHARDS) {
-        if (c->data.train_files.n == 0)
-            config_bad(c, "data.train_files", "empty; expected at least one token shard with "
-                       "data.source \"shards\"");
-        return;
-    }
     const struct synthetic_config *s = &c->data.synthetic;
+    if (c->data.source == DATA_SOURCE_SHARDS && c->data.train_files.n == 0)
+        config_bad(c, "data.train_files", "empty; expected at least one token shard with "
+                   "data.source \"shards\"");
+    if (s->fraction > 0 && c->data.source != DATA_SOURCE_SHARDS)
+        config_bad(c, "data.synthetic.fraction", "%g with data.source \"synthetic\", whose every "
+                   "sequence is the task already; expected 0, or data.source \"shards\" to mix",
+                   s->fraction);
+    if (s->fraction > 0 && llround(s->fraction * 1e6) < 1)
+        config_bad(c, "data.synthetic.fraction", "%g rounds to 0 millionths; expected 0 or at "
+                   "least 5e-7", s->fraction);
+    if (c->data.source == DATA_SOURCE_SHARDS && s->fraction == 0) return;
     struct synthetic_task task = {c->model.vocab_size, s->n_pairs, s->n_queries, s->n_keys,
                                   s->n_values};
     char err[512];
@@ -317,6 +323,7 @@ struct loader_source config_loader_source(const struct config *c, bool val) {
         .eod = d->source == DATA_SOURCE_SHARDS && d->eod_token >= 0,
         .eod_token = (int32_t)d->eod_token,
         .synthetic_documents = s->documents,
+        .synthetic_ppm = d->source == DATA_SOURCE_SHARDS && !val ? llround(s->fraction * 1e6) : 0,
         .answer_files = val && d->val_answer_files.n > 0 ? d->val_answer_files.items : NULL,
         .answer_key = "data.val_answer_files",
     };
@@ -332,6 +339,7 @@ bool config_sparse(const struct config *c, int64_t seq_len) {
 
 bool config_documents(const struct config *c) {
     const struct data_config *d = &c->data;
-    if (d->source == DATA_SOURCE_SHARDS) return d->eod_token >= 0;
-    return d->synthetic.documents > 1;
+    bool synthetic_docs = d->synthetic.documents > 1 &&
+                          (d->source == DATA_SOURCE_SYNTHETIC || d->synthetic.fraction > 0);
+    return synthetic_docs || (d->source == DATA_SOURCE_SHARDS && d->eod_token >= 0);
 }

@@ -153,6 +153,27 @@ static void init_weights(struct trainer *tr) {
     log_info(&tr->log, "weights imported from %s\n", c->model.init_from);
 }
 
+/* What the training stream reads, once, in words: the shards' windows and how many steps an epoch
+ * of them takes, and the synthetic task's share. */
+static void log_data(struct trainer *tr) {
+    const struct config *c = tr->cfg;
+    const struct data_config *d = &c->data;
+    const struct loader *l = &tr->train_data;
+    if (d->source == DATA_SOURCE_SYNTHETIC) {
+        log_info(&tr->log, "data: the synthetic retrieval task, %lld + 1 tokens a sequence\n",
+                 (long long)d->seq_len);
+        return;
+    }
+    double share = (double)l->synthetic_ppm / 1e6; /* of the stream: shard windows get 1 - share */
+    double steps = (double)l->n_windows / ((1 - share) * c->train.global_batch_size);
+    char mix[96] = "";
+    if (share > 0)
+        snprintf(mix, sizeof mix, "; %.4g%% of the sequences are the synthetic retrieval task",
+                 100 * share);
+    log_info(&tr->log, "data: %d shard(s), %lld windows of %lld + 1 tokens (an epoch is %.1f "
+             "steps)%s\n", l->n_shards, (long long)l->n_windows, (long long)d->seq_len, steps, mix);
+}
+
 /* What InfLLM-V2 sparse attention does at this length, once, in words. */
 static void log_sparse(struct trainer *tr) {
     const struct config *c = tr->cfg;
@@ -213,6 +234,7 @@ void trainer_init(struct trainer *tr, const struct config *c, struct grid *g,
              c->device == DEVICE_CPU ? "cpu fp32" : "cuda bf16",
              tr->model.sparse ? "InfLLM-V2 sparse" : "dense", tr->accum, t->micro_batch_size,
              (long long)c->data.seq_len);
+    if (mode == TRAINER_TRAIN) log_data(tr);
     if (tr->model.sparse) log_sparse(tr);
 }
 
@@ -234,11 +256,10 @@ static int64_t fill_batch(struct trainer *tr, struct loader *l, int64_t first, i
     struct model *m = &tr->model;
     int64_t n = m->shard.n_local, T = m->T, count = 0;
     bool docs = m->attn.documents;
-    bool answers_only = tr->cfg->data.source == DATA_SOURCE_SYNTHETIC &&
-                        tr->cfg->data.synthetic.answers_only;
     for (int b = 0; b < m->B; b++) {
         int64_t gseq = first + b;
         bool masked = limit >= 0 && gseq >= limit;
+        bool answers_only = tr->cfg->data.synthetic.answers_only && loader_is_synthetic(l, gseq);
         if (masked) {
             memset(tr->seq, 0, (size_t)(T + 1) * sizeof(int32_t));
             memset(tr->answer, 0, (size_t)(T + 1));
@@ -262,10 +283,14 @@ static int64_t fill_batch(struct trainer *tr, struct loader *l, int64_t first, i
     return count;
 }
 
-/* Scored targets per sequence: every token, or with answers_only the queried values (one each). */
-static int64_t targets_per_sequence(const struct config *c) {
-    bool answers_only = c->data.source == DATA_SOURCE_SYNTHETIC && c->data.synthetic.answers_only;
-    return answers_only ? c->data.synthetic.n_queries : c->data.seq_len;
+/* Scored targets of the n sequences from `first` of the training stream: every token, but with
+ * answers_only only the queried values (one each) of the synthetic task's sequences. */
+static double stream_targets(const struct trainer *tr, int64_t first, int64_t n) {
+    const struct data_config *d = &tr->cfg->data;
+    int64_t synthetic = d->synthetic.answers_only
+                            ? loader_synthetic_count(&tr->train_data, first, n) : 0;
+    return (double)synthetic * (double)d->synthetic.n_queries +
+           (double)(n - synthetic) * (double)d->seq_len;
 }
 
 /* First global sequence of micro-step `micro` of this rank's dp group in a batch starting at base. */
@@ -274,14 +299,13 @@ static int64_t micro_first(const struct trainer *tr, int64_t base, int micro) {
     return base + ((int64_t)micro * tr->g->dp + tr->g->dp_rank) * B;
 }
 
-/* Targets of the step starting at sequence base, over all ranks: global_batch_size x
- * targets_per_sequence, or with documents (whose first tokens are no targets) counted by filling
+/* Targets of the step starting at sequence base, over all ranks: those of its global_batch_size
+ * sequences (stream_targets), or with documents (whose first tokens are no targets) counted by filling
  * every micro-batch of the step once more before it runs (the loss is the mean over the targets,
  * and its gradient's scale must be known before the first forward). At least 1. */
 static double step_targets(struct trainer *tr, int64_t base) {
     const struct config *c = tr->cfg;
-    if (!tr->model.attn.documents)
-        return (double)c->train.global_batch_size * (double)targets_per_sequence(c);
+    if (!tr->model.attn.documents) return stream_targets(tr, base, c->train.global_batch_size);
     int64_t count = 0;
     for (int micro = 0; micro < tr->accum; micro++)
         count += fill_batch(tr, &tr->train_data, micro_first(tr, base, micro), -1);
@@ -335,7 +359,7 @@ double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
     float grad_scale = (float)(1.0 / tokens_in_step);
     double loss_sum = 0;
     int64_t counts[2] = {0, 0}; /* answers, correct */
-    bool retrieval = c->data.source == DATA_SOURCE_SYNTHETIC;
+    bool retrieval = c->data.source == DATA_SOURCE_SYNTHETIC || c->data.synthetic.fraction > 0;
     m->keep_argmax = retrieval;
     model_zero_grad(m);
     for (int micro = 0; micro < tr->accum; micro++) {

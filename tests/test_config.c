@@ -372,6 +372,7 @@ static void randomize(struct t_rng *r, struct config *c) {
     s->n_keys = s->n_pairs + (int)(t_rng_u64(r) % 100);
     s->n_values = 1 + (int)(t_rng_u64(r) % 100);
     s->answers_only = t_rng_u64(r) % 2;
+    s->fraction = c->data.source == DATA_SOURCE_SHARDS && t_rng_u64(r) % 2 ? rand_in(r, 1e-6, 0.99) : 0;
 
     struct train_config *t = &c->train;
     t->max_steps = 1 + (int64_t)(t_rng_u64(r) % 100000);
@@ -450,7 +451,7 @@ static const char *first_difference(const struct config *a, const struct config 
     SAME_STRS(data.val_answer_files); SAME_NUMS(train.eval_buckets);
     SAME(data.synthetic.n_pairs); SAME(data.synthetic.n_queries); SAME(data.synthetic.n_keys);
     SAME(data.synthetic.n_values); SAME(data.synthetic.answers_only);
-    SAME(data.eod_token); SAME(data.synthetic.documents);
+    SAME(data.eod_token); SAME(data.synthetic.documents); SAME(data.synthetic.fraction);
     SAME(train.max_steps); SAME(train.micro_batch_size); SAME(train.global_batch_size);
     SAME(train.lr); SAME(train.min_lr); SAME(train.warmup_steps); SAME(train.schedule);
     SAME(train.decay_fraction); SAME(train.weight_decay); SAME(train.beta1); SAME(train.beta2);
@@ -467,7 +468,7 @@ static const char *first_difference(const struct config *a, const struct config 
 }
 
 /* The hand-written comparison above covers this many keys (rope_scaling counted as four). */
-enum { FIELDS_COMPARED = 84 };
+enum { FIELDS_COMPARED = 85 };
 
 static void test_round_trip(struct t_rng *r) {
     static struct config a, b;
@@ -762,6 +763,17 @@ static void test_rejections(void) {
                 "integer >= -1");
     REJECT_FILE("synthetic documents do not fit", "{\"data\": {\"seq_len\": 64, \"synthetic\": "
                 "{\"documents\": 3}}}", "data.synthetic.documents is 3", "need 147");
+    REJECT_FILE("a synthetic share of the synthetic task", "{\"data\": {\"synthetic\": "
+                "{\"fraction\": 0.5}}}", "data.synthetic.fraction", "data.source \"shards\" to mix");
+    REJECT_FILE("a synthetic share of 1", "{\"data\": {\"source\": \"shards\", \"train_files\": "
+                "[\"x.tok\"], \"synthetic\": {\"fraction\": 1}}}", "data.synthetic.fraction");
+    REJECT_FILE("a synthetic share below a millionth", "{\"data\": {\"source\": \"shards\", "
+                "\"train_files\": [\"x.tok\"], \"synthetic\": {\"fraction\": 1e-7}}}",
+                "data.synthetic.fraction", "rounds to 0");
+    REJECT_FILE("a synthetic share whose task does not fit", "{\"data\": {\"source\": "
+                "\"shards\", \"train_files\": [\"x.tok\"], \"seq_len\": 64, \"synthetic\": "
+                "{\"fraction\": 0.1, \"n_pairs\": 20, \"n_keys\": 64}}}", "data.seq_len",
+                "too short");
     REJECT_FILE("empty resume", "{\"resume\": \"\"}", "resume");
     /* sizes (config_sizes.c): each past what holds it, named by its key */
     REJECT_FILE("layers past the table", "{\"model\": {\"num_hidden_layers\": 65537}}",

@@ -15,6 +15,7 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -492,6 +493,64 @@ static void test_loader_val_and_errors(struct t_rng *r, const struct shard_set *
     config_free(&c);
 }
 
+/* Shards mixed with the synthetic task (data.synthetic.fraction): the shard sequences are the
+ * unmixed stream in its order, the synthetic ones synthetic_sequence(seed, 0, 1, 2, ...), their
+ * count over any run of n sequences floor or ceil of n x fraction, documents only at a synthetic
+ * sequence's start even where its tokens hold the end-of-document token. */
+static void test_loader_mix(struct t_rng *r, const struct shard_set *ss, int64_t T, int64_t vocab) {
+    struct config c;
+    config_shards(&c, ss, T, vocab, t_rng_u64(r));
+    c.data.eod_token = SYNTH_KEY; /* in every record of the task: no document end there */
+    c.data.synthetic = (struct synthetic_config){
+        .n_pairs = 4, .n_queries = 2, .n_keys = 10, .n_values = 10, .documents = 1};
+    struct synthetic_task task = {vocab, 4, 2, 10, 10};
+    struct loader plain, mix;
+    open_stream(&plain, &c, false);
+    const double fractions[3] = {0.25, 1.0 / 3, 0.01 + 0.9 * t_rng_uniform(r)};
+    int64_t n = 30 * ss->n_windows; /* over 2 epochs of the shards at a fraction up to 0.91 */
+    int32_t *seq = xmalloc((size_t)(T + 1) * sizeof *seq), *ref = xmalloc((size_t)(T + 1) * 4);
+    uint8_t *ans = xmalloc((size_t)(T + 1)), *aref = xmalloc((size_t)(T + 1));
+    uint8_t *doc = xmalloc((size_t)(T + 1));
+    for (int k = 0; k < 3; k++) {
+        c.data.synthetic.fraction = fractions[k];
+        open_stream(&mix, &c, false);
+        int64_t ppm = llround(fractions[k] * 1e6), n_syn = 0, n_shard = 0;
+        int bad_shard = 0, bad_syn = 0, bad_docs = 0, bad_count = 0;
+        for (int64_t g = 0; g < n; g++) {
+            bool syn = loader_is_synthetic(&mix, g);
+            loader_read_docs(&mix, g, seq, ans, doc);
+            if (syn) {
+                synthetic_sequence(&task, c.seed, n_syn++, T + 1, ref, aref);
+                bad_syn += memcmp(seq, ref, (size_t)(T + 1) * sizeof *seq) != 0 ||
+                           memcmp(ans, aref, (size_t)(T + 1)) != 0;
+                for (int64_t i = 1; i <= T; i++) bad_docs += doc[i] != 0;
+            } else {
+                loader_read(&plain, n_shard++, ref, NULL);
+                bad_shard += memcmp(seq, ref, (size_t)(T + 1) * sizeof *seq) != 0;
+                for (int64_t i = 0; i <= T; i++) bad_syn += ans[i] != 0;
+            }
+            bad_docs += doc[0] != 1;
+            bad_count += n_syn != (int64_t)((g + 1) * ppm / 1000000);
+        }
+        for (int i = 0; i < 50; i++) { /* any run of sequences: floor or ceil of its share */
+            int64_t first = (int64_t)(t_rng_u64(r) % (uint64_t)n), len = (int64_t)(t_rng_u64(r) % 200);
+            int64_t count = 0;
+            for (int64_t g = first; g < first + len; g++) count += loader_is_synthetic(&mix, g);
+            double want = (double)len * (double)ppm / 1e6;
+            bad_count += count != loader_synthetic_count(&mix, first, len) ||
+                         count < floor(want) || count > ceil(want);
+        }
+        t_check(bad_shard == 0 && bad_syn == 0 && bad_docs == 0 && bad_count == 0 && n_syn > 0,
+                "mix %.4f: %lld synthetic of %lld; differ: %d shard, %d synthetic sequences, %d "
+                "document starts, %d counts", fractions[k], (long long)n_syn, (long long)n,
+                bad_shard, bad_syn, bad_docs, bad_count);
+        loader_free(&mix);
+    }
+    free(seq), free(ref), free(ans), free(aref), free(doc);
+    loader_free(&plain);
+    config_free(&c);
+}
+
 static void test_loader(struct t_rng *r, const char *dir) {
     /* T = 37 so nothing lines up with a power of two; shard lengths exercise every edge:
      * 12 windows plus a spare token, exactly T + 1 (one window), shorter than T + 1 (none),
@@ -505,6 +564,7 @@ static void test_loader(struct t_rng *r, const char *dir) {
     t_check(ss.n_windows == 20, "test setup: %lld windows", (long long)ss.n_windows);
     test_loader_train(r, &ss, T, vocab);
     test_loader_val_and_errors(r, &ss, T, vocab);
+    test_loader_mix(r, &ss, T, vocab);
     shard_set_free(&ss);
 }
 

@@ -137,6 +137,16 @@ print(f"eval cp 2: {len(fa)} files, {whole} whole spans, {a['correct']} of {a['a
       f"tokens, as one rank; loss relative difference {rel:.1e}")
 EOF
 
+# --- real text mixed with the synthetic retrieval task: a quarter of the training sequences
+"$bin" configs/quickstart.json "${sets[@]}" --set run_dir="$tmp/mix" --set resume=none \
+  --set train.max_steps=2 --set train.warmup_steps=0 --set train.eval_every=0 \
+  --set data.synthetic.fraction=0.25 --set data.synthetic.answers_only=true >"$tmp/mix.out"
+grep -q "^data: 1 shard(s), .*25% of the sequences are the synthetic retrieval task" "$tmp/mix.out" ||
+  { echo "FAIL: mix: no data line"; cat "$tmp/mix.out"; exit 1; }
+grep -q "^step 2/2 | loss [0-9.]* | retrieval [0-9.]*%" "$tmp/mix.out" ||
+  { echo "FAIL: mix: no retrieval accuracy on the step lines"; cat "$tmp/mix.out"; exit 1; }
+echo "ok   mix: $(grep '^data: ' "$tmp/mix.out")"
+
 # --- bad answer files: one line naming the key, exit 2
 bad() { # WHAT EXPECTED-TEXT SETS...
   local what=$1 want=$2; shift 2
