@@ -139,6 +139,10 @@ static int check_tokens(const struct token_shard *s, const char *path, int64_t m
                 (unsigned long long)bound);
 }
 
+static int64_t mtime_ns(const struct stat *st) {
+    return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
 int token_shard_check(struct token_shard *s, const char *path, int64_t model_vocab, char *err,
                       size_t err_len) {
     memset(s, 0, sizeof *s);
@@ -184,6 +188,7 @@ int token_shard_check(struct token_shard *s, const char *path, int64_t model_voc
     s->fd = fd;
     s->dev = (uint64_t)st.st_dev;
     s->ino = (uint64_t)st.st_ino;
+    s->mtime_ns = mtime_ns(&st);
     s->path = xstrdup(path);
     return 0;
 }
@@ -216,7 +221,9 @@ static void on_bus(int sig) {
     raise(sig);
 }
 
-/* The file behind s is still the one validated at open: same size, and its path still names it. */
+/* The file behind s is still the one validated at open: same size, not written since (its
+ * modification time; a write within the file system's timestamp tick of the open can pass), and
+ * its path still names it. */
 static int check_unchanged(const struct token_shard *s, char *err, size_t err_len) {
     struct stat now, at_path;
     if (fstat(s->fd, &now) != 0)
@@ -225,6 +232,10 @@ static int check_unchanged(const struct token_shard *s, char *err, size_t err_le
         return fs_error(err, err_len, s->path, "is now %lld bytes, was %zu when the run opened it: the "
                     "shard was truncated or rewritten while training", (long long)now.st_size,
                     s->file_bytes);
+    if (mtime_ns(&now) != s->mtime_ns)
+        return fs_error(err, err_len, s->path, "was written to while training (modified %.3f s "
+                    "after the time it had when the run opened it): the shard was rewritten in "
+                    "place", (double)(mtime_ns(&now) - s->mtime_ns) / 1e9);
     if (stat(s->path, &at_path) != 0)
         return fs_error(err, err_len, s->path, "no longer exists (%s): the shard was removed while "
                     "training", strerror(errno));

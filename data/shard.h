@@ -38,6 +38,7 @@ struct token_shard {
     uint64_t bound;       /* every token is below this (min of the header's and the model's vocab) */
     int fd;               /* the validated file, kept open to notice it changing; -1 when closed */
     uint64_t dev, ino;    /* its identity */
+    int64_t mtime_ns;     /* and its modification time at open (ns since the epoch) */
 };
 
 /* Opens and validates `path`; tokens must be < model_vocab (pass 0 to skip that bound). */

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -174,20 +175,32 @@ static void test_shard_changes(struct t_rng *r, const char *dir) {
     int32_t got[64];
     t_check(token_shard_read(&s, n - 64, 64, got, err, sizeof err) == 0 && got[63] == (int32_t)t[n - 1],
             "token_shard_read of an unchanged shard: %s", err);
-    /* rewritten in place with a token past the vocabulary (same size, same file) */
+    /* Each case below is one check: the modification time is set back to the open's (as a write
+     * within the file system's timestamp tick of the open leaves it) except where it is tested. */
     int fd = open(path, O_WRONLY);
-    uint16_t big = 4000;
-    CHECK(fd >= 0 && pwrite(fd, &big, 2, SHARD_HEADER_BYTES + 2 * 10) == 2);
+    struct stat st;
+    CHECK(fd >= 0 && fstat(fd, &st) == 0);
+    struct timespec opened[2] = {{0, UTIME_OMIT}, st.st_mtim}, later[2] = {{0, UTIME_OMIT}, st.st_mtim};
+    later[1].tv_sec += 1;
+    /* rewritten in place with valid tokens: only the modification time tells */
+    uint16_t small = 7, big = 4000;
+    CHECK(pwrite(fd, &small, 2, SHARD_HEADER_BYTES + 2 * 10) == 2 && futimens(fd, later) == 0);
+    read_fails_with(&s, 0, 64, "was written to while training (modified 1.000 s after");
+    CHECK(futimens(fd, opened) == 0);
+    t_check(token_shard_read(&s, 0, 64, got, err, sizeof err) == 0 && got[10] == 7,
+            "token_shard_read with the open's modification time: %s", err);
+    /* a token past the vocabulary */
+    CHECK(pwrite(fd, &big, 2, SHARD_HEADER_BYTES + 2 * 10) == 2 && futimens(fd, opened) == 0);
     read_fails_with(&s, 0, 64, "is 4000, not below 1000: the shard was rewritten");
     /* truncated: the size check */
-    CHECK(ftruncate(fd, 4096) == 0);
+    CHECK(ftruncate(fd, 4096) == 0 && futimens(fd, opened) == 0);
     read_fails_with(&s, 0, 64, "is now 4096 bytes, was 16416");
     /* the fault itself: the check sees the new size, the copy reaches past the end */
     size_t real = s.file_bytes;
     s.file_bytes = 4096;
     read_fails_with(&s, n - 64, 64, "faulted (SIGBUS)");
     s.file_bytes = real;
-    CHECK(ftruncate(fd, (off_t)real) == 0);
+    CHECK(ftruncate(fd, (off_t)real) == 0 && futimens(fd, opened) == 0);
     close(fd);
     /* replaced by another file, then removed */
     token_shard_write(other, t, n, 1000);
