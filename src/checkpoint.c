@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "check.h"
 #include "checked.h"
 #include "checkpoint_state.h"
@@ -460,6 +462,24 @@ static int check_folder(struct trainer *tr, const char *dir, struct ckpt_state *
     return r->status;
 }
 
+/* Says which config keys differ from the checkpoint's own (rank 0): a new learning rate may be the
+ * point of the resume, but a new seed, data list or batch size silently changes the sequences the
+ * run reads from here on, so the line says so. */
+static void log_config_changes(struct trainer *tr, const char *dir) {
+    if (tr->g->world_rank != 0) return;
+    char path[4400], changes[2048];
+    snprintf(path, sizeof path, "%s/train_config.json", dir);
+    cJSON *saved = config_parse_file(path); /* verified with the checkpoint's other files */
+    bool data_order = false;
+    int n = config_changes(tr->cfg, saved, changes, sizeof changes, &data_order);
+    cJSON_Delete(saved);
+    if (n == 0) return;
+    log_info(&tr->log, "resume: %d config key(s) differ from %s: %s\n", n, path, changes);
+    if (data_order)
+        fprintf(stderr, "warning: seed, train.global_batch_size or a data.* key changed: the "
+                "sequences from here on are not the ones the checkpoint's run would have read\n");
+}
+
 /* Loads `dir` into the trainer when it is intact (collective); the status, and on rank 0 the
  * reason when it is not CK_OK. Nothing of the trainer changes unless it is CK_OK. */
 static int try_load(struct trainer *tr, const char *dir, struct ck_result *r) {
@@ -489,6 +509,7 @@ static int try_load(struct trainer *tr, const char *dir, struct ck_result *r) {
                  tr->g->world_size, s.version >= 2 ? "xxh64" : "version 1, no checksums", size,
                  t_verify, now_seconds() - t0 - t_verify);
         tr->run_id = s.version >= 2 ? s.run_id : tr->run_id;
+        log_config_changes(tr, dir);
     }
     ckpt_state_free(&s);
     free(host);

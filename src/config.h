@@ -229,6 +229,14 @@ struct cJSON *config_parse_file(const char *path);
 /* The value of `key` as JSON, as config_to_json writes it; the caller frees it (cJSON_Delete). */
 struct cJSON *config_key_json(const struct config *c, const char *key);
 
+/* Compares c with `saved` (a config as config_to_json writes it: a checkpoint's
+ * train_config.json) key by key, skipping keys saved lacks (a file older than the key). Writes
+ * "key old -> new" for each difference, joined by ", ", into out (n bytes, cut with "..."), sets
+ * *data_order when one of them changes which sequences the training stream reads (seed,
+ * train.global_batch_size, data.* but data.val_*), and returns how many differ. */
+int config_changes(const struct config *c, const struct cJSON *saved, char *out, size_t n,
+                   bool *data_order);
+
 /* The keys of the table, for tests and tools: count and dotted path of key i. */
 int config_key_count(void);
 const char *config_key_name(int i);

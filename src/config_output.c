@@ -195,6 +195,73 @@ void config_write_doc(FILE *f) {
     for (const char *const *r = config_rules; *r; r++) fprintf(f, "- %s\n", *r);
 }
 
+/* The member of a nested object at a dotted path ("model.rope_scaling.factor"), or NULL. */
+static const cJSON *member_at(const cJSON *obj, const char *path) {
+    char part[128];
+    while (obj && *path) {
+        size_t len = strcspn(path, ".");
+        if (len >= sizeof part) return NULL;
+        memcpy(part, path, len);
+        part[len] = '\0';
+        obj = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, part) : NULL;
+        path += len + (path[len] == '.');
+    }
+    return obj;
+}
+
+/* Does a change of `key` change which sequences the training stream reads from a step on? */
+static bool orders_data(const char *key) {
+    if (!strcmp(key, "seed") || !strcmp(key, "train.global_batch_size")) return true;
+    return !strncmp(key, "data.", 5) && strncmp(key, "data.val_", 9) != 0;
+}
+
+/* Appends s to out (n bytes, used so far *len), ending in "..." once it is full. */
+static void append(char *out, size_t n, size_t *len, const char *s) {
+    if (*len + 4 >= n) return;
+    int k = snprintf(out + *len, n - *len, "%s", s);
+    if (k < 0 || (size_t)k >= n - *len - 3) {
+        snprintf(out + n - 4, 4, "...");
+        *len = n;
+        return;
+    }
+    *len += (size_t)k;
+}
+
+/* Keys of one invocation rather than of the run: where it lives, how it starts, when it pauses. */
+static bool per_invocation(const char *key) {
+    return !strcmp(key, "run_dir") || !strcmp(key, "resume") ||
+           !strcmp(key, "train.exit_after_steps");
+}
+
+int config_changes(const struct config *c, const cJSON *saved, char *out, size_t n,
+                   bool *data_order) {
+    int count = 0;
+    size_t len = 0;
+    out[0] = '\0';
+    *data_order = false;
+    for (int i = 0; i < config_nkeys; i++) {
+        const char *key = config_keys[i].path;
+        const cJSON *old = member_at(saved, key);
+        if (!old || per_invocation(key)) continue; /* absent: a file older than the key */
+        cJSON *value = config_value_json(c, &config_keys[i]);
+        char *now = cJSON_PrintUnformatted(value); /* exact digits; read back like the file */
+        cJSON *parsed = now ? cJSON_Parse(now) : NULL;
+        if (!parsed || !cJSON_Compare(old, parsed, true)) {
+            char *was = cJSON_PrintUnformatted(old), item[512];
+            snprintf(item, sizeof item, "%s%s %.120s -> %.120s", count ? ", " : "", key,
+                     was ? was : "?", now ? now : "?");
+            append(out, n, &len, item);
+            free(was);
+            *data_order = *data_order || orders_data(key);
+            count++;
+        }
+        cJSON_Delete(parsed);
+        free(now);
+        cJSON_Delete(value);
+    }
+    return count;
+}
+
 int config_key_count(void) { return config_nkeys; }
 
 const char *config_key_name(int i) { return i >= 0 && i < config_nkeys ? config_keys[i].path : NULL; }

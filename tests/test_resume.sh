@@ -8,6 +8,8 @@
 #      complete checkpoint, and training resumes from it.
 #   4. SIGTERM or SIGUSR1 makes the trainer finish its step, checkpoint and exit 0.
 #   5. A checkpoint whose model shape disagrees with the config is refused naming the tensor.
+#   6. A resume names the config keys that differ from the checkpoint's (none for part 1), and
+#      warns when one of them changes the data order.
 # Usage: test_resume.sh BUILD_DIR TRAINER
 set -euo pipefail
 bin=$2
@@ -41,7 +43,9 @@ PY
 echo "== 1. uninterrupted vs split run (bitwise)"
 "$bin" "${common[@]}" --set run_dir="$dir/full" --set resume=none >/dev/null
 "$bin" "${common[@]}" --set run_dir="$dir/split" --set resume=none --set train.exit_after_steps=4 >/dev/null
-"$bin" "${common[@]}" --set run_dir="$dir/split" | grep "resumed from"
+out=$("$bin" "${common[@]}" --set run_dir="$dir/split" 2>&1)
+grep "resumed from" <<<"$out"
+! grep -E "config key|warning" <<<"$out" || { echo "FAIL: the same config reported as changed"; exit 1; }
 compare "$dir/full/metrics.jsonl" "$dir/split/metrics.jsonl" 0 "split run"
 for f in model.safetensors optim_00000.safetensors; do
   cmp "$dir/full/ckpt/step_00000008/$f" "$dir/split/ckpt/step_00000008/$f"
@@ -120,4 +124,17 @@ rc=$?
 set -e
 echo "$msg"
 [ $rc -eq 2 ] && echo "$msg" | grep -q 'gate_proj.weight' || { echo "FAIL: expected exit 2 naming the tensor"; exit 1; }
+echo "== 6. a resume names the config keys that differ from the checkpoint's"
+"$bin" "${common[@]}" --set run_dir="$dir/keys" --set resume=none --set train.exit_after_steps=2 >/dev/null
+out=$("$bin" "${common[@]}" --set run_dir="$dir/keys" --set train.exit_after_steps=1 \
+      --set train.lr=1e-3 2>&1)
+grep -q "resume: 1 config key(s) differ from .*: train.lr 0.003 -> 0.001$" <<<"$out" &&
+  ! grep -q "warning" <<<"$out" || { echo "FAIL: a new learning rate"; echo "$out"; exit 1; }
+grep "config key" <<<"$out"
+out=$("$bin" "${common[@]}" --set run_dir="$dir/keys" --set train.exit_after_steps=1 \
+      --set train.lr=1e-3 --set seed=99 2>&1)
+grep -q "resume: 1 config key(s) differ from .*: seed 1234 -> 99$" <<<"$out" &&
+  grep -q "warning: seed, .* not the ones the checkpoint's run would have read" <<<"$out" ||
+  { echo "FAIL: a new seed"; echo "$out"; exit 1; }
+grep "warning" <<<"$out"
 echo "test_resume: passed"
