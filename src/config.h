@@ -3,7 +3,7 @@
  *
  * A config is a JSON file (sections model, attention, data, train, parallel, checkpoint, log, plus
  * the top-level keys run_dir, device, seed, resume) overlaid on the defaults of config_defaults(),
- * then overridden by `--set key.path=value` options. Every key lives in one table in config.c
+ * then overridden by `--set key.path=value` options. Every key lives in one table in config_table.c
  * (name, type, field, default, documentation); the loader, the --set parser, the start-up table and
  * docs/CONFIG.md all come from that table. Unknown keys, wrong types and impossible values are
  * rejected before any work with one line naming the file, the key path and what was expected

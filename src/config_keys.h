@@ -1,6 +1,6 @@
 /*
- * config_keys.h: the key table of the config, private to config.c (loading, validation) and
- * config_output.c (JSON, start-up table, documentation).
+ * config_keys.h: the key table of the config, private to config_table.c (the table), config.c
+ * (loading), config_validate.c (rules) and config_output.c (JSON, start-up table, documentation).
  */
 #ifndef INFLLM_CONFIG_KEYS_H
 #define INFLLM_CONFIG_KEYS_H
@@ -44,8 +44,14 @@ extern const int config_nkeys;
  * NULL-terminated. */
 extern const char *const config_rules[];
 
+/* The offset of a field of struct config, as a table row names it (the key table, the RoPE rules). */
+#define KEY_FIELD(field) offsetof(struct config, field)
+
 /* What key k expects, in words ("an integer in [1, 2147483647]", ...); show_max adds the bound. */
 void config_describe(const struct key_desc *k, bool show_max, char *buf, size_t n);
+
+/* Whether values of type t are integers (KT_INT, KT_INT64, KT_U64). */
+bool config_integer_type(enum key_type t);
 
 /* Key k's value in c as JSON (numbers exact: they read back as the same double); the caller frees
  * it with cJSON_Delete. */

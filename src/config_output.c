@@ -1,5 +1,5 @@
 /*
- * config_output.c: the config written out, all from the key table of config.c: as JSON (what a
+ * config_output.c: the config written out, all from the key table of config_table.c: as JSON (what a
  * checkpoint stores and the loader reads back exactly), as the start-up table, and as the Markdown
  * reference docs/CONFIG.md.
  */
@@ -159,7 +159,7 @@ void config_write_doc(FILE *f) {
     fprintf(f, "# Configuration reference\n\n"
                "This file is the output of `infllm-train config-doc`: regenerate it with\n"
                "`build/infllm-train config-doc > docs/CONFIG.md` after changing the key table in\n"
-               "src/config.c.\n\n"
+               "src/config_table.c.\n\n"
                "A config is a JSON object of the sections below. A key left out keeps its\n"
                "default. An unknown key (with the closest known one suggested), a wrong type, a\n"
                "number out of range or an impossible combination stops the run before any work\n"

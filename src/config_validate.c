@@ -2,7 +2,7 @@
  * config_validate.c: the rules across keys (config_rules, listed in docs/CONFIG.md) that
  * config_validate enforces after loading, with the values it derives (head_dim, the RoPE defaults),
  * and the queries of a validated config (sparse, documents, the loader's source). The size rules
- * are config_sizes.c's; the key table and loading are config.c's.
+ * are config_sizes.c's; the key table is config_table.c's, loading config.c's.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -15,7 +15,6 @@
 #include "config_keys.h"
 #include "synthetic.h"
 
-#define F(field) offsetof(struct config, field)
 /* ---------------------------------------------------------------------------------------------- */
 /* Validation: derived defaults and checks across keys (each listed in `rules` for the docs)   */
 
@@ -73,17 +72,18 @@ static const struct rope_member {
     size_t offset; /* of a double in struct config */
     unsigned used, required;
 } rope_members[] = {
-    {"model.rope_scaling.factor", F(model.rope_factor),
+    {"model.rope_scaling.factor", KEY_FIELD(model.rope_factor),
      RT(LINEAR) | RT(DYNAMIC) | RT(YARN) | RT(LONGROPE) | RT(LLAMA3),
      RT(LINEAR) | RT(DYNAMIC) | RT(YARN) | RT(LLAMA3)},
-    {"model.rope_scaling.attention_factor", F(model.rope_attention_factor), RT(YARN) | RT(LONGROPE),
-     0},
-    {"model.rope_scaling.beta_fast", F(model.rope_beta_fast), RT(YARN), 0},
-    {"model.rope_scaling.beta_slow", F(model.rope_beta_slow), RT(YARN), 0},
-    {"model.rope_scaling.mscale", F(model.rope_mscale), RT(YARN), 0},
-    {"model.rope_scaling.mscale_all_dim", F(model.rope_mscale_all_dim), RT(YARN), 0},
-    {"model.rope_scaling.low_freq_factor", F(model.rope_low_freq_factor), RT(LLAMA3), RT(LLAMA3)},
-    {"model.rope_scaling.high_freq_factor", F(model.rope_high_freq_factor), RT(LLAMA3),
+    {"model.rope_scaling.attention_factor", KEY_FIELD(model.rope_attention_factor),
+     RT(YARN) | RT(LONGROPE), 0},
+    {"model.rope_scaling.beta_fast", KEY_FIELD(model.rope_beta_fast), RT(YARN), 0},
+    {"model.rope_scaling.beta_slow", KEY_FIELD(model.rope_beta_slow), RT(YARN), 0},
+    {"model.rope_scaling.mscale", KEY_FIELD(model.rope_mscale), RT(YARN), 0},
+    {"model.rope_scaling.mscale_all_dim", KEY_FIELD(model.rope_mscale_all_dim), RT(YARN), 0},
+    {"model.rope_scaling.low_freq_factor", KEY_FIELD(model.rope_low_freq_factor), RT(LLAMA3),
+     RT(LLAMA3)},
+    {"model.rope_scaling.high_freq_factor", KEY_FIELD(model.rope_high_freq_factor), RT(LLAMA3),
      RT(LLAMA3)},
 };
 

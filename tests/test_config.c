@@ -1,5 +1,5 @@
 /*
- * test_config.c: the configuration system (src/config.c): defaults that validate, every shipped
+ * test_config.c: the configuration system (src/config*.c): defaults that validate, every shipped
  * config loading, --set overrides of every key type, a random config surviving config_to_json ->
  * config_load exactly (every field of struct config compared by hand, so a field missing from the
  * key table fails here), the documentation and start-up table naming every key, and every
