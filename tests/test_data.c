@@ -565,6 +565,35 @@ static void test_loader_mix(struct t_rng *r, const struct shard_set *ss, int64_t
     config_free(&c);
 }
 
+/* A file listed twice is read twice an epoch (how a set is up-weighted, docs/DATA.md). */
+static void test_loader_repeat(struct t_rng *r, const struct shard_set *ss, int64_t T,
+                               int64_t vocab) {
+    struct config c;
+    config_shards(&c, ss, T, vocab, t_rng_u64(r));
+    for (int i = 0; i < c.data.train_files.n; i++) free(c.data.train_files.items[i]);
+    int twice[2] = {0, 0}; /* A, A */
+    config_set_files(&c.data.train_files, ss, twice, 2);
+    struct loader l;
+    open_stream(&l, &c, false);
+    int64_t W = 0;
+    for (int64_t w = 0; w < ss->n_windows; w++) W += ss->win_shard[w] == 0;
+    int count[MAX_WINDOWS] = {0}, bad = 0;
+    int32_t *seq = xmalloc((size_t)(T + 1) * sizeof *seq);
+    for (int64_t g = 0; g < 2 * W; g++) { /* one epoch */
+        loader_read(&l, g, seq, NULL);
+        int w = match_window(ss, seq, T);
+        bad += w < 0;
+        count[w >= 0 ? w : 0] += w >= 0;
+    }
+    free(seq);
+    for (int64_t w = 0; w < ss->n_windows; w++) bad += count[w] != (ss->win_shard[w] == 0 ? 2 : 0);
+    t_check(loader_epoch_size(&l) == 2 * W && bad == 0,
+            "a file listed twice: epoch of %lld sequences (expected %lld), %d windows not read "
+            "twice", (long long)loader_epoch_size(&l), (long long)(2 * W), bad);
+    loader_free(&l);
+    config_free(&c);
+}
+
 static void test_loader(struct t_rng *r, const char *dir) {
     /* T = 37 so nothing lines up with a power of two; shard lengths exercise every edge:
      * 12 windows plus a spare token, exactly T + 1 (one window), shorter than T + 1 (none),
@@ -579,6 +608,7 @@ static void test_loader(struct t_rng *r, const char *dir) {
     test_loader_train(r, &ss, T, vocab);
     test_loader_val_and_errors(r, &ss, T, vocab);
     test_loader_mix(r, &ss, T, vocab);
+    test_loader_repeat(r, &ss, T, vocab);
     shard_set_free(&ss);
 }
 
