@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "check.h"
 #include "checked.h"
@@ -66,15 +67,29 @@ static void open_answers(struct loader *l, const struct loader_source *s) {
     }
 }
 
+/* Bytes of the files together, for the progress of their opening check (0 for a file that
+ * cannot be read now: token_shard_open names it next). */
+static int64_t bytes_of(const struct loader_source *s) {
+    int64_t total = 0;
+    for (int i = 0; i < s->n_files; i++) {
+        struct stat st;
+        if (stat(s->files[i], &st) == 0 && S_ISREG(st.st_mode)) total = size_add(total, st.st_size);
+    }
+    return total;
+}
+
 static void init_shards(struct loader *l, const struct loader_source *s) {
     l->n_shards = s->n_files;
     l->shards = xcalloc((size_t)(s->n_files > 0 ? s->n_files : 1), sizeof *l->shards);
     l->window_start = xcalloc((size_t)s->n_files + 1, sizeof *l->window_start);
+    int64_t total = s->on_open ? bytes_of(s) : 0, done = 0;
     for (int i = 0; i < s->n_files; i++) {
         token_shard_open(&l->shards[i], s->files[i], s->vocab_size);
         int64_t n = l->shards[i].n_tokens;
         int64_t windows = n > l->seq_len ? (n - 1) / l->seq_len : 0;
         l->window_start[i + 1] = size_add(l->window_start[i], windows);
+        done = size_add(done, (int64_t)l->shards[i].file_bytes);
+        if (s->on_open) s->on_open(s->on_open_ctx, i + 1, s->n_files, done, total);
     }
     l->n_windows = l->window_start[s->n_files];
     if (s->answer_files) open_answers(l, s);

@@ -51,6 +51,10 @@ struct loader_source {
     char *const *answer_files;   /* DATA_SOURCE_SHARDS: NULL, or (n_files) shards of the same token
                                     counts whose tokens are 1 at scored answers, else 0 */
     const char *answer_key;      /* the key that lists them ("data.val_answer_files") */
+    /* Optional: called after each shard of the opening check (every token is read once: a cold
+     * terabyte takes minutes) with the shards and bytes done so far and in all, for progress. */
+    void (*on_open)(void *ctx, int done, int n, int64_t bytes_done, int64_t bytes_total);
+    void *on_open_ctx;
 };
 
 struct loader {

@@ -70,6 +70,42 @@ static void print_gpu_map(const struct trainer *tr, int n_devices, enum comm_kin
     free(devs);
 }
 
+/* Progress of a loader's opening check of its shards: a line every 5 s once it has run 2 s, and
+ * one at the end when there was any. */
+struct open_progress {
+    const struct trainer *tr;
+    const char *key;
+    double t0, shown; /* start, and time of the last line (0: none yet) */
+};
+
+static void on_open(void *ctx, int done, int n, int64_t bytes_done, int64_t bytes_total) {
+    struct open_progress *p = ctx;
+    double now = now_seconds(), t = now - p->t0, rate = t > 0 ? (double)bytes_done / t : 0;
+    if (done == n) {
+        if (p->shown > 0)
+            log_info(&p->tr->log, "data: checked %s: %d shard(s), %.1f GB in %.1f s (%.2f GB/s)\n",
+                     p->key, n, (double)bytes_done / 1e9, t, rate / 1e9);
+        return;
+    }
+    if (t < 2 || now - p->shown < 5) return;
+    char eta[32] = "?";
+    if (rate > 0 && bytes_total >= bytes_done)
+        format_duration(eta, sizeof eta, (double)(bytes_total - bytes_done) / rate);
+    log_info(&p->tr->log, "data: checking %s: %d of %d shards, %.1f of %.1f GB (%.2f GB/s), ETA "
+             "%s\n", p->key, done, n, (double)bytes_done / 1e9, (double)bytes_total / 1e9,
+             rate / 1e9, eta);
+    p->shown = now;
+}
+
+/* Opens a loader over the config's training or validation stream, with progress. */
+static void open_loader(struct trainer *tr, struct loader *l, bool val) {
+    struct loader_source s = config_loader_source(tr->cfg, val);
+    struct open_progress p = {tr, s.files_key, now_seconds(), 0};
+    s.on_open = on_open;
+    s.on_open_ctx = &p;
+    loader_init(l, &s);
+}
+
 /* The trainer's host staging of one micro-batch (plan.h: run once to size, once to carve). */
 static void declare_host(struct trainer *tr) {
     struct mem_plan *p = &tr->plan;
@@ -203,9 +239,8 @@ void trainer_init(struct trainer *tr, const struct config *c, struct grid *g,
     backend_init(&tr->be, c->device, g->local_rank);
     enum comm_kind kind = grid_attach_device(g, c->device == DEVICE_CUDA, tr->be.n_devices,
                                              tr->be.gpu.stream);
-    struct loader_source train = config_loader_source(c, false), val = config_loader_source(c, true);
-    loader_init(&tr->train_data, &train);
-    loader_init(&tr->val_data, &val);
+    open_loader(tr, &tr->train_data, false);
+    open_loader(tr, &tr->val_data, true);
     int64_t pad = (int64_t)g->world_size * ADAMW_ALIGN;
     plan_run(tr, pad);
     if (mode == TRAINER_PLAN) return;

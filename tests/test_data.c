@@ -565,6 +565,42 @@ static void test_loader_mix(struct t_rng *r, const struct shard_set *ss, int64_t
     config_free(&c);
 }
 
+/* The opening check's progress: one call per shard, in order, bytes growing to the files' sum. */
+struct progress_log {
+    int calls, bad;
+    int64_t last_bytes, total;
+};
+
+static void record_progress(void *ctx, int done, int n, int64_t bytes_done, int64_t bytes_total) {
+    struct progress_log *p = ctx;
+    p->bad += done != p->calls + 1 || n != 4 || bytes_done < p->last_bytes ||
+              bytes_total != p->total;
+    p->calls++;
+    p->last_bytes = bytes_done;
+}
+
+static void test_loader_progress(struct t_rng *r, const struct shard_set *ss, int64_t T,
+                                 int64_t vocab) {
+    struct config c;
+    config_shards(&c, ss, T, vocab, t_rng_u64(r));
+    struct loader_source s = config_loader_source(&c, false);
+    struct progress_log p = {0};
+    for (int i = 0; i < ss->n; i++) {
+        struct stat st;
+        CHECK(stat(ss->paths[i], &st) == 0);
+        p.total += st.st_size;
+    }
+    s.on_open = record_progress;
+    s.on_open_ctx = &p;
+    struct loader l;
+    loader_init(&l, &s);
+    t_check(p.calls == ss->n && p.bad == 0 && p.last_bytes == p.total,
+            "open progress: %d calls for %d shards, %d out of order, %lld of %lld bytes",
+            p.calls, ss->n, p.bad, (long long)p.last_bytes, (long long)p.total);
+    loader_free(&l);
+    config_free(&c);
+}
+
 /* A file listed twice is read twice an epoch (how a set is up-weighted, docs/DATA.md). */
 static void test_loader_repeat(struct t_rng *r, const struct shard_set *ss, int64_t T,
                                int64_t vocab) {
@@ -609,6 +645,7 @@ static void test_loader(struct t_rng *r, const char *dir) {
     test_loader_val_and_errors(r, &ss, T, vocab);
     test_loader_mix(r, &ss, T, vocab);
     test_loader_repeat(r, &ss, T, vocab);
+    test_loader_progress(r, &ss, T, vocab);
     shard_set_free(&ss);
 }
 
