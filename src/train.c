@@ -129,6 +129,20 @@ static void declare_host(struct trainer *tr) {
     }
 }
 
+/* Bytes of host memory available now (Linux's MemAvailable: free, and cache it can drop) and, in
+ * *total, the machine's; without /proc/meminfo both are the physical memory (0 when unknown). */
+static double host_memory(double *total) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    *total = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    long long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kib) == 1) break;
+    if (f) fclose(f);
+    return kib >= 0 ? (double)kib * 1024.0 : *total;
+}
+
 /* Plans everything (model, optimizer, host staging) without allocating, prints the plan, and
  * refuses one that does not fit the device's free memory. */
 static void plan_run(struct trainer *tr, int64_t pad) {
@@ -153,15 +167,17 @@ static void plan_run(struct trainer *tr, int64_t pad) {
     backend_mem_info(&tr->be, &free_b, &total_b);
     size_t need = plan_bytes(&tr->model.plan, false) + plan_bytes(&tr->opt.plan, false) +
                   ((size_t)512 << 20);
-    if (total_b == 0) { /* host memory: only a plan larger than the machine is refused up front */
-        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-        double ram = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
-        if (ram > 0 && (double)(need + plan_bytes(&tr->plan, true)) > ram) {
+    if (total_b == 0) { /* host memory: this node's ranks together against what it has free */
+        double per_rank = (double)(need + plan_bytes(&tr->plan, true));
+        double node = per_rank * g->local_size, ram = 0, avail = host_memory(&ram);
+        if (avail > 0 && node > avail) {
             model_print_plan(&tr->model, more, 2, stderr);
             die_user("%s: the run needs about %.2f GiB of host memory per rank (plan above + 0.5 "
-                     "GiB margin) but this machine has %.2f GiB; lower the model's sizes, "
+                     "GiB margin), %.2f GiB for the %d rank(s) on this node, but this machine has "
+                     "%.2f GiB available (of %.2f); lower the model's sizes, "
                      "train.micro_batch_size or data.seq_len", tr->cfg->path,
-                     (double)(need + plan_bytes(&tr->plan, true)) / (1 << 30), ram / (1 << 30));
+                     per_rank / (1 << 30), node / (1 << 30), g->local_size, avail / (1 << 30),
+                     ram / (1 << 30));
         }
         return;
     }
