@@ -48,7 +48,7 @@ const char *const config_rules[] = {
     "`data.source` `synthetic`: the task fits the vocabulary and data.seq_len + 1 tokens (BOS, "
     "4 tokens per record; data.synthetic.documents times that with several documents); "
     "`shards`: at least one `data.train_files` entry, and the task fits as well when "
-    "`data.synthetic.fraction` > 0 (which only `shards` takes, at least 5e-7).",
+    "`data.synthetic.fraction` > 0 (which only `shards` takes, in [5e-7, 0.9999995)).",
     "`data.eod_token` is -1 or below model.vocab_size, and only with `data.source` `shards`.",
     "`data.val_answer_files` is empty or has one entry per `data.val_files` entry; "
     "`train.eval_buckets` holds ascending integers >= 1.",
@@ -258,6 +258,10 @@ static void validate_data(const struct config *c) {
     if (s->fraction > 0 && llround(s->fraction * 1e6) < 1)
         config_bad(c, "data.synthetic.fraction", "%g rounds to 0 millionths; expected 0 or at "
                    "least 5e-7", s->fraction);
+    if (llround(s->fraction * 1e6) >= 1000000)
+        config_bad(c, "data.synthetic.fraction", "%.9g rounds to 1000000 millionths, every "
+                   "sequence; expected below 0.9999995 (or data.source \"synthetic\")",
+                   s->fraction);
     if (c->data.source == DATA_SOURCE_SHARDS && s->fraction == 0) return;
     struct synthetic_task task = {c->model.vocab_size, s->n_pairs, s->n_queries, s->n_keys,
                                   s->n_values};

@@ -767,6 +767,9 @@ static void test_rejections(void) {
                 "{\"fraction\": 0.5}}}", "data.synthetic.fraction", "data.source \"shards\" to mix");
     REJECT_FILE("a synthetic share of 1", "{\"data\": {\"source\": \"shards\", \"train_files\": "
                 "[\"x.tok\"], \"synthetic\": {\"fraction\": 1}}}", "data.synthetic.fraction");
+    REJECT_FILE("a synthetic share that rounds to 1", "{\"data\": {\"source\": \"shards\", "
+                "\"train_files\": [\"x.tok\"], \"synthetic\": {\"fraction\": 0.9999996}}}",
+                "data.synthetic.fraction", "rounds to 1000000");
     REJECT_FILE("a synthetic share below a millionth", "{\"data\": {\"source\": \"shards\", "
                 "\"train_files\": [\"x.tok\"], \"synthetic\": {\"fraction\": 1e-7}}}",
                 "data.synthetic.fraction", "rounds to 0");
