@@ -1,8 +1,8 @@
 /*
- * test_kernels_dense.c: the fp32 CPU kernels of the dense token-local layers (matmul, bias, rmsnorm,
- * swiglu) against float64 re-implementations written here. The kernels that index by token id,
- * position or target (embedding, rope, cross-entropy) are test_kernels_indexed.c; the tolerances
- * and the finite-difference and thread checks both use are in testlib_kernels.h.
+ * test_kernels_dense.c: the fp32 CPU kernels of the dense token-local layers (matmul, bias,
+ * rmsnorm, swiglu) against float64 re-implementations written here. The kernels that index by token
+ * id, position or target (embedding, rope, cross-entropy) are test_kernels_indexed.c; the
+ * tolerances and the finite-difference and thread checks both use are in testlib_kernels.h.
  *
  *   forward      every kernel against its float64 forward, on sizes that are not multiples of the
  *                GEMM tiles (8 x 32 register tiles, 256-deep K blocks, 128 x 512 packed blocks) or

@@ -1,7 +1,8 @@
 /*
  * testlib_kernels.h: what the CPU kernel tests test_kernels_dense.c and test_kernels_indexed.c
- * share: their tolerances, fp32 / float64 buffers, a central finite-difference gradient of a float64
- * forward, and the check that a kernel gives bitwise the same outputs on 1, 2 and 3 OpenMP threads.
+ * share: their tolerances, fp32 / float64 buffers, a central finite-difference gradient of a
+ * float64 forward, and the check that a kernel gives bitwise the same outputs on 1, 2 and 3 OpenMP
+ * threads.
  */
 #ifndef INFLLM_TESTLIB_KERNELS_H
 #define INFLLM_TESTLIB_KERNELS_H
