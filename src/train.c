@@ -259,7 +259,10 @@ void trainer_init(struct trainer *tr, const struct config *c, struct grid *g,
     open_loader(tr, &tr->val_data, true);
     int64_t pad = (int64_t)g->world_size * ADAMW_ALIGN;
     plan_run(tr, pad);
-    if (mode == TRAINER_PLAN) return;
+    if (mode == TRAINER_PLAN) {
+        log_data(tr);
+        return;
+    }
     model_free(&tr->model);
     model_init(&tr->model, c, &tr->be, g, pad, true);
     plan_allocate(&tr->plan);
