@@ -30,6 +30,7 @@
 
 #include "check.h"
 #include "checked.h"
+#include "fsutil.h"
 #include "hash.h"
 
 #define LOADER_VAL_SALT 0x76616C6964617465ull  /* "validate": the synthetic validation stream */
@@ -78,13 +79,28 @@ static int64_t bytes_of(const struct loader_source *s) {
     return total;
 }
 
+/* Adds shard s to a running fingerprint: its header (magic to vocabulary: the size, the width and
+ * the token count), then its first and last 64 KiB of tokens (overlapping in a short one). */
+static void digest_shard(struct xxh64 *h, const struct token_shard *s) {
+    const size_t edge = 64 << 10, payload = s->file_bytes - SHARD_HEADER_BYTES;
+    size_t k = payload < edge ? payload : edge;
+    xxh64_update(h, s->map, SHARD_HEADER_BYTES);
+    xxh64_update(h, s->map + SHARD_HEADER_BYTES, k);
+    xxh64_update(h, s->map + s->file_bytes - k, k);
+}
+
+uint64_t loader_digest(const struct loader *l) { return l->digest; }
+
 static void init_shards(struct loader *l, const struct loader_source *s) {
     l->n_shards = s->n_files;
     l->shards = xcalloc((size_t)(s->n_files > 0 ? s->n_files : 1), sizeof *l->shards);
     l->window_start = xcalloc((size_t)s->n_files + 1, sizeof *l->window_start);
     int64_t total = s->on_open ? bytes_of(s) : 0, done = 0;
+    struct xxh64 h;
+    xxh64_init(&h, 0);
     for (int i = 0; i < s->n_files; i++) {
         token_shard_open(&l->shards[i], s->files[i], s->vocab_size);
+        digest_shard(&h, &l->shards[i]);
         int64_t n = l->shards[i].n_tokens;
         int64_t windows = n > l->seq_len ? (n - 1) / l->seq_len : 0;
         l->window_start[i + 1] = size_add(l->window_start[i], windows);
@@ -92,6 +108,7 @@ static void init_shards(struct loader *l, const struct loader_source *s) {
         if (s->on_open) s->on_open(s->on_open_ctx, i + 1, s->n_files, done, total);
     }
     l->n_windows = l->window_start[s->n_files];
+    l->digest = xxh64_digest(&h);
     if (s->answer_files) open_answers(l, s);
     if (s->n_files > 0 && l->n_windows == 0) die_no_windows(l, s->files_key);
     if (!s->val)

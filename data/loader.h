@@ -72,6 +72,7 @@ struct loader {
     int32_t eod_token;
     int documents;                   /* synthetic documents per sequence (1: one) */
     int64_t synthetic_ppm;           /* shards mixed with the synthetic task (loader_source) */
+    uint64_t digest;                 /* of the shards' contents (loader_digest) */
     struct token_shard *answers;     /* (n_shards) answer masks of the shards, or NULL */
     int32_t *answer_buf;             /* (seq_len + 1) one window of an answer mask */
 };
@@ -106,6 +107,11 @@ bool loader_is_synthetic(const struct loader *l, int64_t g);
 
 /* How many of the sequences [first, first + n) are the synthetic task's. */
 int64_t loader_synthetic_count(const struct loader *l, int64_t first, int64_t n);
+
+/* A fingerprint of the shards, in list order: an xxHash64 over each one's header, size and first
+ * and last 64 KiB of tokens (0 for the synthetic source). A checkpoint records it, so a resume can
+ * tell that files under the same names now hold other data. */
+uint64_t loader_digest(const struct loader *l);
 
 /* Number of windows in one epoch of the shards (0 for the unbounded synthetic stream, and for a
  * shards validation stream without data.val_files); a mix reads them among its synthetic ones. */

@@ -204,6 +204,9 @@ static void save_state(const struct trainer *tr, const char *dir, struct ckpt_fi
         .run_id = tr->run_id,
         .loss_ema = tr->loss_ema,
         .loss_ema_steps = tr->loss_ema_steps,
+        .has_data = c->data.source == DATA_SOURCE_SHARDS,
+        .data_windows = loader_epoch_size(&tr->train_data),
+        .data_digest = loader_digest(&tr->train_data),
         .n_files = tr->g->world_size + 2,
         .files = files,
     };
@@ -465,19 +468,35 @@ static int check_folder(struct trainer *tr, const char *dir, struct ckpt_state *
 /* Says which config keys differ from the checkpoint's own (rank 0): a new learning rate may be the
  * point of the resume, but a new seed, data list or batch size silently changes the sequences the
  * run reads from here on, so the line says so. */
-static void log_config_changes(struct trainer *tr, const char *dir) {
-    if (tr->g->world_rank != 0) return;
+static bool log_config_changes(struct trainer *tr, const char *dir) {
+    if (tr->g->world_rank != 0) return false;
     char path[4400], changes[2048];
     snprintf(path, sizeof path, "%s/train_config.json", dir);
     cJSON *saved = config_parse_file(path); /* verified with the checkpoint's other files */
     bool data_order = false;
     int n = config_changes(tr->cfg, saved, changes, sizeof changes, &data_order);
     cJSON_Delete(saved);
-    if (n == 0) return;
+    if (n == 0) return false;
     log_info(&tr->log, "resume: %d config key(s) differ from %s: %s\n", n, path, changes);
     if (data_order)
         fprintf(stderr, "warning: seed, train.global_batch_size or a data.* key changed: the "
                 "sequences from here on are not the ones the checkpoint's run would have read\n");
+    return data_order;
+}
+
+/* Warns (rank 0) when data.train_files, under unchanged names, now hold other data than when the
+ * checkpoint was written (its fingerprint of the shards, loader_digest). */
+static void check_data_changes(const struct trainer *tr, const struct ckpt_state *s,
+                               const char *dir) {
+    const struct loader *l = &tr->train_data;
+    if (tr->g->world_rank != 0 || !s->has_data || tr->cfg->data.source != DATA_SOURCE_SHARDS)
+        return;
+    if (s->data_digest == loader_digest(l) && s->data_windows == loader_epoch_size(l)) return;
+    fprintf(stderr, "warning: data.train_files hold other data than when %s was written (%lld "
+            "windows then, %lld now; fingerprint %016llx then, %016llx now): the sequences from "
+            "here on are not the ones the checkpoint's run would have read\n", dir,
+            (long long)s->data_windows, (long long)loader_epoch_size(l),
+            (unsigned long long)s->data_digest, (unsigned long long)loader_digest(l));
 }
 
 /* Loads `dir` into the trainer when it is intact (collective); the status, and on rank 0 the
@@ -509,7 +528,7 @@ static int try_load(struct trainer *tr, const char *dir, struct ck_result *r) {
                  tr->g->world_size, s.version >= 2 ? "xxh64" : "version 1, no checksums", size,
                  t_verify, now_seconds() - t0 - t_verify);
         tr->run_id = s.version >= 2 ? s.run_id : tr->run_id;
-        log_config_changes(tr, dir);
+        if (!log_config_changes(tr, dir)) check_data_changes(tr, &s, dir);
     }
     ckpt_state_free(&s);
     free(host);

@@ -8,8 +8,10 @@
  *                              the flat offsets it covers in __metadata__ (slice_start, slice_len)
  *   train_config.json          the run's config (config_to_json), what export and resume read
  *   state.json                 step, tokens seen, optimizer step, world layout, the run's lineage id
- *                              (run_id), the divergence guard's running loss, the size and xxHash64
- *                              of every other file, and a checksum of itself; written last: a
+ *                              (run_id), the divergence guard's running loss, with token shards
+ *                              their windows and fingerprint (data_windows, data_digest: see
+ *                              loader_digest), the size and xxHash64 of every other file, and a
+ *                              checksum of itself; written last: a
  *                              folder without it is not a checkpoint
  * Writing is atomic: every rank writes into step_<N>.tmp/, each file is fsynced and hashed, rank 0
  * writes state.json, renames the folder to step_<N> and fsyncs the parent, then replaces the

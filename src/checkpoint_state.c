@@ -101,6 +101,11 @@ void ckpt_state_write(const char *dir, const struct ckpt_state *s) {
     cJSON_AddStringToObject(j, "run_id", hex);
     cJSON_AddNumberToObject(j, "loss_ema", s->loss_ema);
     cJSON_AddNumberToObject(j, "loss_ema_steps", (double)s->loss_ema_steps);
+    if (s->has_data) {
+        cJSON_AddNumberToObject(j, "data_windows", (double)s->data_windows);
+        ckpt_hex64(hex, s->data_digest);
+        cJSON_AddStringToObject(j, "data_digest", hex);
+    }
     cJSON_AddItemToObject(j, "files", file_table(s));
     cJSON_AddStringToObject(j, "checksum", "0000000000000000");
     char *text = cJSON_Print(j);
@@ -219,6 +224,23 @@ static int check_relations(const struct ckpt_state *s, const char *dir, const ch
     return 0;
 }
 
+/* The training shards' fingerprint: both fields or neither (older checkpoints, the synthetic
+ * source). */
+static int read_data(const cJSON *j, struct ckpt_state *s, const char *path, char *err, size_t n) {
+    const cJSON *windows = cJSON_GetObjectItemCaseSensitive(j, "data_windows");
+    const cJSON *digest = cJSON_GetObjectItemCaseSensitive(j, "data_digest");
+    if (!windows && !digest) return 0;
+    if (!windows || !digest)
+        return st_err(err, n, "%s: \"%s\" without \"%s\": expected both or neither", path,
+                      windows ? "data_windows" : "data_digest",
+                      windows ? "data_digest" : "data_windows");
+    if (get_int(j, "data_windows", 0, CKPT_INT_MAX, &s->data_windows, path, err, n) != 0) return -1;
+    if (!cJSON_IsString(digest) || !parse_hex64(digest->valuestring, &s->data_digest))
+        return st_err(err, n, "%s: \"data_digest\": expected 16 hex digits", path);
+    s->has_data = true;
+    return 0;
+}
+
 /* Fields of every version. */
 static int read_fields(const cJSON *j, struct ckpt_state *s, const char *path, char *err, size_t n) {
     int64_t world = 0, cp = 0, dp = 0;
@@ -242,7 +264,8 @@ static int read_fields(const cJSON *j, struct ckpt_state *s, const char *path, c
         return st_err(err, n, "%s: \"loss_ema\": expected a finite number >= 0", path);
     s->loss_ema = ema->valuedouble;
     if (get_int(j, "loss_ema_steps", 0, CKPT_INT_MAX, &s->loss_ema_steps, path, err, n) != 0 ||
-        get_int(j, "global_batch_size", 1, CKPT_INT_MAX, &s->global_batch, path, err, n) != 0)
+        get_int(j, "global_batch_size", 1, CKPT_INT_MAX, &s->global_batch, path, err, n) != 0 ||
+        read_data(j, s, path, err, n) != 0)
         return -1;
     return read_files(j, s, path, err, n);
 }

@@ -36,6 +36,9 @@ struct ckpt_state {
     uint64_t run_id;         /* the lineage (0: version 1, none) */
     double loss_ema;         /* the divergence guard's running mean, and its step count */
     int64_t loss_ema_steps;
+    bool has_data;           /* token shards: the training stream's fingerprint (optional) */
+    int64_t data_windows;    /* their windows */
+    uint64_t data_digest;    /* loader_digest */
     int n_files;             /* version 2: every other file of the folder with size and hash */
     struct ckpt_file *files; /* (n_files), owned */
 };

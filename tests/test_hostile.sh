@@ -443,6 +443,9 @@ field "format" '"format" is not "infllm-train checkpoint"' 'format="other"'
 field "run_id" '"run_id": expected 16 hex digits' 'run_id="xyz"'
 field "loss_ema -1" '"loss_ema": expected a finite number >= 0' loss_ema=-1
 field "seed -1" '"seed" is -1' seed=-1
+field "data_digest alone" '"data_digest" without "data_windows": expected both or neither' 'data_digest="0123456789abcdef"'
+field "data_windows -1" '"data_windows" is -1, expected 0' data_windows=-1 'data_digest="0123456789abcdef"'
+field "data_digest not hex" '"data_digest": expected 16 hex digits' data_windows=5 'data_digest="0123"'
 field "files: extra entry" '"files" lists 4 files, expected 3' 'files={"model.safetensors": {"bytes": 1, "xxh64": "0000000000000000"}, "train_config.json": {"bytes": 1, "xxh64": "0000000000000000"}, "optim_00000.safetensors": {"bytes": 1, "xxh64": "0000000000000000"}, "evil.bin": {"bytes": 1, "xxh64": "0000000000000000"}}'
 field "files: bad hash" '"files"."model.safetensors"."xxh64": expected 16 hex digits' 'files={"model.safetensors": {"bytes": 1, "xxh64": "zz"}, "train_config.json": {"bytes": 1, "xxh64": "0000000000000000"}, "optim_00000.safetensors": {"bytes": 1, "xxh64": "0000000000000000"}}'
 field "files: wrong name" '"files": unexpected or repeated entry "optim_00001.safetensors"' 'files={"model.safetensors": {"bytes": 1, "xxh64": "0000000000000000"}, "train_config.json": {"bytes": 1, "xxh64": "0000000000000000"}, "optim_00001.safetensors": {"bytes": 1, "xxh64": "0000000000000000"}}'

@@ -9,7 +9,8 @@
 #   4. SIGTERM or SIGUSR1 makes the trainer finish its step, checkpoint and exit 0.
 #   5. A checkpoint whose model shape disagrees with the config is refused naming the tensor.
 #   6. A resume names the config keys that differ from the checkpoint's (none for part 1), and
-#      warns when one of them changes the data order.
+#      warns when one of them changes the data order, or when the training shards now hold other
+#      data under the same names (the checkpoint's fingerprint of them).
 # Usage: test_resume.sh BUILD_DIR TRAINER
 set -euo pipefail
 bin=$2
@@ -136,5 +137,26 @@ out=$("$bin" "${common[@]}" --set run_dir="$dir/keys" --set train.exit_after_ste
 grep -q "resume: 1 config key(s) differ from .*: seed 1234 -> 99$" <<<"$out" &&
   grep -q "warning: seed, .* not the ones the checkpoint's run would have read" <<<"$out" ||
   { echo "FAIL: a new seed"; echo "$out"; exit 1; }
+grep "warning" <<<"$out"
+# shards rewritten under the same name between two invocations: the checkpoint's fingerprint tells
+write_shard() { # PATH SEED: 40000 random tokens below 512
+  python3 - "$1" "$2" <<'PY'
+import random, struct, sys
+random.seed(int(sys.argv[2])); n = 40000
+with open(sys.argv[1], "wb") as f:
+    f.write(b"INFLTOK1" + struct.pack("<IIQQ", 1, 2, n, 512))
+    f.write(struct.pack(f"<{n}H", *[random.randrange(512) for _ in range(n)]))
+PY
+}
+write_shard "$dir/a.tok" 1
+shards=(--set data.source=shards --set "data.train_files=[\"$dir/a.tok\"]" --set run_dir="$dir/shards"
+        --set train.exit_after_steps=1)
+"$bin" "${common[@]}" "${shards[@]}" --set resume=none >/dev/null
+out=$("$bin" "${common[@]}" "${shards[@]}" 2>&1)
+! grep -q "warning" <<<"$out" || { echo "FAIL: unchanged shards reported"; echo "$out"; exit 1; }
+write_shard "$dir/a.tok" 2
+out=$("$bin" "${common[@]}" "${shards[@]}" 2>&1)
+grep -q "warning: data.train_files hold other data than when .* (156 windows then, 156 now; fingerprint" <<<"$out" ||
+  { echo "FAIL: rewritten shards not reported"; echo "$out"; exit 1; }
 grep "warning" <<<"$out"
 echo "test_resume: passed"
