@@ -254,8 +254,11 @@ struct loader_source config_loader_source(const struct config *c, bool val);
 /* Derived quantities. */
 int config_local_blocks(const struct config *c);            /* window_size / block_size */
 bool config_sparse(const struct config *c, int64_t seq_len); /* sparse attention at this length? */
+/* Whether the training stream holds synthetic task sequences: the synthetic source, or shards
+ * mixed with it (data.synthetic.fraction > 0). */
+bool config_synthetic(const struct config *c);
 /* Whether sequences may hold several documents (document masking): data.eod_token with shards,
- * data.synthetic.documents > 1 with the synthetic task. */
+ * data.synthetic.documents > 1 with the synthetic task (alone or mixed in). */
 bool config_documents(const struct config *c);
 
 #endif

@@ -246,6 +246,11 @@ static void validate_train(const struct config *c) {
     }
 }
 
+/* data.synthetic.fraction in millionths, as the loader spreads it. */
+static int64_t synthetic_ppm(const struct synthetic_config *s) {
+    return llround(s->fraction * 1e6);
+}
+
 static void validate_data(const struct config *c) {
     const struct synthetic_config *s = &c->data.synthetic;
     if (c->data.source == DATA_SOURCE_SHARDS && c->data.train_files.n == 0)
@@ -255,14 +260,14 @@ static void validate_data(const struct config *c) {
         config_bad(c, "data.synthetic.fraction", "%g with data.source \"synthetic\", whose every "
                    "sequence is the task already; expected 0, or data.source \"shards\" to mix",
                    s->fraction);
-    if (s->fraction > 0 && llround(s->fraction * 1e6) < 1)
+    if (s->fraction > 0 && synthetic_ppm(s) < 1)
         config_bad(c, "data.synthetic.fraction", "%g rounds to 0 millionths; expected 0 or at "
                    "least 5e-7", s->fraction);
-    if (llround(s->fraction * 1e6) >= 1000000)
+    if (synthetic_ppm(s) >= 1000000)
         config_bad(c, "data.synthetic.fraction", "%.9g rounds to 1000000 millionths, every "
                    "sequence; expected below 0.9999995 (or data.source \"synthetic\")",
                    s->fraction);
-    if (c->data.source == DATA_SOURCE_SHARDS && s->fraction == 0) return;
+    if (!config_synthetic(c)) return;
     struct synthetic_task task = {c->model.vocab_size, s->n_pairs, s->n_queries, s->n_keys,
                                   s->n_values};
     char err[512];
@@ -327,7 +332,7 @@ struct loader_source config_loader_source(const struct config *c, bool val) {
         .eod = d->source == DATA_SOURCE_SHARDS && d->eod_token >= 0,
         .eod_token = (int32_t)d->eod_token,
         .synthetic_documents = s->documents,
-        .synthetic_ppm = d->source == DATA_SOURCE_SHARDS && !val ? llround(s->fraction * 1e6) : 0,
+        .synthetic_ppm = d->source == DATA_SOURCE_SHARDS && !val ? synthetic_ppm(s) : 0,
         .answer_files = val && d->val_answer_files.n > 0 ? d->val_answer_files.items : NULL,
         .answer_key = "data.val_answer_files",
     };
@@ -341,9 +346,12 @@ bool config_sparse(const struct config *c, int64_t seq_len) {
     return c->attention.dense_len < 0 || seq_len >= c->attention.dense_len;
 }
 
+bool config_synthetic(const struct config *c) {
+    return c->data.source == DATA_SOURCE_SYNTHETIC || c->data.synthetic.fraction > 0;
+}
+
 bool config_documents(const struct config *c) {
     const struct data_config *d = &c->data;
-    bool synthetic_docs = d->synthetic.documents > 1 &&
-                          (d->source == DATA_SOURCE_SYNTHETIC || d->synthetic.fraction > 0);
+    bool synthetic_docs = d->synthetic.documents > 1 && config_synthetic(c);
     return synthetic_docs || (d->source == DATA_SOURCE_SHARDS && d->eod_token >= 0);
 }

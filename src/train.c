@@ -413,7 +413,7 @@ double trainer_step(struct trainer *tr, double lr, double *grad_norm) {
     float grad_scale = (float)(1.0 / tokens_in_step);
     double loss_sum = 0;
     int64_t counts[2] = {0, 0}; /* answers, correct */
-    bool retrieval = c->data.source == DATA_SOURCE_SYNTHETIC || c->data.synthetic.fraction > 0;
+    bool retrieval = config_synthetic(c);
     m->keep_argmax = retrieval;
     model_zero_grad(m);
     for (int micro = 0; micro < tr->accum; micro++) {
