@@ -141,14 +141,6 @@ static void set_value(struct config *c, const struct key_desc *k, const cJSON *v
     }
 }
 
-/* The key's value as compact JSON text (exact numbers: equal texts are equal values). */
-static char *value_text(const struct config *c, const struct key_desc *k) {
-    cJSON *v = config_value_json(c, k);
-    char *text = cJSON_PrintUnformatted(v);
-    cJSON_Delete(v);
-    return text;
-}
-
 /* ---------------------------------------------------------------------------------------------- */
 /* Lookup, with a suggestion for a mistyped key                                                    */
 
@@ -278,9 +270,9 @@ static void set_key(struct config *c, int idx, const cJSON *v, const struct orig
         c->given[idx] = o->section ? CONFIG_IMPORTED : CONFIG_GIVEN;
         return;
     }
-    char *ours = value_text(c, k);
+    char *ours = config_value_text(c, k);
     set_value(c, k, v, o);
-    char *theirs = value_text(c, k);
+    char *theirs = config_value_text(c, k);
     if (strcmp(ours, theirs) != 0)
         die_user("%s: %s is %s but %s says %s (drop the key from the config, or import another "
                  "model)", c->path[0] ? c->path : "config", k->path, ours, o->file, theirs);

@@ -57,6 +57,10 @@ bool config_integer_type(enum key_type t);
  * it with cJSON_Delete. */
 cJSON *config_value_json(const struct config *c, const struct key_desc *k);
 
+/* The same as compact JSON text (exact numbers: equal texts are equal values); the caller frees it
+ * with free(). */
+char *config_value_text(const struct config *c, const struct key_desc *k);
+
 /* The size rules of config_validate (config_sizes.c), for a config whose other rules hold (head_dim
  * derived): 0 when every size the config makes fits what holds it, else -1 with the key to blame
  * in key (size kn) and what is wrong in msg (size mn). */

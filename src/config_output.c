@@ -59,6 +59,13 @@ cJSON *config_value_json(const struct config *c, const struct key_desc *k) {
     return cJSON_CreateNull();
 }
 
+char *config_value_text(const struct config *c, const struct key_desc *k) {
+    cJSON *v = config_value_json(c, k);
+    char *text = cJSON_PrintUnformatted(v);
+    cJSON_Delete(v);
+    return text;
+}
+
 char *config_to_json(const struct config *c) {
     cJSON *root = cJSON_CreateObject();
     for (int i = 0; i < config_nkeys; i++) {
@@ -243,8 +250,7 @@ int config_changes(const struct config *c, const cJSON *saved, char *out, size_t
         const char *key = config_keys[i].path;
         const cJSON *old = member_at(saved, key);
         if (!old || per_invocation(key)) continue; /* absent: a file older than the key */
-        cJSON *value = config_value_json(c, &config_keys[i]);
-        char *now = cJSON_PrintUnformatted(value); /* exact digits; read back like the file */
+        char *now = config_value_text(c, &config_keys[i]); /* exact; read back like the file */
         cJSON *parsed = now ? cJSON_Parse(now) : NULL;
         if (!parsed || !cJSON_Compare(old, parsed, true)) {
             char *was = cJSON_PrintUnformatted(old), item[512];
@@ -257,7 +263,6 @@ int config_changes(const struct config *c, const cJSON *saved, char *out, size_t
         }
         cJSON_Delete(parsed);
         free(now);
-        cJSON_Delete(value);
     }
     return count;
 }
