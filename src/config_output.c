@@ -222,18 +222,6 @@ static bool orders_data(const char *key) {
     return !strncmp(key, "data.", 5) && strncmp(key, "data.val_", 9) != 0;
 }
 
-/* Appends s to out (n bytes, used so far *len), ending in "..." once it is full. */
-static void append(char *out, size_t n, size_t *len, const char *s) {
-    if (*len + 4 >= n) return;
-    int k = snprintf(out + *len, n - *len, "%s", s);
-    if (k < 0 || (size_t)k >= n - *len - 3) {
-        snprintf(out + n - 4, 4, "...");
-        *len = n;
-        return;
-    }
-    *len += (size_t)k;
-}
-
 /* Keys of one invocation rather than of the run: where it lives, how it starts, when it pauses. */
 static bool per_invocation(const char *key) {
     return !strcmp(key, "run_dir") || !strcmp(key, "resume") ||
@@ -243,7 +231,6 @@ static bool per_invocation(const char *key) {
 int config_changes(const struct config *c, const cJSON *saved, char *out, size_t n,
                    bool *data_order) {
     int count = 0;
-    size_t len = 0;
     out[0] = '\0';
     *data_order = false;
     for (int i = 0; i < config_nkeys; i++) {
@@ -256,7 +243,7 @@ int config_changes(const struct config *c, const cJSON *saved, char *out, size_t
             char *was = cJSON_PrintUnformatted(old), item[512];
             snprintf(item, sizeof item, "%s%s %.120s -> %.120s", count ? ", " : "", key,
                      was ? was : "?", now ? now : "?");
-            append(out, n, &len, item);
+            config_append(out, n, "%s", item);
             free(was);
             *data_order = *data_order || orders_data(key);
             count++;
@@ -264,6 +251,7 @@ int config_changes(const struct config *c, const cJSON *saved, char *out, size_t
         cJSON_Delete(parsed);
         free(now);
     }
+    if (n > 4 && strlen(out) + 1 >= n) memcpy(out + n - 4, "...", 3); /* cut short */
     return count;
 }
 
